@@ -1,0 +1,100 @@
+"""Model backends and the model specs that name them in a suite.
+
+A model spec is a string or a mapping:
+
+* ``smollm2-135m`` — an offline alias (see ``backends.hf.ALIASES``)
+* ``hf:ORG/NAME`` — a hub model; ``./path/to/folder`` or ``file.gguf`` — local files
+* ``{model: smollm2-135m, access: black, label: smol-black}`` — the same, with the access the
+  model may give capped (to stand in for an API) and a display label
+* ``{backend: NAME, model: ..., ...}`` — any registered backend with its own options
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boxbench.backends.base import Access, AccessError, Backend, BlackView, GreyView, WhiteView
+from boxbench.registry import Registry, UserError
+
+BACKENDS: Registry[Any] = Registry("backend", {"hf": "boxbench.backends.hf:HFBackend"})
+register_backend = BACKENDS.register
+
+__all__ = ["Access", "AccessError", "Backend", "BlackView", "GreyView", "WhiteView", "BACKENDS",
+           "register_backend", "ModelSpec", "parse_model_spec", "load_backend"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as a suite names it."""
+
+    backend: str
+    model: str
+    access: Access | None = None  # cap on the access the model gives (None: the backend's max)
+    label: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.model
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.access is not None:
+            d["access"] = self.access.name
+        if self.label:
+            d["label"] = self.label
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelSpec":
+        """Rebuild a spec written by ``to_json`` (already validated; no checks here)."""
+        access = Access.parse(d["access"]) if d.get("access") else None
+        return cls(d["backend"], d["model"], access, d.get("label", ""), dict(d.get("options", {})))
+
+    def max_access(self) -> Access:
+        cls = BACKENDS.get(self.backend)
+        top = Access(getattr(cls, "max_access", Access.black))
+        return min(top, self.access) if self.access is not None else top
+
+
+def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
+    """Parse and check a model spec; a UserError naming ``where`` if it is malformed."""
+    from boxbench.backends.hf import ALIASES, check_alias
+
+    if isinstance(value, str):
+        value = {"model": value}
+    if not isinstance(value, dict) or "model" not in value:
+        raise UserError(f"{where}: {value!r} is not a model spec; give an alias, hf:NAME, a path, or a mapping with 'model'")
+    value = dict(value)
+    backend = str(value.pop("backend", "hf"))
+    model = str(value.pop("model"))
+    access = value.pop("access", None)
+    label = str(value.pop("label", ""))
+    spec = ModelSpec(backend, model, Access.parse(access, f"{where}.access") if access is not None else None, label, value)
+    if backend not in BACKENDS:
+        BACKENDS.get(backend)  # raises the UserError listing known backends
+    if backend == "hf":
+        if value:
+            unknown = ", ".join(sorted(value))
+            raise UserError(f"{where}: unknown option(s) {unknown} for an hf model; use model, access, label")
+        if model in ALIASES:
+            check_alias(model)
+        elif not model.startswith("hf:") and not Path(model).exists():
+            raise UserError(
+                f"{where}: model {model!r} is not an alias, a hub name (hf:ORG/NAME) or an existing path; "
+                f"aliases: {', '.join(ALIASES)}"
+            )
+    return spec
+
+
+def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
+    """Instantiate the spec's backend (``settings``: device, dtype, batch_size, ...)."""
+    cls = BACKENDS.get(spec.backend)
+    backend = cls.load(spec.model, **spec.options, **settings)
+    if spec.access is not None and spec.access < backend.max_access:
+        backend.max_access = spec.access
+    return backend

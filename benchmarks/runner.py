@@ -1,0 +1,282 @@
+"""Run a suite: each cell in its own process, one JSON line per finished cell, resumable.
+
+The parent process owns ``RUN_DIR/results.jsonl`` (rewritten atomically: temp file, fsync,
+rename) and draws the progress bars; a cell's child process loads the model, tunes, evaluates,
+and reports progress and its result on stdout as JSON lines. A cell that fails records
+``status: "error"`` with a one-line reason and the suite goes on; resume skips cells that are ok.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterator
+
+from boxbench.benchmarks.suite import Cell, Suite
+from boxbench.registry import UserError, load_plugin_file
+
+RESULTS = "results.jsonl"
+
+
+# ------------------------------------------------------------------ results store
+class ResultStore:
+    """``results.jsonl``: one record per cell key, replaced in place when a cell is re-run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / RESULTS
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                if line.strip():
+                    out.append(json.loads(line))
+        return out
+
+    def ok_keys(self) -> set[str]:
+        return {r["cell_key"] for r in self.records() if r.get("status") == "ok"}
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Add ``record`` (replacing an earlier one with the same cell key) atomically."""
+        records = [r for r in self.records() if r.get("cell_key") != record["cell_key"]] + [record]
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One runner per RUN_DIR at a time."""
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--out {run_dir}: another boxbench run is writing there; wait for it or use another folder") from None
+        yield
+
+
+# ------------------------------------------------------------------ parent side
+def _die_with_parent() -> None:
+    """In the child (preexec): get SIGKILL when the runner dies, so no orphan keeps computing."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _error_record(cell: Cell, reason: str, started: str) -> dict[str, Any]:
+    return {**base_record(cell), "status": "error", "error": reason, "started_at": started,
+            "finished_at": _now()}
+
+
+def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False) -> dict[str, int]:
+    """Run every cell not already ok in ``run_dir``; returns counts of ok / error / skipped."""
+    from tqdm import tqdm
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"ok": 0, "error": 0, "skipped": 0}
+    with run_lock(run_dir):
+        store = ResultStore(run_dir)
+        (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw}, indent=2, default=str))
+        done = store.ok_keys()
+        todo = [c for c in suite.cells if c.key not in done]
+        counts["skipped"] = len(suite.cells) - len(todo)
+        bar = tqdm(total=len(suite.cells), initial=counts["skipped"], desc=f"suite {suite.name}", unit="cell",
+                   position=0, disable=quiet, dynamic_ncols=True)
+        for cell in todo:
+            bar.set_postfix_str(cell.cell_id[:60])
+            record = run_cell_process(cell, run_dir, plugins or [], quiet)
+            store.put(record)
+            counts[record["status"]] += 1
+            bar.update(1)
+            if not quiet and record["status"] != "ok":
+                tqdm.write(f"cell {cell.cell_id}: error: {record['error']}")
+        bar.close()
+    return counts
+
+
+def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False) -> dict[str, Any]:
+    """Run one cell in a child process; always returns a record (an error one if the child died)."""
+    from tqdm import tqdm
+
+    cell_dir = run_dir / "cells" / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / "cell.json").write_text(json.dumps({"cell": cell.to_json(), "plugins": plugins}, indent=2))
+    started = _now()
+    timeout = cell.settings.get("cell_timeout_s")
+    log = open(cell_dir / "log.txt", "w")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=_die_with_parent)
+    record: dict[str, Any] | None = None
+    bar = None
+    t0 = time.monotonic()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("event") == "progress" and not quiet:
+                if bar is None or bar.desc != msg["phase"]:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=msg["total"], desc=msg["phase"], unit="ex", position=1, leave=False, dynamic_ncols=True)
+                bar.update(msg["n"])
+            elif msg.get("event") == "result":
+                record = msg["record"]
+            if timeout and time.monotonic() - t0 > timeout:
+                proc.kill()
+                break
+        proc.wait()
+    finally:
+        if bar is not None:
+            bar.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    if record is not None:
+        return record
+    if timeout and time.monotonic() - t0 > timeout:
+        return _error_record(cell, f"timed out after {timeout} s (settings.cell_timeout_s)", started)
+    code = proc.returncode
+    why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    hint = " (out of memory?)" if code in (-9, 137) else ""
+    return _error_record(cell, f"cell process {why}{hint}; see {cell_dir / 'log.txt'}", started)
+
+
+# ------------------------------------------------------------------ child side
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _emit(msg: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(msg, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def base_record(cell: Cell) -> dict[str, Any]:
+    """The fields every record has, whatever happened to the cell."""
+    return {
+        "cell_key": cell.key, "cell_id": cell.cell_id, "method": cell.method, "label": cell.label,
+        "access": cell.access.name, "protocol": None, "model": cell.model.display, "model_spec": cell.model.to_json(),
+        "dataset": cell.dataset["name"], "seed": cell.seed, "params": cell.params, "limits": cell.limits,
+        "settings": cell.settings, "accuracy": None, "macro_f1": None, "n": None, "invalid_rate": None,
+        "tune_wall_s": None, "eval_wall_s": None, "load_wall_s": None, "peak_host_rss_bytes": None,
+        "peak_accelerator_bytes": None, "model_calls": None, "prompt_tokens": None, "completion_tokens": None,
+        "started_at": None, "finished_at": None, "versions": None, "device": None, "status": None, "error": None,
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed)
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
+    """Load, tune, evaluate one cell in this process and return its record."""
+    from boxbench.backends import load_backend
+    from boxbench.benchmarks.datasets import load_splits
+    from boxbench.benchmarks.evaluate import evaluate
+    from boxbench.benchmarks.metering import Meter, device_info, peak_accelerator_bytes, versions
+    from boxbench.methods.base import build_params
+    from boxbench.methods.registry import get_method
+
+    record = base_record(cell)
+    record["started_at"] = _now()
+    meter = Meter().start()
+    try:
+        for plugin in plugins or []:
+            load_plugin_file(plugin)
+        _seed_everything(cell.seed)
+        method_cls = get_method(cell.method)
+        params = build_params(method_cls, cell.params)
+        splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
+                             cell.limits.get("test"), cell.settings.get("data_seed", 0))
+        task = splits.task.with_overrides(cell.dataset.get("label_words"), cell.dataset.get("template"), cell.dataset.get("instruction"))
+        record.update(data_source=splits.source, sizes=splits.sizes)
+        with meter.phase("load"):
+            backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
+                                   batch_size=cell.settings["batch_size"])
+        eval_view = backend.view(cell.access)  # access errors before any work
+        tune_view = backend.view(method_cls.access)
+        record["backend"] = backend.describe()
+        record["device"] = device_info(backend.settings.get("device", "cpu"))
+
+        with meter.phase("tune"):
+            artifact = method_cls().tune(tune_view, task, splits.train, splits.dev, params, cell.seed)
+        tune_usage = backend.usage.snapshot()
+        artifact.save(cell_dir / "artifact")
+
+        total = len(splits.test)
+        _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
+        with meter.phase("eval"):
+            res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
+                           progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
+        usage = backend.usage.snapshot()
+        with open(cell_dir / "predictions.jsonl", "w") as f:
+            for i, (ex, p) in enumerate(zip(splits.test, res["predictions"])):
+                row = {"text": ex.text, "label": ex.label, "pred": p}
+                if res["answers"]:
+                    row["answer"] = res["answers"][i]
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        record.update(
+            {k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},
+            tune_wall_s=meter.walls["tune"], eval_wall_s=meter.walls["eval"], load_wall_s=meter.walls["load"],
+            **usage,
+            tune_usage=tune_usage,
+            eval_usage={k: usage[k] - tune_usage[k] for k in usage},
+            stats=artifact.stats,
+            artifact=str((cell_dir / "artifact").relative_to(cell_dir.parent.parent)),
+            status="ok",
+        )
+    except UserError as e:
+        record.update(status="error", error=str(e))
+    except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        record.update(status="error", error=f"{type(e).__name__}: {first}")
+    finally:
+        meter.stop()
+    record.update(peak_host_rss_bytes=meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
+                  versions=versions(), finished_at=_now())
+    return record
+
+
+def child_main(cell_dir: str) -> None:
+    """Entry point of a cell's process: ``python -m boxbench.benchmarks.runner CELL_DIR``."""
+    spec = json.loads((Path(cell_dir) / "cell.json").read_text())
+    cell = Cell.from_json(spec["cell"])
+    _emit({"event": "result", "record": execute_cell(cell, Path(cell_dir), spec.get("plugins", []))})
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1])

@@ -1,0 +1,177 @@
+"""Suite files: parse, validate (one-line errors naming the field), expand to cells.
+
+```yaml
+name: quick
+models: [smollm2-135m]                 # alias, hf:ORG/NAME, path, or {model:, access:, label:}
+datasets: [sst2, agnews]               # or {name: sst2, template: ..., label_words: [...]}
+methods:
+  - name: zero_shot
+    access: grey                       # optional: evaluate at this access (default: the method's)
+  - name: few_shot
+    params: {k: 4}
+    label: few_shot_k4                 # optional display name
+seeds: [0]
+limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
+settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600}
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from boxbench.backends import ModelSpec, parse_model_spec
+from boxbench.backends.base import Access
+from boxbench.benchmarks.datasets import check_dataset
+from boxbench.methods.base import build_params
+from boxbench.methods.registry import get_method
+from boxbench.registry import UserError
+
+TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings"}
+METHOD_KEYS = {"name", "access", "params", "label"}
+DATASET_KEYS = {"name", "template", "label_words", "instruction"}
+LIMIT_KEYS = {"train", "dev", "test"}
+SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: method × model × dataset × seed. Runs in its own process."""
+
+    method: str
+    label: str
+    access: Access
+    params: dict[str, Any]
+    model: ModelSpec
+    dataset: dict[str, Any]
+    seed: int
+    limits: dict[str, int | None]
+    settings: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
+                "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
+                "limits": self.limits, "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Cell":
+        return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
+                   d["dataset"], d["seed"], d["limits"], d["settings"])
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the same experiment always has the same key (resume skips it)."""
+        ident = {k: v for k, v in self.to_json().items() if k != "settings"}
+        ident["settings"] = {k: v for k, v in self.settings.items() if k != "cell_timeout_s"}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def cell_id(self) -> str:
+        raw = f"{self.label}.{self.model.display}.{self.dataset['name']}.s{self.seed}.{self.key[:8]}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
+
+
+@dataclass
+class Suite:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _list(raw: dict[str, Any], key: str) -> list[Any]:
+    value = raw.get(key)
+    if value is None:
+        raise UserError(f"suite: missing required field {key!r}")
+    if not isinstance(value, list) or not value:
+        raise UserError(f"suite.{key}: must be a non-empty list")
+    return value
+
+
+def _unknown(given: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(given) - allowed)
+    if extra:
+        raise UserError(f"{where}: unknown field {extra[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
+
+
+def load_suite(path: str | Path, limit: int | None = None) -> Suite:
+    """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"suite file {str(p)!r} not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"suite {p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"suite {p}: expected a mapping with models, datasets, methods")
+    return parse_suite(raw, limit, default_name=p.stem)
+
+
+def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite") -> Suite:
+    _unknown(raw, TOP_KEYS, "suite")
+    models = [parse_model_spec(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
+    datasets = []
+    for i, d in enumerate(_list(raw, "datasets")):
+        d = {"name": d} if isinstance(d, str) else d
+        if not isinstance(d, dict) or "name" not in d:
+            raise UserError(f"suite.datasets[{i}]: give a dataset name or a mapping with 'name'")
+        _unknown(d, DATASET_KEYS, f"suite.datasets[{i}]")
+        check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(d.get("label_words"), d.get("template"), d.get("instruction"))
+        datasets.append(dict(d))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError("suite.seeds: must be a non-empty list of integers")
+    limits_raw = raw.get("limits") or {}
+    if not isinstance(limits_raw, dict):
+        raise UserError("suite.limits: must be a mapping like {train: 2000, dev: 200, test: 300}")
+    _unknown(limits_raw, LIMIT_KEYS, "suite.limits")
+    for k, v in limits_raw.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise UserError(f"suite.limits.{k}: must be a non-negative integer or null")
+    limits = {"train": limits_raw.get("train"), "dev": limits_raw.get("dev", 0), "test": limits_raw.get("test")}
+    if limit is not None:
+        limits["test"] = min(limit, limits["test"]) if limits["test"] is not None else limit
+    settings_raw = raw.get("settings") or {}
+    if not isinstance(settings_raw, dict):
+        raise UserError("suite.settings: must be a mapping")
+    _unknown(settings_raw, set(SETTINGS), "suite.settings")
+    settings = {**SETTINGS, **settings_raw}
+
+    methods = []
+    for i, m in enumerate(_list(raw, "methods")):
+        where = f"suite.methods[{i}]"
+        m = {"name": m} if isinstance(m, str) else m
+        if not isinstance(m, dict) or "name" not in m:
+            raise UserError(f"{where}: give a method name or a mapping with 'name'")
+        _unknown(m, METHOD_KEYS, where)
+        cls = get_method(str(m["name"]))
+        params = build_params(cls, m.get("params"), f"{where}.params")
+        access = Access.parse(m["access"], f"{where}.access") if m.get("access") is not None else cls.access
+        if access < cls.access:
+            raise UserError(f"{where}.access: {cls.name} needs {cls.access.name} access; {access.name} is too low")
+        for spec in models:
+            if spec.max_access() < access:
+                raise UserError(
+                    f"{where}: {cls.name} needs {access.name} access but model {spec.display!r} gives only "
+                    f"{spec.max_access().name}; use a model that gives {access.name} access or drop the method"
+                )
+        default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
+        methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params)))
+    labels = [m[1] for m in methods]
+    dup = next((lab for lab in labels if labels.count(lab) > 1), None)
+    if dup:
+        raise UserError(f"suite.methods: two entries are both labelled {dup!r}; give one a distinct 'label'")
+
+    cells = [Cell(name, label, access, params, spec, ds, seed, limits, settings)
+             for spec in models for ds in datasets for (name, label, access, params) in methods for seed in seeds]
+    return Suite(str(raw.get("name", default_name)), cells, raw)

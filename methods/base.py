@@ -1,0 +1,131 @@
+"""The Method interface and the Artifact a tuning run returns.
+
+A method declares the least access it needs and a params dataclass whose defaults are the
+paper's. ``tune`` receives a view of exactly that access and returns an Artifact: serialisable
+(JSON + files), re-appliable to another model, evaluated by the one shared scorer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from boxbench.backends.base import Access, BlackView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.registry import UserError
+
+ARTIFACT_KINDS: dict[str, type["Artifact"]] = {}
+
+
+class Artifact:
+    """What tuning produced. Subclasses set ``kind`` and override ``prompts`` and/or ``bind``."""
+
+    kind: ClassVar[str] = "artifact"
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        ARTIFACT_KINDS[cls.kind] = cls
+
+    def __init__(self) -> None:
+        self.stats: dict[str, Any] = {}  # train_steps, trainable_params, ... recorded by the runner
+
+    def prompts(self, task: Task, texts: Sequence[str]) -> list[str]:
+        """The prompt for each test input (default: the task template alone)."""
+        return [render_prompt(task, t) for t in texts]
+
+    def bind(self, view: BlackView) -> BlackView:
+        """The view to evaluate with (an adapter artifact attaches itself here)."""
+        return view
+
+    def to_json(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> "Artifact":
+        return cls()
+
+    def save(self, folder: Path) -> None:
+        """Write ``artifact.json`` (and any files) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {"kind": self.kind, "stats": self.stats, **self.to_json()}
+        (folder / "artifact.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+
+    @staticmethod
+    def load(folder: Path) -> "Artifact":
+        data = json.loads((Path(folder) / "artifact.json").read_text())
+        cls = ARTIFACT_KINDS.get(data.pop("kind"), Artifact)
+        stats = data.pop("stats", {})
+        art = cls.from_json(data, Path(folder))
+        art.stats = stats
+        return art
+
+
+def render_prompt(task: Task, text: str, instruction: str = "", demos: Sequence[Example] = ()) -> str:
+    """instruction, then each demonstration (template + its label word), then the query template."""
+    parts = [instruction.strip()] if instruction.strip() else []
+    parts += [task.template.format(text=d.text) + task.label_words[d.label] for d in demos]
+    parts.append(task.template.format(text=text))
+    return "\n\n".join(parts)
+
+
+class PromptArtifact(Artifact):
+    """A text prompt: an instruction and fixed demonstrations. Transfers to any model as text."""
+
+    kind = "prompt"
+
+    def __init__(self, instruction: str = "", demos: Sequence[Example] = ()) -> None:
+        super().__init__()
+        self.instruction = instruction
+        self.demos = list(demos)
+
+    def prompts(self, task: Task, texts: Sequence[str]) -> list[str]:
+        return [render_prompt(task, t, self.instruction, self.demos) for t in texts]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instruction": self.instruction, "demos": [{"text": d.text, "label": d.label} for d in self.demos]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> "PromptArtifact":
+        return cls(data.get("instruction", ""), [Example(d["text"], int(d["label"])) for d in data.get("demos", [])])
+
+
+@dataclasses.dataclass
+class NoParams:
+    """This method has no hyperparameters."""
+
+
+class Method(ABC):
+    """A tuning method. Register it with ``@register_method``."""
+
+    name: ClassVar[str]
+    access: ClassVar[Access]  # the least access it needs; tune() gets a view of exactly this
+    Params: ClassVar[type] = NoParams
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
+        """Tune on ``train``/``dev`` (never the test set) and return the artifact."""
+
+
+def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:
+    """The method's params dataclass from a suite mapping; a UserError naming a bad field."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(method.Params)}
+    for key in values:
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise UserError(f"{where}: {method.name} has no parameter {key!r}; its parameters: {known}")
+    for key, val in values.items():
+        default = fields[key].default
+        if isinstance(default, bool) and not isinstance(val, bool):
+            raise UserError(f"{where}.{key}: expected true/false, got {val!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or (isinstance(default, int) and not isinstance(val, int)):
+                raise UserError(f"{where}.{key}: expected a {type(default).__name__}, got {val!r}")
+    try:
+        return method.Params(**values)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: {e}") from None

@@ -1,0 +1,33 @@
+"""Few-shot: k demonstrations drawn at random from the training pool (seeded)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from boxbench.backends.base import Access, BlackView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import Method, PromptArtifact
+
+
+@dataclass
+class FewShotParams:
+    k: int = field(default=4, metadata={"help": "number of demonstrations"})
+    balanced: bool = field(default=False, metadata={"help": "draw k/num_labels per label instead of uniformly"})
+
+
+class FewShot(Method):
+    name = "few_shot"
+    access = Access.black
+    Params = FewShotParams
+    description = "k random training demonstrations (seeded)"
+
+    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: FewShotParams, seed: int) -> PromptArtifact:
+        rng = random.Random(seed)
+        if params.balanced:
+            per = max(1, params.k // task.num_labels)
+            demos = [d for y in range(task.num_labels) for d in rng.sample([e for e in train if e.label == y], per)]
+            rng.shuffle(demos)
+        else:
+            demos = rng.sample(train, min(params.k, len(train)))
+        return PromptArtifact(task.instruction, demos)

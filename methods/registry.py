@@ -1,0 +1,24 @@
+"""The method registry: built-ins (lazy), ``@register_method``, entry points ``boxbench.methods``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boxbench.registry import Registry
+
+METHODS: Registry[Any] = Registry(
+    "method",
+    {
+        "zero_shot": "boxbench.methods.zero_shot:ZeroShot",
+        "few_shot": "boxbench.methods.few_shot:FewShot",
+    },
+)
+
+
+def register_method(cls: Any) -> Any:
+    """Class decorator: make a Method subclass available by its ``name``."""
+    return METHODS.register(cls.name)(cls)
+
+
+def get_method(name: str) -> Any:
+    return METHODS.get(name)

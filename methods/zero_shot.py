@@ -1,0 +1,18 @@
+"""Zero-shot: the task template alone (the seed studies' "Empty" row)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boxbench.backends.base import Access, BlackView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import Method, PromptArtifact
+
+
+class ZeroShot(Method):
+    name = "zero_shot"
+    access = Access.black
+    description = "task template only, no tuning"
+
+    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> PromptArtifact:
+        return PromptArtifact(task.instruction)

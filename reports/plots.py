@@ -1,0 +1,50 @@
+"""Accuracy against tuning cost, one colour per access class (matplotlib, PNG bytes)."""
+
+from __future__ import annotations
+
+import io
+import statistics
+from typing import Any
+
+ACCESS_COLOURS = {"black": "#222222", "grey": "#8c8c8c", "white": "#1f77b4"}
+MARKERS = ["o", "s", "^", "D", "v", "P"]
+
+
+def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
+    """Two panels: accuracy vs tuning wall time, accuracy vs peak memory. None if nothing to plot."""
+    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None]
+    if not ok:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for r in ok:
+        groups.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
+    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = [("tune_wall_s", "tuning wall time (s, symlog)", 1.0), ("peak_host_rss_bytes", "peak host memory (GiB)", 1024**3)]
+    for ax, (key, xlabel, scale) in zip(axes, panels):
+        for (model, dataset, access, label), rs in groups.items():
+            xs = [r[key] / scale for r in rs if r.get(key) is not None]
+            if not xs:
+                continue
+            x = statistics.fmean(xs)
+            y = 100 * statistics.fmean(r["accuracy"] for r in rs)
+            ax.scatter(x, y, color=ACCESS_COLOURS.get(access, "red"), marker=MARKERS[datasets.index(dataset) % len(MARKERS)], s=40)
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if key == "tune_wall_s":
+            ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
+    handles += [plt.Line2D([], [], color="k", marker=MARKERS[i % len(MARKERS)], linestyle="", fillstyle="none", label=d) for i, d in enumerate(datasets)]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,73 @@
+"""``boxbench report RUN_DIR``: report.md and a self-contained report.html from results.jsonl alone."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from boxbench.registry import UserError
+from boxbench.reports.plots import cost_plot
+from boxbench.reports.tables import Table, accuracy_table, cost_table, error_table
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;font-size:90%}"""
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "results.jsonl"
+    if not path.is_file():
+        raise UserError(f"run dir {str(run_dir)!r} has no results.jsonl; run a suite into it with boxbench run SUITE --out {run_dir}")
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def build_tables(records: list[dict[str, Any]]) -> list[Table]:
+    models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok"))
+    tables: list[Table] = []
+    for m in models:
+        tables += [accuracy_table(records, m), cost_table(records, m)]
+    err = error_table(records)
+    if err:
+        tables.append(err)
+    return tables
+
+
+def write_report(run_dir: Path) -> tuple[Path, Path]:
+    """Write report.md (+ report_cost.png) and report.html (plot embedded); returns both paths."""
+    records = load_records(run_dir)
+    tables = build_tables(records)
+    png = cost_plot(records)
+    ok = sum(1 for r in records if r.get("status") == "ok")
+    sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
+    versions = next((r.get("versions") for r in records if r.get("versions")), {})
+    devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
+    suite = json.loads((run_dir / "suite.json").read_text()).get("name", "?") if (run_dir / "suite.json").exists() else "?"
+    header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
+              f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
+              f"Devices: {'; '.join(devices)}\n")
+    md_parts = [f"# boxbench report — {run_dir.name}\n", header]
+    md_parts += [t.markdown() for t in tables]
+    if png:
+        (run_dir / "report_cost.png").write_bytes(png)
+        md_parts.append("### Accuracy against cost\n\n![accuracy against cost](report_cost.png)\n")
+    md = run_dir / "report.md"
+    md.write_text("\n".join(md_parts))
+    img = f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    body = "".join(t.html() for t in tables)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
+            f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"
+            f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{body}{img}</body></html>")
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return md, out

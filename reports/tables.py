@@ -1,0 +1,125 @@
+"""Tables built from results.jsonl records, rendered to markdown or HTML from the same rows."""
+
+from __future__ import annotations
+
+import html
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+ACCESS_ORDER = ["black", "grey", "white"]
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    groups: list[tuple[int, str]] = field(default_factory=list)  # (row index, group caption) separators
+    note: str = ""
+
+    def markdown(self) -> str:
+        out = [f"### {self.title}", ""]
+        if self.note:
+            out += [self.note, ""]
+        out += ["| " + " | ".join(self.headers) + " |", "|" + "|".join("---" for _ in self.headers) + "|"]
+        starts = dict(self.groups)
+        for i, row in enumerate(self.rows):
+            if i in starts:
+                out.append("| **" + starts[i] + "** |" + " |" * (len(self.headers) - 1))
+            out.append("| " + " | ".join(row) + " |")
+        return "\n".join(out) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = []
+        starts = dict(self.groups)
+        for i, row in enumerate(self.rows):
+            if i in starts:
+                body.append(f'<tr class="group"><td colspan="{len(self.headers)}">{html.escape(starts[i])}</td></tr>')
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        return f"<h3>{html.escape(self.title)}</h3>{note}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def mean_std(values: Iterable[float | None], scale: float = 1.0, digits: int = 1) -> str:
+    """"mean ± std (n)" over seeds; the sample std needs two or more values."""
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "—"
+    m = statistics.fmean(vals)
+    if len(vals) == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(vals):.{digits}f} (n={len(vals)})"
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(access, label) pairs in table order: access class, then first appearance."""
+    seen: list[tuple[str, str]] = []
+    for r in records:
+        key = (r["access"], r["label"])
+        if key not in seen:
+            seen.append(key)
+    return sorted(seen, key=lambda k: ACCESS_ORDER.index(k[0]) if k[0] in ACCESS_ORDER else 99)
+
+
+def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
+    """The survey's Table 1 layout: methods grouped by access class × datasets, mean ± std over seeds."""
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model]
+    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
+    t = Table(f"Accuracy (%) — {model}", ["method", "protocol", *datasets],
+              note="mean ± std over seeds; protocol: logprob = label words scored by log-probability, generate = greedy answer parsed")
+    current = None
+    for access, label in row_order(ok):
+        if access != current:
+            t.groups.append((len(t.rows), f"{access}-box"))
+            current = access
+        mine = [r for r in ok if r["label"] == label and r["access"] == access]
+        protocol = ", ".join(sorted({r["protocol"] for r in mine}))
+        cells = [mean_std([r["accuracy"] for r in mine if r["dataset"] == d], 100) for d in datasets]
+        t.rows.append([label, protocol, *cells])
+    return t
+
+
+def cost_table(records: list[dict[str, Any]], model: str) -> Table:
+    """The survey's Table 2 layout: memory, wall time, calls and tokens per method and dataset."""
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model]
+    t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
+                                  "calls", "prompt tok", "gen tok", "invalid %", "n"],
+              note="means over seeds; peak RSS sampled over the whole cell (model load included)")
+    gib = 1024**3
+    for access, label in row_order(ok):
+        for d in dict.fromkeys(r["dataset"] for r in ok):
+            mine = [r for r in ok if r["label"] == label and r["access"] == access and r["dataset"] == d]
+            if not mine:
+                continue
+            rss = _mean(r["peak_host_rss_bytes"] for r in mine)
+            gpu = _mean(r["peak_accelerator_bytes"] for r in mine)
+            t.rows.append([
+                label, access, d, _fmt(_mean(r["tune_wall_s"] for r in mine)), _fmt(_mean(r["eval_wall_s"] for r in mine)),
+                _fmt(rss / gib if rss is not None else None, digits=2), _fmt(gpu / gib if gpu is not None else None, digits=2),
+                _fmt(_mean(r["model_calls"] for r in mine), digits=0), _fmt(_mean(r["prompt_tokens"] for r in mine), digits=0),
+                _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
+                mean_std([r["invalid_rate"] for r in mine], 100),
+                str(mine[0]["n"]),
+            ])
+    return t
+
+
+def error_table(records: list[dict[str, Any]]) -> Table | None:
+    bad = [r for r in records if r["status"] != "ok"]
+    if not bad:
+        return None
+    t = Table("Cells that failed", ["method", "model", "dataset", "seed", "error"])
+    for r in bad:
+        t.rows.append([r.get("label", "?"), str(r.get("model", "?")), str(r.get("dataset", "?")), str(r.get("seed", "?")), str(r.get("error", ""))])
+    return t
