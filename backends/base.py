@@ -43,8 +43,11 @@ class Access(enum.IntEnum):
         return self.name
 
 
-class AccessError(UserError):
-    """A method asked for more access than the model (or its view) gives."""
+class AccessError(UserError, AttributeError):
+    """A method asked for more access than the model (or its view) gives.
+
+    Also an AttributeError, so ``hasattr(black_view, "score")`` is False.
+    """
 
 
 @dataclass
@@ -141,6 +144,13 @@ class BlackView:
     def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[str]:
         return self.__backend.generate(list(prompts), config or GenerationConfig())
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this view does not have: say which access would give it.
+        for level, names in RESTRICTED.items():
+            if name in names and level > self.access:
+                raise AccessError(f"{name!r} needs {level.name} access; this is a {self.access.name} view")
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def _backend(self, caller_access: Access) -> Backend:
         # For subclasses only: the one way to reach the backend, checked against the view's access.
         if caller_access > self.access:
@@ -178,5 +188,10 @@ class WhiteView(GreyView):
         """White-box methods may wrap the backend itself (e.g. to attach an adapter)."""
         return self._backend(Access.white)
 
+
+RESTRICTED: dict[Access, set[str]] = {
+    Access.grey: {"next_token_logprobs", "score", "logprobs", "embeddings"},
+    Access.white: {"module", "tokenizer", "parameters", "backend", "model"},
+}
 
 VIEWS: dict[Access, type[BlackView]] = {Access.black: BlackView, Access.grey: GreyView, Access.white: WhiteView}

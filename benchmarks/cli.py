@@ -12,14 +12,15 @@ from pathlib import Path
 from boxbench.registry import UserError, load_plugin_file
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+def _common(p: argparse.ArgumentParser, dest: str = "plugin_sub") -> None:
+    # --plugin is accepted before and after the subcommand; two dests, merged in main()
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py", dest=dest,
                    help="import a Python file that registers methods/backends/datasets (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxbench", description="Benchmark LLM tuning methods by the access they need.")
-    _common(parser)
+    _common(parser, "plugin")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered methods (with access class), backends, datasets, model aliases")
     _common(p)
@@ -93,6 +94,7 @@ def cmd_report(run_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.plugin = [*args.plugin, *args.plugin_sub]
     try:
         for p in args.plugin:
             load_plugin_file(p)

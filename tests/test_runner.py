@@ -1,0 +1,123 @@
+"""The runner end to end on the real model and data: records, report, resume, SIGKILL, failing cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import SUITES, run_cli, write_suite
+
+REQUIRED = ["method", "access", "protocol", "model", "dataset", "seed", "params", "accuracy", "macro_f1", "n",
+            "invalid_rate", "tune_wall_s", "eval_wall_s", "peak_host_rss_bytes", "peak_accelerator_bytes",
+            "model_calls", "prompt_tokens", "completion_tokens", "started_at", "versions", "device", "status", "error"]
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_smoke_suite_end_to_end_and_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--report", "--quiet")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    recs = records(run)
+    assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
+    for r in recs:
+        assert all(k in r for k in REQUIRED)
+        assert r["n"] == 8 and 0.0 <= r["accuracy"] <= 1.0
+        assert r["peak_host_rss_bytes"] > 300 * 2**20  # a 135M-parameter model in fp32 is resident
+        assert r["peak_accelerator_bytes"] is None and r["device"]["device"] == "cpu"
+        assert r["model_calls"] >= 8 and r["prompt_tokens"] > 0
+        assert r["protocol"] == ("logprob" if r["access"] == "grey" else "generate")
+        assert (run / "cells" / r["cell_id"] / "artifact" / "artifact.json").exists()
+        assert len((run / "cells" / r["cell_id"] / "predictions.jsonl").read_text().splitlines()) == 8
+    few = [r for r in recs if r["method"] == "few_shot"]
+    assert all(r["completion_tokens"] > 0 for r in few)  # generation counted
+    report = (run / "report.md").read_text()
+    assert "zero_shot@grey" in report and "few_shot" in report and "| sst2 | agnews |" in report
+    assert "data:image/png;base64," in (run / "report.html").read_text()
+
+    again = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet")
+    assert again.returncode == 0 and "0 ok, 0 error, 4 already done" in again.stdout
+    assert records(run) == recs
+
+
+def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
+    suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text().replace("test: 8", "test: 4"))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "boxbench.benchmarks.cli", "run", str(suite), "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "results.jsonl").exists() and records(run)):
+        time.sleep(0.2)
+    assert (run / "results.jsonl").exists(), "no cell finished in time"
+    os.kill(proc.pid, signal.SIGKILL)  # mid-suite: at least one cell done, the rest not
+    proc.wait()
+    n_before = len(records(run))
+    assert 1 <= n_before < 4
+    time.sleep(0.5)  # the cell child dies with its parent (PR_SET_PDEATHSIG)
+    done = run_cli("run", str(suite), "--out", str(run), "--quiet")
+    assert done.returncode == 0, done.stderr
+    recs = records(run)
+    keys = [r["cell_key"] for r in recs]
+    assert len(recs) == 4 and len(set(keys)) == 4 and all(r["status"] == "ok" for r in recs)
+    assert f"{n_before} already done" in done.stdout
+
+
+PLUGIN = '''
+from dataclasses import dataclass, field
+from boxbench.backends.base import Access
+from boxbench.methods import Method, PromptArtifact, register_method
+
+
+@dataclass
+class EchoParams:
+    instruction: str = field(default="Answer with one word.", metadata={"help": "fixed instruction"})
+    fail: bool = False
+
+
+@register_method
+class FixedInstruction(Method):
+    name = "fixed_instruction"
+    access = Access.black
+    Params = EchoParams
+    description = "a tiny external method"
+
+    def tune(self, model, task, train, dev, params, seed):
+        if params.fail:
+            raise RuntimeError("deliberate failure\\nsecond line")
+        return PromptArtifact(params.instruction)
+'''
+
+
+def test_plugin_method_runs_and_a_failing_cell_does_not_stop_the_suite(tmp_path):
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text(PLUGIN)
+    listed = run_cli("--plugin", str(plugin), "list")
+    assert listed.returncode == 0 and "fixed_instruction" in listed.stdout and "a tiny external method" in listed.stdout
+    suite = write_suite(tmp_path / "s.yaml", """
+name: plugin
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - {name: fixed_instruction, label: boom, params: {fail: true}}
+  - {name: fixed_instruction, access: grey}
+limits: {train: 10, test: 6}
+""")
+    bare = run_cli("check", str(suite))
+    assert bare.returncode == 2 and "unknown method 'fixed_instruction'" in bare.stderr
+    run = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(run), "--plugin", str(plugin), "--quiet")
+    assert proc.returncode == 1  # one cell failed
+    recs = {r["label"]: r for r in records(run)}
+    assert recs["boom"]["status"] == "error" and recs["boom"]["error"] == "RuntimeError: deliberate failure"
+    ok = recs["fixed_instruction@grey"]
+    assert ok["status"] == "ok" and ok["n"] == 6 and ok["protocol"] == "logprob"
+    art = json.loads((run / "cells" / ok["cell_id"] / "artifact" / "artifact.json").read_text())
+    assert art["kind"] == "prompt" and art["instruction"] == "Answer with one word."
+    assert "Traceback" in (run / "cells" / recs["boom"]["cell_id"] / "log.txt").read_text()

@@ -1,0 +1,84 @@
+"""The shared scorer on the real SmolLM2 model: padding, batching and multi-token label words."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from boxbench.backends.hf import HFBackend
+from boxbench.benchmarks.datasets import SST2, AGNEWS, load_splits
+from boxbench.benchmarks.evaluate import evaluate, macro_f1, parse_label
+from boxbench.methods.base import PromptArtifact, render_prompt
+
+PROMPTS = [
+    "Review: a gorgeous, witty, seductive movie.\nSentiment (positive or negative):",
+    "Review: dull.\nSentiment (positive or negative):",
+    "Review: the worst film of the year, tedious, badly acted and far too long for what it has to say.\nSentiment (positive or negative):",
+]
+
+
+def reference_logprob(backend: HFBackend, prompt: str, continuation: str) -> float:
+    """log p(continuation | prompt) from one unpadded forward over prompt+continuation."""
+    tok, model = backend.tokenizer, backend.module
+    p = tok(prompt).input_ids
+    c = tok(continuation, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+    return sum(float(lp[len(p) - 1 + i, t]) for i, t in enumerate(c))
+
+
+def test_scores_match_unpadded_reference_for_multi_token_words(smol):
+    conts = [" positive", " negative", " Sci/Tech", " not good at all"]  # 1, 1, 3 and 4 tokens
+    got = smol.score(PROMPTS, [conts] * len(PROMPTS))  # prompts of different lengths: left padding
+    for prompt, row in zip(PROMPTS, got):
+        for cont, value in zip(conts, row):
+            assert math.isclose(value, reference_logprob(smol, prompt, cont), abs_tol=2e-3), (prompt, cont)
+
+
+def test_predictions_do_not_depend_on_batch_size(smol):
+    splits = load_splits("sst2", train=0, test=24)
+    art = PromptArtifact()
+    old = smol.batch_size
+    try:
+        smol.batch_size = 1
+        one = evaluate(art, smol.view("grey"), splits.task, splits.test)
+        smol.batch_size = 16
+        many = evaluate(art, smol.view("grey"), splits.task, splits.test)
+    finally:
+        smol.batch_size = old
+    assert one["predictions"] == many["predictions"]
+    assert one["protocol"] == "logprob" and one["n"] == 24 and one["invalid_rate"] == 0.0
+
+
+def test_black_protocol_generates_and_parses(smol):
+    splits = load_splits("sst2", train=20, test=8)
+    res = evaluate(PromptArtifact(demos=splits.train[:2]), smol.view("black"), splits.task, splits.test, max_new_tokens=4)
+    assert res["protocol"] == "generate" and res["n"] == 8 and len(res["answers"]) == 8
+    invalid = sum(p is None for p in res["predictions"])
+    assert math.isclose(res["invalid_rate"], invalid / 8)
+    assert 0.0 <= res["accuracy"] <= 1.0 - res["invalid_rate"]
+
+
+def test_parse_label():
+    assert parse_label(" positive", SST2) == 1
+    assert parse_label("Negative, definitely", SST2) == 0
+    assert parse_label("It is positive, not negative", SST2) == 1  # first mention wins
+    assert parse_label("positively", SST2) is None  # whole words only
+    assert parse_label("I cannot tell", SST2) is None
+    assert parse_label(" Sci/Tech news", AGNEWS) == 3
+    assert parse_label("technology", AGNEWS) == 3
+
+
+def test_macro_f1():
+    assert macro_f1([0, 1, 1, 0], [0, 1, 1, 0], 2) == 1.0
+    assert math.isclose(macro_f1([0, 0, 1, 1], [0, 0, 0, 0], 2), (2 * 2 / (2 * 2 + 2) + 0) / 2)
+    assert macro_f1([0, 1], [None, None], 2) == 0.0
+
+
+def test_render_prompt_puts_demos_before_the_query():
+    from boxbench.benchmarks.datasets import Example
+
+    text = render_prompt(SST2, "query text", "Classify.", [Example("good", 1)])
+    assert text == ("Classify.\n\nReview: good\nSentiment (positive or negative): positive\n\n"
+                    "Review: query text\nSentiment (positive or negative):")

@@ -1,0 +1,67 @@
+"""Bad input gives one line naming the problem and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import SUITES, run_cli, write_suite
+
+GOOD = """name: t
+models: [smollm2-135m]
+datasets: [sst2]
+methods: [zero_shot]
+"""
+
+CASES = {
+    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: few_shot, zero_shot"),
+    "unknown top-level field": (GOOD + "seedz: [1]\n", "suite: unknown field 'seedz'"),
+    "unknown method field": (GOOD.replace("[zero_shot]", "[{name: zero_shot, parms: {}}]"), "suite.methods[0]: unknown field 'parms'"),
+    "unknown param": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {kk: 3}}]"), "few_shot has no parameter 'kk'; its parameters: k, balanced"),
+    "wrong param type": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {k: four}}]"), "suite.methods[0].params.k: expected a int, got 'four'"),
+    "unknown dataset": (GOOD.replace("[sst2]", "[imdb]"), "suite.datasets[0]: unknown dataset 'imdb'"),
+    "missing models": (GOOD.replace("models: [smollm2-135m]\n", ""), "suite: missing required field 'models'"),
+    "unknown model": (GOOD.replace("smollm2-135m", "gpt-17"), "model 'gpt-17' is not an alias, a hub name (hf:ORG/NAME) or an existing path"),
+    "bad access": (GOOD.replace("[zero_shot]", "[{name: zero_shot, access: purple}]"), "suite.methods[0].access: 'purple' is not an access class"),
+    "model access too low": (
+        GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, access: black, label: smol-text-only}]").replace("[zero_shot]", "[{name: zero_shot, access: grey}]"),
+        "zero_shot needs grey access but model 'smol-text-only' gives only black",
+    ),
+    "bad limits": (GOOD + "limits: {test: -3}\n", "suite.limits.test: must be a non-negative integer"),
+    "bad yaml": ("name: [unclosed\n", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_suite_one_line_exit_2(case, tmp_path):
+    text, expected = CASES[case]
+    suite = write_suite(tmp_path / "suite.yaml", text)
+    for cmd in (["check", str(suite)], ["run", str(suite), "--out", str(tmp_path / "run")]):
+        proc = run_cli(*cmd)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("boxbench: error: ") and expected in lines[0], lines[0]
+    assert not (tmp_path / "run" / "results.jsonl").exists()  # nothing ran
+
+
+def test_missing_files_are_one_line_errors(tmp_path):
+    proc = run_cli("check", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"boxbench: error: suite file '{tmp_path / 'nope.yaml'}' not found"
+    proc = run_cli("report", str(tmp_path))
+    assert proc.returncode == 2 and "has no results.jsonl" in proc.stderr
+    proc = run_cli("--plugin", str(tmp_path / "p.py"), "list")
+    assert proc.returncode == 2 and "plugin file" in proc.stderr and "not found" in proc.stderr
+
+
+def test_missing_dataset_file(tmp_path):
+    proc = run_cli("check", str(SUITES / "smoke.yaml"), env={"BOXBENCH_DATA": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("boxbench: error: suite.datasets[0]: sst2: missing data file")
+
+
+def test_shipped_suites_check(tmp_path):
+    for name in ("smoke.yaml", "quick.yaml"):
+        proc = run_cli("check", str(SUITES / name))
+        assert proc.returncode == 0, proc.stderr
+        assert "cells" in proc.stdout.splitlines()[0]
