@@ -240,6 +240,8 @@ class HFBackend(Backend):
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
         self.settings = {"batch_size": batch_size, "padding_side": "left", **(settings or {})}
+        # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
+        self.prefix_embeds: Any = None
 
     # ----- construction -----
     @classmethod
@@ -291,27 +293,40 @@ class HFBackend(Backend):
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any, Any]:
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
         import torch
 
         width = max(len(r) for r in rows)
         pad = self._tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids, mask, pos
+        return ids, mask
+
+    def model_inputs(self, ids: Any, mask: Any) -> dict[str, Any]:
+        """Forward kwargs for left- or right-padded ``ids``: position ids from the mask, and the soft
+        prompt (if any) put in front as embeddings. ``[soft, pads, tokens]`` with the pads masked and
+        positions counted over unmasked entries is the same computation as ``[pads, soft, tokens]``."""
+        import torch
+
+        if self.prefix_embeds is None:
+            return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        emb = self._model.get_input_embeddings()(ids)
+        soft = self.prefix_embeds.to(emb.device, emb.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+        mask = torch.cat([torch.ones(ids.shape[0], soft.shape[1], dtype=mask.dtype, device=mask.device), mask], 1)
+        return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask,
+                "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
     def _forward_last(self, rows: list[list[int]], keep: int) -> Any:
         """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
         import torch
 
-        ids, mask, pos = self._left_pad(rows)
+        ids, mask = self._left_pad(rows)
+        inputs = self.model_inputs(ids, mask)
         with torch.inference_mode():
             try:
-                out = self._model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep, use_cache=False)
-                logits = out.logits[:, -keep:]
+                logits = self._model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, -keep:]
             except TypeError:  # architectures without logits_to_keep
-                logits = self._model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -keep:]
+                logits = self._model(**inputs, use_cache=False).logits[:, -keep:]
         return torch.log_softmax(logits.float(), dim=-1)
 
     # ----- black -----
@@ -324,7 +339,7 @@ class HFBackend(Backend):
             torch.manual_seed(config.seed)
         sample = config.temperature > 0
         for batch in self._batches([len(e) for e in encoded]):
-            ids, mask, _ = self._left_pad([encoded[i] for i in batch])
+            ids, mask = self._left_pad([encoded[i] for i in batch])
             kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sample,
                                       "pad_token_id": self._tok.pad_token_id}
             if sample:
@@ -332,10 +347,14 @@ class HFBackend(Backend):
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             if config.stop:
-                kwargs["stopping_criteria"] = [_StopAfterContent(self._tok, config.stop, ids.shape[1])]
+                width = ids.shape[1] if self.prefix_embeds is None else 0
+                kwargs["stopping_criteria"] = [_StopAfterContent(self._tok, config.stop, width)]
+            inputs = self.model_inputs(ids, mask)
+            inputs.pop("position_ids")  # generate derives them from the mask
             with torch.inference_mode():
-                out = self._model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-            new = out[:, ids.shape[1]:]
+                out = self._model.generate(**inputs, **kwargs)
+            # with input_ids the output repeats the prompt; with inputs_embeds it holds only new tokens
+            new = out[:, ids.shape[1]:] if "input_ids" in inputs else out
             for row, i in enumerate(batch):
                 toks = [t for t in new[row].tolist() if t != self._tok.pad_token_id]
                 outputs[i] = cut_at_stop(self._tok.decode(toks, skip_special_tokens=True), config.stop)

@@ -56,7 +56,6 @@ def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example]
     The protocol follows the view's access: logprob scoring at grey/white, generation at black.
     Also returns ``predictions`` (label index or None per example) for the runner to store.
     """
-    view = artifact.bind(view)
     prompts = artifact.prompts(task, [e.text for e in test])
     preds: list[int | None] = []
     answers: list[str] = []

@@ -238,6 +238,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
 
         total = len(splits.test)
         _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
+        eval_view = artifact.attach(backend).view(cell.access)
         with meter.phase("eval"):
             res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
@@ -254,7 +255,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             **usage,
             tune_usage=tune_usage,
             eval_usage={k: usage[k] - tune_usage[k] for k in usage},
-            stats=artifact.stats,
+            **{k: v for k, v in artifact.stats.items() if k not in record},  # train_steps, trainable_params, ...
             artifact=str((cell_dir / "artifact").relative_to(cell_dir.parent.parent)),
             status="ok",
         )

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from boxbench.backends.base import Access, BlackView
+from boxbench.backends.base import Access, Backend, BlackView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.registry import UserError
 
@@ -21,7 +21,7 @@ ARTIFACT_KINDS: dict[str, type["Artifact"]] = {}
 
 
 class Artifact:
-    """What tuning produced. Subclasses set ``kind`` and override ``prompts`` and/or ``bind``."""
+    """What tuning produced. Subclasses set ``kind`` and override ``prompts`` and/or ``attach``."""
 
     kind: ClassVar[str] = "artifact"
 
@@ -36,9 +36,10 @@ class Artifact:
         """The prompt for each test input (default: the task template alone)."""
         return [render_prompt(task, t) for t in texts]
 
-    def bind(self, view: BlackView) -> BlackView:
-        """The view to evaluate with (an adapter artifact attaches itself here)."""
-        return view
+    def attach(self, backend: Backend) -> Backend:
+        """The backend to evaluate with. Called by the runner (not by methods) before it hands out
+        the evaluation view, so that an adapter artifact can attach itself to the model."""
+        return backend
 
     def to_json(self) -> dict[str, Any]:
         return {}
@@ -90,6 +91,27 @@ class PromptArtifact(Artifact):
     @classmethod
     def from_json(cls, data: dict[str, Any], folder: Path) -> "PromptArtifact":
         return cls(data.get("instruction", ""), [Example(d["text"], int(d["label"])) for d in data.get("demos", [])])
+
+
+class ModelArtifact(Artifact):
+    """Base of artifacts that change the model (adapters, soft prompts, weights): it also carries
+    the text prompt the model was trained with, and the scorer uses that prompt."""
+
+    kind = "model_artifact"
+
+    def __init__(self, prompt: PromptArtifact | None = None) -> None:
+        super().__init__()
+        self.prompt = prompt or PromptArtifact()
+
+    def prompts(self, task: Task, texts: Sequence[str]) -> list[str]:
+        return self.prompt.prompts(task, texts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt.to_json()}
+
+    @staticmethod
+    def prompt_from(data: dict[str, Any]) -> PromptArtifact:
+        return PromptArtifact.from_json(data.get("prompt", {}), Path("."))
 
 
 @dataclasses.dataclass

@@ -11,6 +11,9 @@ METHODS: Registry[Any] = Registry(
     {
         "zero_shot": "boxbench.methods.zero_shot:ZeroShot",
         "few_shot": "boxbench.methods.few_shot:FewShot",
+        "lora": "boxbench.methods.lora:LoRA",
+        "prompt_tuning": "boxbench.methods.prompt_tuning:PromptTuning",
+        "full_finetune": "boxbench.methods.full_finetune:FullFinetune",
     },
 )
 

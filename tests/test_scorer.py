@@ -82,3 +82,18 @@ def test_render_prompt_puts_demos_before_the_query():
     text = render_prompt(SST2, "query text", "Classify.", [Example("good", 1)])
     assert text == ("Classify.\n\nReview: good\nSentiment (positive or negative): positive\n\n"
                     "Review: query text\nSentiment (positive or negative):")
+
+
+def test_prompt_artifact_round_trips_and_reapplies(smol, tmp_path):
+    from boxbench.methods.base import Artifact
+    from boxbench.methods.few_shot import FewShot, FewShotParams
+
+    splits = load_splits("agnews", train=200, test=12)
+    art = FewShot().tune(smol.view("black"), splits.task, splits.train, [], FewShotParams(k=4, balanced=True), seed=3)
+    assert sorted(d.label for d in art.demos) == [0, 1, 2, 3]
+    art.save(tmp_path / "a")
+    back = Artifact.load(tmp_path / "a")
+    assert type(back) is PromptArtifact and back.demos == art.demos
+    before = evaluate(art, smol.view("grey"), splits.task, splits.test)
+    after = evaluate(back, smol.view("grey"), splits.task, splits.test)
+    assert before["predictions"] == after["predictions"]

@@ -1,0 +1,98 @@
+"""Soft prompt tuning (Lester et al., EMNLP 2021) through peft's ``PromptTuningConfig``:
+n virtual token embeddings, initialised from a text, trained by the shared loop with the model
+frozen. Artifact = the peft adapter folder (loadable by peft) + the prompt embeddings.
+
+Evaluation puts the learned embeddings in front of each input inside the transformers backend
+(``HFBackend.prefix_embeds``) instead of through peft's forward: peft drops ``position_ids`` for
+prompt learning, so left-padded batched scoring would shift the real tokens' positions with the
+amount of padding and make predictions depend on the batch. Training rows are right-padded, where
+peft's positions are exact, so both paths compute the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boxbench.backends.base import Access, Backend, WhiteView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
+from boxbench.methods.training import TrainParams, train
+from boxbench.registry import UserError
+
+
+@dataclass
+class PromptTuningParams(TrainParams):
+    lr: float = field(default=3e-2, metadata={"help": "peak learning rate (soft prompts want a large one)"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "length of the soft prompt"})
+    init_text: str = field(default="Classify the text into one of the given categories.",
+                           metadata={"help": "initialise from this text's token embeddings (repeated to length); empty = random"})
+
+
+class SoftPromptArtifact(ModelArtifact):
+    """Learned prompt embeddings (n x hidden). Re-applies to models with the same embedding size."""
+
+    kind = "soft_prompt"
+
+    def __init__(self, embeds: Any = None, peft_model: Any = None, prompt: PromptArtifact | None = None) -> None:
+        super().__init__(prompt)
+        self.embeds = embeds
+        self.peft_model = peft_model
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        super().save(folder)
+        save_file({"prefix_embeds": self.embeds.contiguous()}, str(folder / "prefix_embeds.safetensors"))
+        if self.peft_model is not None:
+            self.peft_model.save_pretrained(folder / "adapter")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"num_virtual_tokens": int(self.embeds.shape[0]), **super().to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> "SoftPromptArtifact":
+        from safetensors.torch import load_file
+
+        return cls(load_file(str(folder / "prefix_embeds.safetensors"))["prefix_embeds"], None,
+                   cls.prompt_from(data))
+
+    def attach(self, backend: Backend) -> Backend:
+        if not hasattr(backend, "prefix_embeds"):
+            raise UserError(f"a soft prompt needs a backend that takes input embeddings; {backend.name} does not")
+        hidden = backend.module.get_input_embeddings().weight.shape[1]
+        if self.embeds.shape[1] != hidden:
+            raise UserError(f"soft prompt width {self.embeds.shape[1]} does not match {backend.name}'s embeddings ({hidden})")
+        backend.prefix_embeds = self.embeds
+        return backend
+
+
+class PromptTuning(Method):
+    name = "prompt_tuning"
+    access = Access.white
+    Params = PromptTuningParams
+    description = "soft prompt tuning (peft PromptTuningConfig), model frozen"
+
+    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> SoftPromptArtifact:  # type: ignore[override]
+        import torch
+        from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+        base, tok = model.module, model.tokenizer
+        for p in base.parameters():
+            p.requires_grad_(False)
+        n = params.num_virtual_tokens
+        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, prompt_tuning_init=PromptTuningInit.RANDOM)
+        peft_model = get_peft_model(base, config)
+        if params.init_text:  # peft's TEXT init, without its need for a tokenizer path: the text's
+            ids = tok(params.init_text, add_special_tokens=False).input_ids  # token embeddings, repeated
+            ids = (ids * (n // max(1, len(ids)) + 1))[:n]
+            with torch.no_grad():
+                init = base.get_input_embeddings()(torch.tensor(ids, device=base.device))
+                peft_model.prompt_encoder["default"].embedding.weight.copy_(init)
+        fwd = lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits[:, n:]  # noqa: E731
+        stats = train(peft_model, tok, task, train_set, params, seed, forward=fwd, instruction=task.instruction)
+        embeds = peft_model.get_prompt_embedding_to_save("default")
+        art = SoftPromptArtifact(embeds, peft_model, PromptArtifact(task.instruction))
+        art.stats = stats
+        return art

@@ -1,0 +1,159 @@
+"""The one training loop shared by the white-box methods (LoRA, prompt tuning, full fine-tuning).
+
+Classification is trained as next-token prediction of the label word after the task's prompt
+(the same template and label words the scorer uses), with the loss on the label tokens only.
+
+A plain torch loop rather than ``transformers.Trainer``: the budgets that make cells comparable
+(``max_train_examples``, ``max_steps``, ``time_budget_s``) are checked exactly where they apply,
+the step is easy to read and to compare with a minimal reference loop (benchmarks/perf), and
+nothing else (logging integrations, checkpoint folders, accelerate state) runs in the timed part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import render_prompt
+
+
+@dataclass
+class TrainParams:
+    """Optimisation and budget settings shared by every trained method."""
+
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate (AdamW)"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training pool (ignored when max_steps > 0)"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = from epochs"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
+    max_length: int = field(default=256, metadata={"help": "truncate prompt+label to this many tokens (prompt cut from the left)"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of the steps, then linear decay"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 = off"})
+    max_train_examples: int = field(default=0, metadata={"help": "use at most this many training examples; 0 = the whole pool"})
+    time_budget_s: float = field(default=0.0, metadata={"help": "stop training after this many seconds; 0 = no limit"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
+
+
+def encode_examples(tok: Any, task: Task, examples: Sequence[Example], max_length: int, instruction: str = "") -> list[tuple[list[int], int]]:
+    """(prompt+label token ids, number of label tokens) per example, as the scorer tokenises them."""
+    out = []
+    for ex in examples:
+        p = tok(render_prompt(task, ex.text, instruction), add_special_tokens=True).input_ids
+        y = tok(task.label_words[ex.label], add_special_tokens=False).input_ids
+        p = p[-(max_length - len(y)) :] if len(p) + len(y) > max_length else p
+        out.append((p + y, len(y)))
+    return out
+
+
+def collate(rows: Sequence[tuple[list[int], int]], pad_id: int, device: Any) -> tuple[Any, Any, Any]:
+    """Right-padded input ids, attention mask, and labels (-100 everywhere but the label tokens)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (seq, n_label) in enumerate(rows):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, len(seq) - n_label : len(seq)] = torch.tensor(seq[len(seq) - n_label :])
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def label_loss(logits: Any, labels: Any) -> Any:
+    """Mean cross-entropy of the label tokens (logits at t predict token t+1)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
+          forward: Callable[[Any, Any, Any], Any] | None = None, extra_params: Sequence[Any] = (),
+          instruction: str = "") -> dict[str, Any]:
+    """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
+
+    ``forward(model, ids, mask)`` returns logits aligned with ``ids`` (default: ``model(...)``);
+    prompt tuning passes its own to prepend the soft prompt. Returns the stats the runner records.
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    device = next(model.parameters()).device
+    rng = random.Random(seed)
+    pool = list(train_set)
+    rng.shuffle(pool)
+    if params.max_train_examples:
+        pool = pool[: params.max_train_examples]
+    if not pool:
+        raise ValueError("the training pool is empty; raise limits.train in the suite")
+    data = encode_examples(tok, task, pool, params.max_length, instruction)
+    per_epoch = math.ceil(len(data) / (params.batch_size * params.grad_accum))
+    steps = params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
+    if params.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    fwd = forward or (lambda m, ids, mask: m(input_ids=ids, attention_mask=mask, use_cache=False).logits)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    model.train()
+    t0 = time.perf_counter()
+    losses: list[float] = []
+    seen, step, cursor, stopped = 0, 0, 0, "steps"
+    order = list(range(len(data)))
+    while step < steps:
+        opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(params.grad_accum):
+            if cursor >= len(order):
+                rng.shuffle(order)
+                cursor = 0
+            batch = [data[i] for i in order[cursor : cursor + params.batch_size]]
+            cursor += params.batch_size
+            ids, mask, labels = collate(batch, pad, device)
+            with autocast():
+                loss = label_loss(fwd(model, ids, mask), labels) / params.grad_accum
+            loss.backward()
+            step_loss += float(loss.detach())
+            seen += len(batch)
+        if params.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(step_loss)
+        if params.time_budget_s and time.perf_counter() - t0 >= params.time_budget_s:
+            stopped = "time_budget"
+            break
+    model.eval()
+    if params.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
+        model.gradient_checkpointing_disable()
+    n_train, n_total = count_params(model)
+    n_train += sum(p.numel() for p in extra_params)
+    wall = time.perf_counter() - t0
+    k = max(1, min(10, len(losses) // 4))
+    return {
+        "train_steps": step, "planned_steps": steps, "train_examples_seen": seen, "train_pool": len(data),
+        "trainable_params": n_train, "total_params": n_total + sum(p.numel() for p in extra_params),
+        "train_wall_s": round(wall, 3), "train_examples_per_s": round(seen / wall, 3) if wall else None,
+        "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+        "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 50)]],
+        "stopped_by": stopped, "precision": "bf16-autocast" if use_bf16 else str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
