@@ -231,7 +231,10 @@ class HFBackend(Backend):
 
     max_access = Access.white
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 16, settings: dict[str, Any] | None = None) -> None:
+    MIN_PREFIX = 16  # shared prompt prefixes shorter than this are not worth a cache
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 16, settings: dict[str, Any] | None = None,
+                 prefix_cache: bool = True) -> None:
         super().__init__()
         self.name = name
         self._model = model
@@ -239,13 +242,15 @@ class HFBackend(Backend):
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
-        self.settings = {"batch_size": batch_size, "padding_side": "left", **(settings or {})}
+        self.prefix_cache = prefix_cache
+        self.settings = {"batch_size": batch_size, "padding_side": "left", "prefix_cache": prefix_cache, **(settings or {})}
         # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
         self.prefix_embeds: Any = None
 
     # ----- construction -----
     @classmethod
-    def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True) -> "HFBackend":
+    def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True,
+             prefix_cache: bool = True) -> "HFBackend":
         """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -266,7 +271,7 @@ class HFBackend(Backend):
         model.to(dev).eval()
         settings = {"device": dev, "dtype": str(torch_dtype).removeprefix("torch."), **info,
                     "load_wall_s": round(time.perf_counter() - t0, 3)}
-        return cls(model, tok, spec, batch_size=batch_size, settings=settings)
+        return cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache)
 
     @property
     def device(self) -> Any:
@@ -316,18 +321,61 @@ class HFBackend(Backend):
         return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask,
                 "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
-    def _forward_last(self, rows: list[list[int]], keep: int) -> Any:
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
+    def _forward_last(self, rows: list[list[int]], keep: int, prefix: tuple[list[int], Any] | None = None) -> Any:
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row.
+
+        With ``prefix = (ids, kv_cache)`` the rows are the parts after a shared prefix whose keys and
+        values were computed once: the batch is ``[prefix, pads, row]`` with the pads masked and
+        position ids counted over unmasked entries, the same computation as without the cache.
+        """
+        import copy
+
         import torch
 
         ids, mask = self._left_pad(rows)
-        inputs = self.model_inputs(ids, mask)
+        if prefix is None:
+            inputs = self.model_inputs(ids, mask)
+            cache = None
+        else:
+            p_ids, p_cache = prefix
+            full = torch.cat([torch.ones(len(rows), len(p_ids), dtype=mask.dtype, device=mask.device), mask], 1)
+            cache = copy.deepcopy(p_cache)
+            cache.batch_repeat_interleave(len(rows))
+            inputs = {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, len(p_ids):].clamp(min=0),
+                      self._cache_kwarg(): cache}
         with torch.inference_mode():
             try:
-                logits = self._model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, -keep:]
+                logits = self._model(**inputs, logits_to_keep=keep, use_cache=cache is not None).logits[:, -keep:]
             except TypeError:  # architectures without logits_to_keep
-                logits = self._model(**inputs, use_cache=False).logits[:, -keep:]
+                logits = self._model(**inputs, use_cache=cache is not None).logits[:, -keep:]
         return torch.log_softmax(logits.float(), dim=-1)
+
+    def _prefix(self, rows: list[list[int]], need_keep: list[int]) -> tuple[list[int], Any] | None:
+        """The longest token prefix shared by all rows (ending before any position that is read),
+        with its KV cache computed once; None when caching is off or the prefix is short."""
+        import torch
+
+        if not self.prefix_cache or self.prefix_embeds is not None or len(rows) < 2:
+            return None
+        limit = min(len(r) - k for r, k in zip(rows, need_keep))
+        first = rows[0]
+        n = 0
+        while n < limit and all(r[n] == first[n] for r in rows):
+            n += 1
+        if n < self.MIN_PREFIX:
+            return None
+        p_ids = first[:n]
+        with torch.inference_mode():
+            out = self._model(input_ids=torch.tensor([p_ids], device=self.device), use_cache=True, logits_to_keep=1)
+        return p_ids, getattr(out, "cache", None) or out.past_key_values
+
+    def _cache_kwarg(self) -> str:
+        """transformers 5.x names the KV-cache argument ``cache``; earlier ``past_key_values``."""
+        import inspect
+
+        model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+        params = inspect.signature(type(model).forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
 
     # ----- black -----
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
@@ -410,9 +458,11 @@ class HFBackend(Backend):
         for per in reads:
             for r, off, c in per:
                 need_keep[r] = max(need_keep[r], off)
+        prefix = self._prefix(rows, need_keep)
+        n_prefix = len(prefix[0]) if prefix else 0
         for batch in self._batches([len(r) for r in rows]):
             keep = max(need_keep[i] for i in batch)
-            lp = self._forward_last([rows[i] for i in batch], keep)
+            lp = self._forward_last([rows[i][n_prefix:] for i in batch], keep, prefix)
             for j, i in enumerate(batch):
                 row_lp[i] = lp[j]
         scores: list[list[float]] = []

@@ -26,6 +26,13 @@ class Example:
     label: int
 
 
+# Default templates and label words were chosen on 300 examples drawn from each TRAIN split (never
+# the test set), zero-shot with SmolLM2-135M-Instruct at grey access: SST-2 "Review: ...\nThe
+# sentiment of this review is" 0.793 vs 0.767 for "...Sentiment (positive or negative):"; AG News
+# "...\nThis article is about" + politics/sports/business/technology 0.823 vs 0.317 for
+# "Article: ...\nTopic (World, Sports, Business or Technology):" + the class names.
+
+
 @dataclass(frozen=True)
 class Task:
     """A classification task: label names, the verbalizer, and the default prompt template.
@@ -125,7 +132,7 @@ SST2 = Task(
     name="sst2",
     label_names=("negative", "positive"),
     label_words=(" negative", " positive"),
-    template="Review: {text}\nSentiment (positive or negative):",
+    template="Review: {text}\nThe sentiment of this review is",
     hub="glue/sst2",
 )
 
@@ -151,8 +158,8 @@ def _sst2_local(root: Path) -> tuple[list[Example], list[Example]]:
 AGNEWS = Task(
     name="agnews",
     label_names=("World", "Sports", "Business", "Sci/Tech"),
-    label_words=(" World", " Sports", " Business", " Technology"),
-    template="Article: {text}\nTopic (World, Sports, Business or Technology):",
+    label_words=(" politics", " sports", " business", " technology"),
+    template="{text}\nThis article is about",
     hub="fancyzhx/ag_news",
 )
 

@@ -68,6 +68,7 @@ def test_parse_label():
     assert parse_label("I cannot tell", SST2) is None
     assert parse_label(" Sci/Tech news", AGNEWS) == 3
     assert parse_label("technology", AGNEWS) == 3
+    assert parse_label(" politics and the world", AGNEWS) == 0 and parse_label("World news", AGNEWS) == 0
 
 
 def test_macro_f1():
@@ -80,8 +81,8 @@ def test_render_prompt_puts_demos_before_the_query():
     from boxbench.benchmarks.datasets import Example
 
     text = render_prompt(SST2, "query text", "Classify.", [Example("good", 1)])
-    assert text == ("Classify.\n\nReview: good\nSentiment (positive or negative): positive\n\n"
-                    "Review: query text\nSentiment (positive or negative):")
+    assert text == ("Classify.\n\nReview: good\nThe sentiment of this review is positive\n\n"
+                    "Review: query text\nThe sentiment of this review is")
 
 
 def test_prompt_artifact_round_trips_and_reapplies(smol, tmp_path):
@@ -97,3 +98,20 @@ def test_prompt_artifact_round_trips_and_reapplies(smol, tmp_path):
     before = evaluate(art, smol.view("grey"), splits.task, splits.test)
     after = evaluate(back, smol.view("grey"), splits.task, splits.test)
     assert before["predictions"] == after["predictions"]
+
+
+def test_shared_prefix_cache_gives_the_same_scores(smol):
+    splits = load_splits("sst2", train=50, test=10)
+    prompts = PromptArtifact(demos=splits.train[:4]).prompts(splits.task, [e.text for e in splits.test])
+    conts = [[" negative", " positive", " Sci/Tech stuff"]] * len(prompts)
+    try:
+        smol.prefix_cache = False
+        plain = smol.score(prompts, conts)
+        smol.prefix_cache = True
+        cached = smol.score(prompts, conts)
+    finally:
+        smol.prefix_cache = True
+    assert smol._prefix([smol.tokenizer(p).input_ids for p in prompts], [3] * len(prompts)) is not None  # the cache is used
+    for a, b in zip(plain, cached):
+        for x, y in zip(a, b):
+            assert math.isclose(x, y, abs_tol=1e-3)
