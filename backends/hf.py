@@ -204,6 +204,20 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         raise UserError(f"dtype: {dtype!r} is not supported; use auto, float32, bfloat16 or float16") from None
 
 
+def model_inputs(model: Any, ids: Any, mask: Any, prefix_embeds: Any = None) -> dict[str, Any]:
+    """Forward kwargs for padded ``ids``: position ids counted over unmasked tokens (so left padding
+    is exact), and a soft prompt (n x hidden), if given, put in front as embeddings. ``[soft, pads,
+    tokens]`` with the pads masked is the same computation as ``[pads, soft, tokens]``."""
+    import torch
+
+    if prefix_embeds is None:
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+    emb = model.get_input_embeddings()(ids)
+    soft = prefix_embeds.to(emb.device, emb.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+    mask = torch.cat([torch.ones(ids.shape[0], soft.shape[1], dtype=mask.dtype, device=mask.device), mask], 1)
+    return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """Text up to the first stop string that follows some content (leading blank lines are kept
     out of the answer rather than ending it: chat models often open with a newline)."""
@@ -308,18 +322,7 @@ class HFBackend(Backend):
         return ids, mask
 
     def model_inputs(self, ids: Any, mask: Any) -> dict[str, Any]:
-        """Forward kwargs for left- or right-padded ``ids``: position ids from the mask, and the soft
-        prompt (if any) put in front as embeddings. ``[soft, pads, tokens]`` with the pads masked and
-        positions counted over unmasked entries is the same computation as ``[pads, soft, tokens]``."""
-        import torch
-
-        if self.prefix_embeds is None:
-            return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-        emb = self._model.get_input_embeddings()(ids)
-        soft = self.prefix_embeds.to(emb.device, emb.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
-        mask = torch.cat([torch.ones(ids.shape[0], soft.shape[1], dtype=mask.dtype, device=mask.device), mask], 1)
-        return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask,
-                "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        return model_inputs(self._model, ids, mask, self.prefix_embeds)
 
     def _forward_last(self, rows: list[list[int]], keep: int, prefix: tuple[list[int], Any] | None = None) -> Any:
         """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row.

@@ -6,6 +6,7 @@ Input errors print one line (``boxbench: error: ...``) and exit with code 2, nev
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def cmd_report(run_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `boxbench check ... | head` ends quietly
     args = build_parser().parse_args(argv)
     args.plugin = [*args.plugin, *args.plugin_sub]
     try:

@@ -3,7 +3,7 @@
 ```yaml
 name: quick
 models: [smollm2-135m]                 # alias, hf:ORG/NAME, path, or {model:, access:, label:}
-datasets: [sst2, agnews]               # or {name: sst2, template: ..., label_words: [...]}
+datasets: [sst2, agnews]               # or {name: sst2, template: ..., label_words: [...], limits: {test: 500}}
 methods:
   - name: zero_shot
     access: grey                       # optional: evaluate at this access (default: the method's)
@@ -37,7 +37,7 @@ from boxbench.registry import UserError
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings"}
 METHOD_KEYS = {"name", "access", "params", "label"}
-DATASET_KEYS = {"name", "template", "label_words", "instruction"}
+DATASET_KEYS = {"name", "template", "label_words", "instruction", "limits"}
 LIMIT_KEYS = {"train", "dev", "test"}
 SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
 
@@ -101,6 +101,18 @@ def _unknown(given: dict[str, Any], allowed: set[str], where: str) -> None:
         raise UserError(f"{where}: unknown field {extra[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
 
 
+def _limits(value: Any, where: str, base: dict[str, int | None]) -> dict[str, int | None]:
+    """``base`` overridden by the mapping ``value`` ({train, dev, test}: non-negative int or null)."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: must be a mapping like {{train: 2000, dev: 200, test: 300}}")
+    _unknown(value, LIMIT_KEYS, where)
+    for k, v in value.items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise UserError(f"{where}.{k}: must be a non-negative integer or null")
+    return {**base, **value}
+
+
 def load_suite(path: str | Path, limit: int | None = None) -> Suite:
     """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``)."""
     p = Path(path)
@@ -131,16 +143,13 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError("suite.seeds: must be a non-empty list of integers")
-    limits_raw = raw.get("limits") or {}
-    if not isinstance(limits_raw, dict):
-        raise UserError("suite.limits: must be a mapping like {train: 2000, dev: 200, test: 300}")
-    _unknown(limits_raw, LIMIT_KEYS, "suite.limits")
-    for k, v in limits_raw.items():
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise UserError(f"suite.limits.{k}: must be a non-negative integer or null")
-    limits = {"train": limits_raw.get("train"), "dev": limits_raw.get("dev", 0), "test": limits_raw.get("test")}
-    if limit is not None:
-        limits["test"] = min(limit, limits["test"]) if limits["test"] is not None else limit
+    base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
+    limits_for = {}
+    for i, d in enumerate(datasets):
+        lim = _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
+        if limit is not None:
+            lim["test"] = min(limit, lim["test"]) if lim["test"] is not None else limit
+        limits_for[d["name"]] = lim
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
@@ -172,6 +181,6 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup!r}; give one a distinct 'label'")
 
-    cells = [Cell(name, label, access, params, spec, ds, seed, limits, settings)
+    cells = [Cell(name, label, access, params, spec, ds, seed, limits_for[ds["name"]], settings)
              for spec in models for ds in datasets for (name, label, access, params) in methods for seed in seeds]
     return Suite(str(raw.get("name", default_name)), cells, raw)

@@ -2,11 +2,11 @@
 n virtual token embeddings, initialised from a text, trained by the shared loop with the model
 frozen. Artifact = the peft adapter folder (loadable by peft) + the prompt embeddings.
 
-Evaluation puts the learned embeddings in front of each input inside the transformers backend
-(``HFBackend.prefix_embeds``) instead of through peft's forward: peft drops ``position_ids`` for
-prompt learning, so left-padded batched scoring would shift the real tokens' positions with the
-amount of padding and make predictions depend on the batch. Training rows are right-padded, where
-peft's positions are exact, so both paths compute the same thing.
+peft provides the config, the prompt-embedding module and the saved adapter; the forward pass,
+in training and in evaluation, puts the embeddings in front of each input itself
+(``backends.hf.model_inputs``, ``HFBackend.prefix_embeds``): peft's forward drops ``position_ids``
+for prompt learning, so with left-padded batches the real tokens' positions would shift with the
+amount of padding and predictions would depend on the batch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from boxbench.backends.base import Access, Backend, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
-from boxbench.methods.training import TrainParams, train
+from boxbench.methods.training import TrainParams, forward_tail, train
 from boxbench.registry import UserError
 
 
@@ -90,7 +90,8 @@ class PromptTuning(Method):
             with torch.no_grad():
                 init = base.get_input_embeddings()(torch.tensor(ids, device=base.device))
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(init)
-        fwd = lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits[:, n:]  # noqa: E731
+        soft = peft_model.prompt_encoder["default"].embedding.weight  # the trainable n x hidden prompt
+        fwd = lambda m, ids, mask, keep: forward_tail(base, ids, mask, keep, soft)  # noqa: E731
         stats = train(peft_model, tok, task, train_set, params, seed, forward=fwd, instruction=task.instruction)
         embeds = peft_model.get_prompt_embedding_to_save("default")
         art = SoftPromptArtifact(embeds, peft_model, PromptArtifact(task.instruction))

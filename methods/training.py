@@ -52,7 +52,12 @@ def encode_examples(tok: Any, task: Task, examples: Sequence[Example], max_lengt
 
 
 def collate(rows: Sequence[tuple[list[int], int]], pad_id: int, device: Any) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, attention mask, and labels (-100 everywhere but the label tokens)."""
+    """Left-padded input ids, attention mask, and labels (-100 everywhere but the label tokens).
+
+    Left padding puts every row's label tokens at the end, so the forward pass only needs logits
+    for the last ``max label length + 1`` positions (``logits_to_keep``): the LM head, often the
+    largest matrix of a small model, then runs on a few positions instead of all of them.
+    """
     import torch
 
     width = max(len(ids) for ids, _ in rows)
@@ -60,17 +65,30 @@ def collate(rows: Sequence[tuple[list[int], int]], pad_id: int, device: Any) -> 
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     for i, (seq, n_label) in enumerate(rows):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-        labels[i, len(seq) - n_label : len(seq)] = torch.tensor(seq[len(seq) - n_label :])
+        ids[i, width - len(seq) :] = torch.tensor(seq)
+        mask[i, width - len(seq) :] = 1
+        labels[i, width - n_label :] = torch.tensor(seq[len(seq) - n_label :])
     return ids.to(device), mask.to(device), labels.to(device)
 
 
 def label_loss(logits: Any, labels: Any) -> Any:
-    """Mean cross-entropy of the label tokens (logits at t predict token t+1)."""
+    """Mean cross-entropy of the label tokens; ``logits`` cover the last ``logits.shape[1]``
+    positions of ``labels``' rows (logits at t predict token t+1)."""
     import torch.nn.functional as F
 
+    labels = labels[:, -logits.shape[1] :]
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def forward_tail(model: Any, ids: Any, mask: Any, keep: int, prefix_embeds: Any = None) -> Any:
+    """Logits at the last ``keep`` positions of left-padded rows (position ids from the mask)."""
+    from boxbench.backends.hf import model_inputs
+
+    inputs = model_inputs(model, ids, mask, prefix_embeds)
+    try:
+        return model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, -keep:]
+    except TypeError:  # architectures without logits_to_keep
+        return model(**inputs, use_cache=False).logits[:, -keep:]
 
 
 def count_params(model: Any) -> tuple[int, int]:
@@ -80,12 +98,13 @@ def count_params(model: Any) -> tuple[int, int]:
 
 
 def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
-          forward: Callable[[Any, Any, Any], Any] | None = None, extra_params: Sequence[Any] = (),
+          forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
           instruction: str = "") -> dict[str, Any]:
     """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
 
-    ``forward(model, ids, mask)`` returns logits aligned with ``ids`` (default: ``model(...)``);
-    prompt tuning passes its own to prepend the soft prompt. Returns the stats the runner records.
+    ``forward(model, ids, mask, keep)`` returns the logits of the last ``keep`` positions (default:
+    ``forward_tail``); prompt tuning passes its own to prepend the soft prompt. Returns the stats the
+    runner records.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -110,7 +129,7 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
             model.enable_input_require_grads()
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    fwd = forward or (lambda m, ids, mask: m(input_ids=ids, attention_mask=mask, use_cache=False).logits)
+    fwd = forward or forward_tail
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     model.train()
@@ -128,8 +147,9 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
             batch = [data[i] for i in order[cursor : cursor + params.batch_size]]
             cursor += params.batch_size
             ids, mask, labels = collate(batch, pad, device)
+            keep = max(n for _, n in batch) + 1
             with autocast():
-                loss = label_loss(fwd(model, ids, mask), labels) / params.grad_accum
+                loss = label_loss(fwd(model, ids, mask, keep), labels) / params.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
             seen += len(batch)

@@ -11,7 +11,7 @@ from boxbench.benchmarks.datasets import load_splits
 from boxbench.benchmarks.evaluate import evaluate
 from boxbench.methods.base import Artifact
 from boxbench.methods.lora import AdapterArtifact, LoRA, LoraParams, target_modules
-from boxbench.methods.training import collate, encode_examples, label_loss
+from boxbench.methods.training import collate, encode_examples, forward_tail, label_loss
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,11 @@ def trained(tmp_path_factory):
     base_before = {n: p.detach().clone() for n, p in backend.module.named_parameters()}
     batch = collate(encode_examples(backend.tokenizer, splits.task, splits.train, 128), backend.tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
-        loss_before = float(label_loss(backend.module(input_ids=batch[0], attention_mask=batch[1]).logits, batch[2]))
+        loss_before = float(label_loss(forward_tail(backend.module, batch[0], batch[1], 2), batch[2]))
     params = LoraParams(lr=2e-3, max_steps=8, batch_size=8, warmup_ratio=0.0, dropout=0.0)
     art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], params, seed=0)
     with torch.no_grad():
-        loss_after = float(label_loss(art.model(input_ids=batch[0], attention_mask=batch[1]).logits, batch[2]))
+        loss_after = float(label_loss(forward_tail(art.model, batch[0], batch[1], 2), batch[2]))
     folder = tmp_path_factory.mktemp("lora") / "artifact"
     art.save(folder)
     return backend, splits, art, folder, base_before, (loss_before, loss_after)

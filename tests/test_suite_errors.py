@@ -13,7 +13,7 @@ methods: [zero_shot]
 """
 
 CASES = {
-    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: few_shot, zero_shot"),
+    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: few_shot, full_finetune, lora, prompt_tuning, zero_shot"),
     "unknown top-level field": (GOOD + "seedz: [1]\n", "suite: unknown field 'seedz'"),
     "unknown method field": (GOOD.replace("[zero_shot]", "[{name: zero_shot, parms: {}}]"), "suite.methods[0]: unknown field 'parms'"),
     "unknown param": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {kk: 3}}]"), "few_shot has no parameter 'kk'; its parameters: k, balanced"),
