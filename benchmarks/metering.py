@@ -25,6 +25,15 @@ class Meter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc = psutil.Process(os.getpid())
+        self._nvml: Any = None
+        self._nvml_handles: list[Any] = []
+        self._nvml_peak = 0
+        with contextlib.suppress(Exception):  # pynvml (nvidia-ml-py) and a GPU are optional
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self._nvml = pynvml
 
     def _rss(self) -> int:
         total = 0
@@ -36,7 +45,27 @@ class Meter:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._peak = max(self._peak, self._rss())
+            if self._nvml is not None:
+                self._nvml_peak = max(self._nvml_peak, self._nvml_bytes())
             self._stop.wait(self.interval_s)
+
+    def _nvml_bytes(self) -> int:
+        """GPU memory NVML attributes to this process and its children (CUDA context included)."""
+        pids = {self._proc.pid, *(c.pid for c in self._proc.children(recursive=True))}
+        total = 0
+        with contextlib.suppress(Exception):
+            for handle in self._nvml_handles:
+                for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if p.pid in pids and p.usedGpuMemory:
+                        total += int(p.usedGpuMemory)
+        return total
+
+    @property
+    def peak_accelerator_nvml_bytes(self) -> int | None:
+        """Peak process GPU memory as NVML sees it; None without a GPU or without pynvml."""
+        if self._nvml is None:
+            return None
+        return max(self._nvml_peak, self._nvml_bytes())
 
     def start(self) -> "Meter":
         reset_accelerator_peak()

@@ -268,6 +268,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
     finally:
         meter.stop()
     record.update(peak_host_rss_bytes=meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
+                  peak_accelerator_nvml_bytes=meter.peak_accelerator_nvml_bytes,
                   versions=versions(), finished_at=_now())
     return record
 

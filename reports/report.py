@@ -11,7 +11,7 @@ from typing import Any
 
 from boxbench.registry import UserError
 from boxbench.reports.plots import cost_plot
-from boxbench.reports.tables import Table, accuracy_table, cost_table, error_table
+from boxbench.reports.tables import Table, accuracy_table, cost_table, error_table, training_table
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -37,6 +37,9 @@ def build_tables(records: list[dict[str, Any]]) -> list[Table]:
     tables: list[Table] = []
     for m in models:
         tables += [accuracy_table(records, m), cost_table(records, m)]
+        train = training_table(records, m)
+        if train:
+            tables.append(train)
     err = error_table(records)
     if err:
         tables.append(err)

@@ -115,6 +115,21 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     return t
 
 
+def training_table(records: list[dict[str, Any]], model: str) -> Table | None:
+    """Budgets and training figures of the trained methods (so cells can be compared fairly)."""
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and r.get("train_steps") is not None]
+    if not ok:
+        return None
+    t = Table(f"Training — {model}", ["method", "dataset", "seed", "examples seen", "steps", "trainable params", "total params",
+                                       "train ex/s", "loss first → last", "stopped by", "precision"])
+    for r in ok:
+        t.rows.append([r["label"], r["dataset"], str(r["seed"]), f"{r['train_examples_seen']:,}", str(r["train_steps"]),
+                       f"{r.get('trainable_params', 0):,}", f"{r.get('total_params', 0):,}", _fmt(r.get("train_examples_per_s"), digits=2),
+                       f"{r.get('loss_first', float('nan')):.3f} → {r.get('loss_last', float('nan')):.3f}",
+                       str(r.get("stopped_by", "")), str(r.get("precision", ""))])
+    return t
+
+
 def error_table(records: list[dict[str, Any]]) -> Table | None:
     bad = [r for r in records if r["status"] != "ok"]
     if not bad:

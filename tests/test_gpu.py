@@ -1,0 +1,37 @@
+"""GPU paths: CUDA peak-memory metering and bf16 LoRA steps. Skipped without a CUDA device (CI has
+none); run on a lent GPU machine. The model is built from a config (no download, nothing to carry)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from boxbench.backends.hf import HFBackend
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+
+    tok = HFBackend.load("smollm2-135m", device="cpu").tokenizer  # the real tokenizer (same vocab)
+    return HFBackend(model, tok, "tiny-llama-from-config", batch_size=8, settings={"device": "cuda", "dtype": "bfloat16"})
+
+
+def test_cuda_peak_memory_and_bf16_lora_steps():
+    from boxbench.benchmarks.datasets import load_splits
+    from boxbench.benchmarks.metering import Meter, peak_accelerator_bytes
+    from boxbench.methods.lora import LoRA, LoraParams
+
+    meter = Meter().start()
+    backend = tiny_llama()
+    splits = load_splits("sst2", train=32, test=8)
+    art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], LoraParams(max_steps=4, batch_size=8), seed=0)
+    meter.stop()
+    assert art.stats["precision"] == "bf16-autocast" and art.stats["train_steps"] == 4
+    peak = peak_accelerator_bytes()
+    assert peak is not None and peak > 135e6 * 2  # at least the bf16 weights
+    print(f"\ncuda peak {peak / 2**20:.0f} MiB, nvml peak {meter.peak_accelerator_nvml_bytes}")
