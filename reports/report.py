@@ -19,17 +19,12 @@ tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;fo
 
 
 def load_records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "results.jsonl"
-    if not path.is_file():
+    from boxbench.benchmarks.runner import ResultStore
+
+    store = ResultStore(run_dir)
+    if not store.path.is_file():
         raise UserError(f"run dir {str(run_dir)!r} has no results.jsonl; run a suite into it with boxbench run SUITE --out {run_dir}")
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    return store.records()
 
 
 def build_tables(records: list[dict[str, Any]]) -> list[Table]:
