@@ -456,25 +456,20 @@ class HFBackend(Backend):
                 mine.append((base + r, len(kept[r]) - (len(p) - 1), c))
             reads.append(mine)
             self.usage.add(calls=1, prompt=sum(len(k) for k in kept))
-        row_lp: dict[int, Any] = {}
         need_keep = [0] * len(rows)
-        for per in reads:
-            for r, off, c in per:
+        by_row: dict[int, list[tuple[int, int, int, list[int]]]] = {}  # row -> (prompt, cont, off, ids)
+        for pi, per in enumerate(reads):
+            for ci, (r, off, c) in enumerate(per):
                 need_keep[r] = max(need_keep[r], off)
+                by_row.setdefault(r, []).append((pi, ci, off, c))
+        scores: list[list[float]] = [[0.0] * len(per) for per in reads]
         prefix = self._prefix(rows, need_keep)
         n_prefix = len(prefix[0]) if prefix else 0
         for batch in self._batches([len(r) for r in rows]):
             keep = max(need_keep[i] for i in batch)
             lp = self._forward_last([rows[i][n_prefix:] for i in batch], keep, prefix)
-            for j, i in enumerate(batch):
-                row_lp[i] = lp[j]
-        scores: list[list[float]] = []
-        for per in reads:
-            out = []
-            for r, off, c in per:
-                lp = row_lp[r]
-                keep = lp.shape[0]
-                start = keep - off  # index of the position predicting c[0]
-                out.append(float(sum(lp[start + t, tok] for t, tok in enumerate(c))))
-            scores.append(out)
+            for j, i in enumerate(batch):  # read the continuations now: keep no vocab-sized rows around
+                for pi, ci, off, c in by_row[i]:
+                    start = keep - off  # index of the position predicting c[0]
+                    scores[pi][ci] = float(sum(lp[j, start + t, tok] for t, tok in enumerate(c)))
         return scores
