@@ -96,9 +96,3 @@ def load_plugin_file(path: str | Path) -> None:
         del sys.modules[mod_name]
         raise UserError(f"plugin {str(p)!r} failed to import: {type(e).__name__}: {e}") from e
 
-
-def fields_help(cls: Any) -> dict[str, str]:
-    """Field name -> help text of a params dataclass (``field(metadata={"help": ...})``)."""
-    import dataclasses
-
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
