@@ -7,6 +7,7 @@ load writes the dequantised weights (safetensors) and the converted tokenizer un
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -218,6 +219,15 @@ def model_inputs(model: Any, ids: Any, mask: Any, prefix_embeds: Any = None) -> 
     return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(model_cls: type) -> str:
+    """transformers 5.x names the KV-cache argument ``cache``; earlier ``past_key_values``
+    (looked up once per model class, not per batch)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """Text up to the first stop string that follows some content (leading blank lines are kept
     out of the answer rather than ending it: chat models often open with a newline)."""
@@ -373,12 +383,8 @@ class HFBackend(Backend):
         return p_ids, getattr(out, "cache", None) or out.past_key_values
 
     def _cache_kwarg(self) -> str:
-        """transformers 5.x names the KV-cache argument ``cache``; earlier ``past_key_values``."""
-        import inspect
-
         model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
-        params = inspect.signature(type(model).forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
+        return _cache_kwarg(type(model))
 
     # ----- black -----
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 from boxbench.backends.base import Access, Backend, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
-from boxbench.methods.training import TrainParams, train
+from boxbench.methods.training import TrainParams, freeze, train
 from boxbench.registry import UserError
 
 # attention projections per architecture (peft's own defaults cover more; these are the classic q/v)
@@ -96,9 +96,7 @@ class LoRA(Method):
     def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: LoraParams, seed: int) -> AdapterArtifact:  # type: ignore[override]
         from peft import LoraConfig, get_peft_model
 
-        base = model.module
-        for p in base.parameters():
-            p.requires_grad_(False)
+        base = freeze(model.module)
         config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
                             target_modules=target_modules(base, params.target_modules), task_type="CAUSAL_LM")
         peft_model = get_peft_model(base, config)

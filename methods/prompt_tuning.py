@@ -18,7 +18,7 @@ from typing import Any
 from boxbench.backends.base import Access, Backend, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
-from boxbench.methods.training import TrainParams, forward_tail, train
+from boxbench.methods.training import TrainParams, forward_tail, freeze, train
 from boxbench.registry import UserError
 
 
@@ -78,9 +78,7 @@ class PromptTuning(Method):
         import torch
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
-        base, tok = model.module, model.tokenizer
-        for p in base.parameters():
-            p.requires_grad_(False)
+        base, tok = freeze(model.module), model.tokenizer
         n = params.num_virtual_tokens
         config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, prompt_tuning_init=PromptTuningInit.RANDOM)
         peft_model = get_peft_model(base, config)

@@ -91,6 +91,13 @@ def forward_tail(model: Any, ids: Any, mask: Any, keep: int, prefix_embeds: Any 
         return model(**inputs, use_cache=False).logits[:, -keep:]
 
 
+def freeze(model: Any) -> Any:
+    """Stop gradients to every parameter of ``model`` (adapters added afterwards stay trainable)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def count_params(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
