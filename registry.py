@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -96,3 +97,12 @@ def load_plugin_file(path: str | Path) -> None:
         del sys.modules[mod_name]
         raise UserError(f"plugin {str(p)!r} failed to import: {type(e).__name__}: {e}") from e
 
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): get SIGKILL when the parent dies, so no orphan is left."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -12,13 +12,16 @@ A model spec is a string or a mapping:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from boxbench.backends.base import Access, AccessError, Backend, BlackView, GreyView, WhiteView
 from boxbench.registry import Registry, UserError
 
-BACKENDS: Registry[Any] = Registry("backend", {"hf": "boxbench.backends.hf:HFBackend"})
+BACKENDS: Registry[Any] = Registry("backend", {
+    "hf": "boxbench.backends.hf:HFBackend",
+    "openai": "boxbench.backends.openai_api:OpenAIBackend",
+    "vllm": "boxbench.backends.vllm:VLLMBackend",
+})
 register_backend = BACKENDS.register
 
 __all__ = ["Access", "AccessError", "Backend", "BlackView", "GreyView", "WhiteView", "BACKENDS",
@@ -63,8 +66,6 @@ class ModelSpec:
 
 def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
     """Parse and check a model spec; a UserError naming ``where`` if it is malformed."""
-    from boxbench.backends.hf import ALIASES, check_alias
-
     if isinstance(value, str):
         value = {"model": value}
     if not isinstance(value, dict) or "model" not in value:
@@ -75,19 +76,7 @@ def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
     access = value.pop("access", None)
     label = str(value.pop("label", ""))
     spec = ModelSpec(backend, model, Access.parse(access, f"{where}.access") if access is not None else None, label, value)
-    if backend not in BACKENDS:
-        BACKENDS.get(backend)  # raises the UserError listing known backends
-    if backend == "hf":
-        if value:
-            unknown = ", ".join(sorted(value))
-            raise UserError(f"{where}: unknown option(s) {unknown} for an hf model; use model, access, label")
-        if model in ALIASES:
-            check_alias(model)
-        elif not model.startswith("hf:") and not Path(model).exists():
-            raise UserError(
-                f"{where}: model {model!r} is not an alias, a hub name (hf:ORG/NAME) or an existing path; "
-                f"aliases: {', '.join(ALIASES)}"
-            )
+    BACKENDS.get(backend).check_spec(model, value, where)  # an unknown backend: the error lists the known ones
     return spec
 
 

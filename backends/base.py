@@ -111,6 +111,20 @@ class Backend(ABC):
     def tokenizer(self) -> Any:
         raise AccessError(f"backend {self.name} gives no tokenizer")
 
+    OPTIONS: dict[str, type | tuple[type, ...]] = {}  # options a model spec may give this backend
+
+    @classmethod
+    def check_spec(cls, model: str, options: dict[str, Any], where: str) -> None:
+        """Check a model spec for this backend before any work (a UserError naming the field)."""
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            known = ", ".join(["model", "access", "label", *cls.OPTIONS])
+            raise UserError(f"{where}: unknown option(s) {', '.join(unknown)} for a {cls.name} model; use {known}")
+        for key, val in options.items():
+            want = cls.OPTIONS[key] if isinstance(cls.OPTIONS[key], tuple) else (cls.OPTIONS[key],)
+            if not isinstance(val, want) or (isinstance(val, bool) and bool not in want):  # True is an int too
+                raise UserError(f"{where}.{key}: expected {' or '.join(t.__name__ for t in want)}, got {val!r}")
+
     def describe(self) -> dict[str, Any]:
         """What the runner records about this backend (device, dtype, ...)."""
         return {"backend": self.name, **self.settings}

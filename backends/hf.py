@@ -253,12 +253,13 @@ class _StopAfterContent:
 class HFBackend(Backend):
     """A transformers causal LM in this process; gives up to white access."""
 
+    name = "hf"
     max_access = Access.white
 
     MIN_PREFIX = 16  # shared prompt prefixes shorter than this are not worth a cache
 
     def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 16, settings: dict[str, Any] | None = None,
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True, chat: bool = False) -> None:
         super().__init__()
         self.name = name
         self._model = model
@@ -267,15 +268,38 @@ class HFBackend(Backend):
             self._tok.pad_token = self._tok.eos_token
         self.batch_size = batch_size
         self.prefix_cache = prefix_cache
-        self.settings = {"batch_size": batch_size, "padding_side": "left", "prefix_cache": prefix_cache, **(settings or {})}
+        if chat and not getattr(tokenizer, "chat_template", None):
+            raise UserError(f"model {name!r}: chat: true, but its tokenizer has no chat template; set chat: false")
+        self.chat = chat
+        self.settings = {"batch_size": batch_size, "padding_side": "left", "prefix_cache": prefix_cache, "chat": chat,
+                         **(settings or {})}
         # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
         self.prefix_embeds: Any = None
 
+    OPTIONS = {"chat": bool}
+
     # ----- construction -----
     @classmethod
+    def check_spec(cls, model: str, options: dict[str, Any], where: str) -> None:
+        super().check_spec(model, options, where)
+        if model in ALIASES:
+            check_alias(model)
+        elif not model.startswith("hf:") and not Path(model).exists():
+            raise UserError(
+                f"{where}: model {model!r} is not an alias, a hub name (hf:ORG/NAME) or an existing path; "
+                f"aliases: {', '.join(ALIASES)}"
+            )
+
+    @classmethod
     def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True,
-             prefix_cache: bool = True) -> "HFBackend":
-        """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file."""
+             prefix_cache: bool = True, chat: bool = False) -> "HFBackend":
+        """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file.
+
+        ``chat``: send ``generate`` prompts as one user turn through the tokenizer's chat template
+        (default off: measured on SST-2 with SmolLM2-135M-Instruct, the plain prompt answered better —
+        0.68 vs 0.47 zero-shot on 100 test examples, the chat turn said "positive" to nearly everything).
+        Scoring always reads raw text.
+        """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -295,7 +319,7 @@ class HFBackend(Backend):
         model.to(dev).eval()
         settings = {"device": dev, "dtype": str(torch_dtype).removeprefix("torch."), **info,
                     "load_wall_s": round(time.perf_counter() - t0, 3)}
-        return cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache)
+        return cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache, chat=chat)
 
     @property
     def device(self) -> Any:
@@ -387,10 +411,17 @@ class HFBackend(Backend):
         return _cache_kwarg(type(model))
 
     # ----- black -----
+    def chat_text(self, prompt: str) -> str:
+        """``prompt`` as one user turn, rendered by the chat template up to the assistant's answer."""
+        return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
         import torch
 
-        encoded = [self._encode(p, True) for p in prompts]
+        if self.chat:
+            encoded = [self._encode(self.chat_text(p), False) for p in prompts]
+        else:
+            encoded = [self._encode(p, True) for p in prompts]
         outputs: list[str] = [""] * len(prompts)
         if config.seed is not None:
             torch.manual_seed(config.seed)

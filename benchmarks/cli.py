@@ -1,4 +1,4 @@
-"""``boxbench`` command line: list, check, run, report.
+"""``boxbench`` command line: list, check, run, report, serve.
 
 Input errors print one line (``boxbench: error: ...``) and exit with code 2, never a traceback.
 """
@@ -39,7 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")
     _common(p)
     p.add_argument("run_dir")
+    p = sub.add_parser("serve", help="serve an offline alias (or a .gguf) with llama.cpp's OpenAI-compatible server")
+    _common(p)
+    p.add_argument("model", help="alias (e.g. smollm2-135m) or FILE.gguf")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--n-ctx", type=int, default=2048)
     return parser
+
+
+def cmd_serve(model: str, port: int, n_ctx: int) -> None:
+    import time
+
+    from boxbench.backends.llama_server import LlamaServer
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too (the with-block exits)
+    with LlamaServer(model, port, n_ctx=n_ctx) as srv:
+        print(f"serving {srv.gguf.name} at {srv.base_url} (Ctrl-C stops it); suites reach it with "
+              f"backend: openai, base_url: {srv.base_url}  (or OPENAI_BASE_URL={srv.base_url})", flush=True)
+        while srv.proc is not None and srv.proc.poll() is None:
+            time.sleep(1)
+        raise UserError(f"the server exited with code {srv.proc.returncode if srv.proc else '?'}")
 
 
 def cmd_list() -> None:
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         elif args.command == "report":
             cmd_report(args.run_dir)
+        elif args.command == "serve":
+            cmd_serve(args.model, args.port, args.n_ctx)
         return 0
     except UserError as e:
         print(f"boxbench: error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from boxbench.registry import Registry, UserError
 
@@ -47,23 +47,25 @@ class Task:
     label_words: tuple[str, ...]
     template: str
     instruction: str = ""
+    # Said before every prompt of the generate (black) protocol only, so that a text-only model knows
+    # the answer format; the logprob protocol reads the label words and needs no such line.
+    answer_hint: str = ""
     hub: str = ""
+
+    OVERRIDES: ClassVar[tuple[str, ...]] = ("template", "label_words", "instruction", "answer_hint")
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def with_overrides(self, label_words: list[str] | None = None, template: str | None = None,
-                       instruction: str | None = None) -> "Task":
-        """A copy with another verbalizer / template / instruction (suite-level overrides)."""
+    def with_overrides(self, **overrides: Any) -> "Task":
+        """A copy with the suite's overrides (``OVERRIDES``: verbalizer, template, instruction, hint)."""
         from dataclasses import replace
 
-        new = replace(
-            self,
-            label_words=tuple(label_words) if label_words is not None else self.label_words,
-            template=template if template is not None else self.template,
-            instruction=instruction if instruction is not None else self.instruction,
-        )
+        given = {k: v for k, v in overrides.items() if k in self.OVERRIDES and v is not None}
+        if "label_words" in given:
+            given["label_words"] = tuple(given["label_words"])
+        new = replace(self, **given)
         if len(new.label_words) != new.num_labels:
             raise UserError(f"label_words: {self.name} has {self.num_labels} labels, got {len(new.label_words)} words")
         if "{text}" not in new.template:
@@ -133,6 +135,7 @@ SST2 = Task(
     label_names=("negative", "positive"),
     label_words=(" negative", " positive"),
     template="Review: {text}\nThe sentiment of this review is",
+    answer_hint="Is the sentiment of this review positive or negative? Answer with one word.",
     hub="glue/sst2",
 )
 
@@ -160,6 +163,7 @@ AGNEWS = Task(
     label_names=("World", "Sports", "Business", "Sci/Tech"),
     label_words=(" politics", " sports", " business", " technology"),
     template="{text}\nThis article is about",
+    answer_hint="Is this article about politics, sports, business or technology? Answer with one word.",
     hub="fancyzhx/ag_news",
 )
 

@@ -49,6 +49,29 @@ def macro_f1(gold: Sequence[int], pred: Sequence[int | None], num_labels: int) -
     return sum(f1s) / num_labels
 
 
+def with_hint(task: Task, prompt: str) -> str:
+    """The generate protocol's prompt: the task's answer hint, then the artifact's prompt."""
+    return f"{task.answer_hint}\n\n{prompt}" if task.answer_hint else prompt
+
+
+def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens: int = 8) -> tuple[list[int | None], list[str]]:
+    """Predicted label per prompt by the view's protocol (plus the raw answers at black access).
+
+    This is the one place a prediction is made: the final evaluation and every method that scores
+    candidates on its dev set (APE, USP, ...) call it, so all are measured the same way.
+    """
+    if view.access >= Access.grey:
+        scores = view.score(list(prompts), [list(task.label_words)] * len(prompts))  # type: ignore[attr-defined]
+        return [max(range(len(s)), key=s.__getitem__) for s in scores], []
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
+    answers = view.generate([with_hint(task, p) for p in prompts], config)
+    return [parse_label(a, task) for a in answers], answers
+
+
+def accuracy(gold: Sequence[int], pred: Sequence[int | None]) -> float:
+    return sum(1 for g, p in zip(gold, pred) if g == p) / len(gold) if gold else 0.0
+
+
 def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example], *,
              max_new_tokens: int = 8, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, n, invalid_rate and protocol of ``artifact`` on ``test`` through ``view``.
@@ -59,28 +82,21 @@ def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example]
     prompts = artifact.prompts(task, [e.text for e in test])
     preds: list[int | None] = []
     answers: list[str] = []
-    grey = view.access >= Access.grey
     for start in range(0, len(prompts), CHUNK):
         chunk = prompts[start : start + CHUNK]
-        if grey:
-            scores = view.score(chunk, [list(task.label_words)] * len(chunk))  # type: ignore[attr-defined]
-            preds += [max(range(len(s)), key=s.__getitem__) for s in scores]
-        else:
-            outs = view.generate(chunk, GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"]))
-            answers += outs
-            preds += [parse_label(o, task) for o in outs]
+        p, a = predict(view, task, chunk, max_new_tokens)
+        preds += p
+        answers += a
         if progress:
             progress(len(chunk))
     gold = [e.label for e in test]
     n = len(gold)
-    correct = sum(1 for g, p in zip(gold, preds) if g == p)
-    invalid = sum(1 for p in preds if p is None)
     return {
-        "accuracy": correct / n if n else 0.0,
+        "accuracy": accuracy(gold, preds),
         "macro_f1": macro_f1(gold, preds, task.num_labels) if n else 0.0,
         "n": n,
-        "invalid_rate": invalid / n if n else 0.0,
-        "protocol": "logprob" if grey else "generate",
+        "invalid_rate": sum(1 for p in preds if p is None) / n if n else 0.0,
+        "protocol": "logprob" if view.access >= Access.grey else "generate",
         "predictions": preds,
         "answers": answers,
     }

@@ -9,7 +9,6 @@ and reports progress and its result on stdout as JSON lines. A cell that fails r
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import fcntl
 import json
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from boxbench.benchmarks.suite import Cell, Suite
-from boxbench.registry import UserError, load_plugin_file
+from boxbench.registry import UserError, die_with_parent, load_plugin_file
 
 RESULTS = "results.jsonl"
 
@@ -78,12 +77,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------ parent side
-def _die_with_parent() -> None:
-    """In the child (preexec): get SIGKILL when the runner dies, so no orphan keeps computing."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _error_record(cell: Cell, reason: str, started: str) -> dict[str, Any]:
     return {**base_record(cell), "status": "error", "error": reason, "started_at": started,
             "finished_at": _now()}
@@ -127,7 +120,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     log = open(cell_dir / "log.txt", "w")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=_die_with_parent)
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
     record: dict[str, Any] | None = None
     bar = None
     t0 = time.monotonic()
@@ -221,7 +214,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         params = build_params(method_cls, cell.params)
         splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
                              cell.limits.get("test"), cell.settings.get("data_seed", 0))
-        task = splits.task.with_overrides(cell.dataset.get("label_words"), cell.dataset.get("template"), cell.dataset.get("instruction"))
+        task = splits.task.with_overrides(**cell.dataset)
         record.update(data_source=splits.source, sizes=splits.sizes)
         with meter.phase("load"):
             backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
@@ -243,6 +236,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = backend.usage.snapshot()
+        record["backend"] = backend.describe()  # again: some backends count things during the run
         with open(cell_dir / "predictions.jsonl", "w") as f:
             for i, (ex, p) in enumerate(zip(splits.test, res["predictions"])):
                 row = {"text": ex.text, "label": ex.label, "pred": p}

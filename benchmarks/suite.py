@@ -10,6 +10,9 @@ methods:
   - name: few_shot
     params: {k: 4}
     label: few_shot_k4                 # optional display name
+  - name: lora
+    models: [qwen2.5-coder-0.5b]       # optional: this method on these models instead of the suite's
+    limits: {test: 100}                # optional: this method's own limits
 seeds: [0]
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
 settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600}
@@ -30,14 +33,14 @@ import yaml
 
 from boxbench.backends import ModelSpec, parse_model_spec
 from boxbench.backends.base import Access
-from boxbench.benchmarks.datasets import check_dataset
+from boxbench.benchmarks.datasets import Task, check_dataset
 from boxbench.methods.base import build_params
 from boxbench.methods.registry import get_method
 from boxbench.registry import UserError
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings"}
-METHOD_KEYS = {"name", "access", "params", "label"}
-DATASET_KEYS = {"name", "template", "label_words", "instruction", "limits"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "limits"}
+DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
 
@@ -138,18 +141,20 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         if not isinstance(d, dict) or "name" not in d:
             raise UserError(f"suite.datasets[{i}]: give a dataset name or a mapping with 'name'")
         _unknown(d, DATASET_KEYS, f"suite.datasets[{i}]")
-        check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(d.get("label_words"), d.get("template"), d.get("instruction"))
+        check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(**d)
         datasets.append(dict(d))
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError("suite.seeds: must be a non-empty list of integers")
     base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
-    limits_for = {}
-    for i, d in enumerate(datasets):
-        lim = _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
+    limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
+                  for i, d in enumerate(datasets)}
+
+    def cap(lim: dict[str, int | None]) -> dict[str, int | None]:  # --limit
         if limit is not None:
-            lim["test"] = min(limit, lim["test"]) if lim["test"] is not None else limit
-        limits_for[d["name"]] = lim
+            lim = {**lim, "test": min(limit, lim["test"]) if lim["test"] is not None else limit}
+        return lim
+
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
@@ -168,19 +173,27 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         access = Access.parse(m["access"], f"{where}.access") if m.get("access") is not None else cls.access
         if access < cls.access:
             raise UserError(f"{where}.access: {cls.name} needs {cls.access.name} access; {access.name} is too low")
-        for spec in models:
+        own = m.get("models")
+        if own is not None and (not isinstance(own, list) or not own):
+            raise UserError(f"{where}.models: must be a non-empty list of model specs")
+        method_models = [parse_model_spec(x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
+        own_limits = m.get("limits")
+        _limits(own_limits, f"{where}.limits", {})  # validate
+        for spec in method_models:
             if spec.max_access() < access:
                 raise UserError(
                     f"{where}: {cls.name} needs {access.name} access but model {spec.display!r} gives only "
                     f"{spec.max_access().name}; use a model that gives {access.name} access or drop the method"
                 )
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
-        methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params)))
-    labels = [m[1] for m in methods]
-    dup = next((lab for lab in labels if labels.count(lab) > 1), None)
+        methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
+                        method_models, own_limits or {}))
+    pairs = [(m[1], spec.display) for m in methods for spec in m[4]]
+    dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
-        raise UserError(f"suite.methods: two entries are both labelled {dup!r}; give one a distinct 'label'")
+        raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
 
-    cells = [Cell(name, label, access, params, spec, ds, seed, limits_for[ds["name"]], settings)
-             for spec in models for ds in datasets for (name, label, access, params) in methods for seed in seeds]
+    cells = [Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings)
+             for (name, label, access, params, method_models, own_limits) in methods
+             for spec in method_models for ds in datasets for seed in seeds]
     return Suite(str(raw.get("name", default_name)), cells, raw)

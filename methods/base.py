@@ -149,5 +149,8 @@ def build_params(method: type[Method], values: dict[str, Any] | None, where: str
                 raise UserError(f"{where}.{key}: expected a {type(default).__name__}, got {val!r}")
     try:
         return method.Params(**values)
+    except UserError as e:  # a params class's own check, written as "params.FIELD: ..."
+        msg = str(e)
+        raise UserError(where + msg[len("params"):] if msg.startswith("params") else f"{where}: {msg}") from None
     except (TypeError, ValueError) as e:
         raise UserError(f"{where}: {e}") from None

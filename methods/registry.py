@@ -14,6 +14,9 @@ METHODS: Registry[Any] = Registry(
         "lora": "boxbench.methods.lora:LoRA",
         "prompt_tuning": "boxbench.methods.prompt_tuning:PromptTuning",
         "full_finetune": "boxbench.methods.full_finetune:FullFinetune",
+        "ape": "boxbench.methods.ape:Ape",
+        "kate": "boxbench.methods.kate:Kate",
+        "usp": "boxbench.methods.usp:Usp",
     },
 )
 

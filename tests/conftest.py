@@ -11,3 +11,18 @@ def smol():
     from boxbench.backends.hf import HFBackend
 
     return HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real llama.cpp OpenAI-compatible server (llama-cpp-python[server]) serving the SmolLM2 GGUF
+    on a free 127.0.0.1 port. Skips, with the reason, where the server is not installed, unless
+    BOXBENCH_REQUIRE_SERVER=1 (CI installs it, so there a missing server is a failure)."""
+    from helpers import server_or_skip
+
+    from boxbench.backends.llama_server import LlamaServer
+
+    server_or_skip()
+    srv = LlamaServer("smollm2-135m", log=tmp_path_factory.mktemp("llama") / "server.log").start()
+    yield srv
+    srv.stop()

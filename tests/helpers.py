@@ -20,3 +20,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
 def write_suite(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def server_or_skip() -> None:
+    """Skip (with the reason) where llama.cpp's server is not installed; fail instead under
+    BOXBENCH_REQUIRE_SERVER=1 (CI installs it, so there a missing server is a failure)."""
+    import pytest
+
+    from boxbench.backends.llama_server import missing_reason
+
+    reason = missing_reason()
+    if reason and os.environ.get("BOXBENCH_REQUIRE_SERVER") == "1":
+        pytest.fail(f"llama.cpp server required but unavailable: {reason}")
+    if reason:
+        pytest.skip(f"llama.cpp server unavailable: {reason}")

@@ -13,7 +13,7 @@ methods: [zero_shot]
 """
 
 CASES = {
-    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: few_shot, full_finetune, lora, prompt_tuning, zero_shot"),
+    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: ape, few_shot"),
     "unknown top-level field": (GOOD + "seedz: [1]\n", "suite: unknown field 'seedz'"),
     "unknown method field": (GOOD.replace("[zero_shot]", "[{name: zero_shot, parms: {}}]"), "suite.methods[0]: unknown field 'parms'"),
     "unknown param": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {kk: 3}}]"), "few_shot has no parameter 'kk'; its parameters: k, balanced"),
@@ -28,6 +28,16 @@ CASES = {
     ),
     "bad limits": (GOOD + "limits: {test: -3}\n", "suite.limits.test: must be a non-negative integer"),
     "bad yaml": ("name: [unclosed\n", "not valid YAML"),
+    "unknown api option": (GOOD.replace("[smollm2-135m]", "[{backend: openai, model: m, temprature: 0}]"),
+                           "suite.models[0]: unknown option(s) temprature for a openai model"),
+    "bad api option type": (GOOD.replace("[smollm2-135m]", "[{backend: openai, model: m, concurrency: lots}]"),
+                            "suite.models[0].concurrency: expected int, got 'lots'"),
+    "bad method models": (GOOD.replace("[zero_shot]", "[{name: zero_shot, models: smollm2-135m}]"),
+                          "suite.methods[0].models: must be a non-empty list of model specs"),
+    "bad method limits": (GOOD.replace("[zero_shot]", "[{name: zero_shot, limits: {tset: 3}}]"),
+                          "suite.methods[0].limits: unknown field 'tset'"),
+    "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
+                       "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }
 
 
@@ -61,7 +71,7 @@ def test_missing_dataset_file(tmp_path):
 
 
 def test_shipped_suites_check(tmp_path):
-    for name in ("smoke.yaml", "quick.yaml"):
+    for name in ("smoke.yaml", "quick.yaml", "api.yaml", "lora_cpu.yaml", "survey.yaml"):
         proc = run_cli("check", str(SUITES / name))
         assert proc.returncode == 0, proc.stderr
         assert "cells" in proc.stdout.splitlines()[0]

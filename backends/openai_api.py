@@ -1,0 +1,234 @@
+"""Any OpenAI-compatible HTTP server (OpenAI, ``vllm serve``, llama.cpp's server) as a backend.
+
+Black access: generated text, through ``chat.completions`` (``chat: true``, the default) or
+``completions``. Grey access only where the server returns logprobs, and the capability is
+*measured* at load, not assumed:
+
+* ``echo``  — ``completions(prompt + continuation, echo=True, logprobs=...)``: the server's own
+  log-probabilities of the prompt tokens; a label is scored exactly. Trusted only when the probe
+  finds the echoed log-prob of a token equal to the next-token log-prob the server reports for the
+  same position (llama-cpp-python 0.3.36 returns them shifted by one position: its echo fails this
+  check and is not used).
+* ``top_k`` — ``completions(prompt, max_tokens=1, logprobs=k)``: the next-token top-k. A label is
+  scored by its first token (the longest top-k token that starts it); labels absent from the top-k
+  get a floor below every listed token. Exact for single-token labels that appear in the top-k,
+  an approximation otherwise; the record says which method was used and how often labels were
+  missing.
+
+Requests run in a bounded thread pool; the ``openai`` client retries 408/409/429/5xx, timeouts and
+connection errors with exponential backoff (``max_retries``). The API key is read from the
+environment variable named by ``api_key_env`` and is never recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
+
+from boxbench.backends.base import Access, AccessError, Backend, GenerationConfig
+from boxbench.registry import UserError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
+
+
+class BackendError(UserError):
+    """The server failed in a way retries did not fix (one line, for the cell's error field)."""
+
+
+class OpenAIBackend(Backend):
+    """An OpenAI-compatible server; black access always, grey where it returns logprobs."""
+
+    name = "openai"
+    max_access = Access.grey
+    OPTIONS = {"base_url": str, "api_key_env": str, "chat": bool, "concurrency": int, "max_retries": int,
+               "timeout": (int, float), "top_logprobs": int, "score": str}
+    SCORE_METHODS = ("auto", "echo", "top_k", "none")
+
+    @classmethod
+    def check_spec(cls, model: str, options: dict[str, Any], where: str) -> None:
+        super().check_spec(model, options, where)
+        if options.get("score", "auto") not in cls.SCORE_METHODS:
+            raise UserError(f"{where}.score: {options['score']!r} is not one of {', '.join(cls.SCORE_METHODS)}")
+        for key in ("concurrency", "top_logprobs"):
+            if key in options and options[key] < 1:
+                raise UserError(f"{where}.{key}: must be at least 1, got {options[key]}")
+
+    def __init__(self, client: Any, model: str, base_url: str, *, chat: bool = True, concurrency: int = 4,
+                 top_logprobs: int = 20, max_retries: int = 5) -> None:
+        super().__init__()
+        self.name = model
+        self.client = client
+        self.base_url = base_url
+        self.chat = chat
+        self.concurrency = concurrency
+        self.top_logprobs = top_logprobs
+        self.max_retries = max_retries
+        self.score_method = "none"
+        self.labels_missing = 0  # top_k scoring: labels not among the top-k (scored at the floor)
+        self._lock = threading.Lock()
+        self.settings = {"base_url": base_url, "chat": chat, "concurrency": concurrency, "top_logprobs": top_logprobs,
+                         "max_retries": max_retries}
+
+    @classmethod
+    def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = True,
+             concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0, top_logprobs: int = 100,
+             score: str = "auto", **_runner_settings: Any) -> "OpenAIBackend":
+        """Connect, check the server answers, and detect how (whether) it can score continuations.
+
+        ``base_url`` defaults to ``$OPENAI_BASE_URL``, then the local server's default address.
+        The runner's device/dtype/batch_size settings do not apply to a remote model and are ignored.
+        """
+        import openai
+
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        key = os.environ.get(api_key_env) or "sk-no-key-needed"
+        client = openai.OpenAI(base_url=url, api_key=key, max_retries=max_retries, timeout=timeout)
+        backend = cls(client, model, url, chat=chat, concurrency=concurrency, top_logprobs=top_logprobs,
+                      max_retries=max_retries)
+        backend._call(lambda: client.models.list())  # unreachable server: one clear line, before any work
+        backend.score_method = backend._detect_score_method(score)
+        backend.max_access = Access.grey if backend.score_method != "none" else Access.black
+        backend.settings["score_method"] = backend.score_method
+        return backend
+
+    # ----- plumbing -----
+    def _call(self, fn: Callable[[], R]) -> R:
+        """One request; the client's retries exhausted, its failure becomes a one-line BackendError."""
+        import openai
+
+        try:
+            return fn()
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise BackendError(f"server {self.base_url} unreachable after {self.max_retries} retries "
+                               f"({type(e).__name__}: {e}); start it or check base_url") from None
+        except openai.APIStatusError as e:
+            msg = " ".join(str(e.message).split())[:200]
+            raise BackendError(f"server {self.base_url} answered {e.status_code}: {msg}") from None
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` through a bounded pool, results in order; the first failure stops the rest."""
+        if self.concurrency == 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            futures = [pool.submit(fn, x) for x in items]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _count(self, usage: Any, calls: int = 1) -> None:
+        with self._lock:
+            self.usage.add(calls=calls, prompt=getattr(usage, "prompt_tokens", 0) or 0,
+                           completion=getattr(usage, "completion_tokens", 0) or 0)
+
+    # ----- capability detection -----
+    def _detect_score_method(self, wanted: str) -> str:
+        if wanted == "none":
+            return "none"
+        probe = "The capital of France is"
+        top = self._top_k([probe], 5, count=False)[0] if wanted in ("auto", "top_k", "echo") else {}
+        if not top:
+            if wanted != "auto":
+                raise UserError(f"model {self.name!r}: score: {wanted}, but the server at {self.base_url} returns no logprobs")
+            return "none"
+        if wanted == "top_k":
+            return "top_k"
+        token, lp = max(top.items(), key=lambda kv: kv[1])
+        echoed = self._echo([probe + token], count=False)[0]
+        ok = echoed is not None and echoed[-1][0] == token and abs(echoed[-1][1] - lp) < 0.05
+        if ok:
+            return "echo"
+        if wanted == "echo":
+            got = "none" if echoed is None else f"{echoed[-1][1]:.3f} for {echoed[-1][0]!r}"
+            raise UserError(f"model {self.name!r}: score: echo, but the server's echoed log-probs disagree with its "
+                            f"next-token log-probs ({lp:.3f} for {token!r} vs {got}); use score: top_k")
+        return "top_k"
+
+    # ----- requests -----
+    def _top_k(self, prompts: Sequence[str], k: int, count: bool = True) -> list[dict[str, float]]:
+        def one(prompt: str) -> dict[str, float]:
+            r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, max_tokens=1,
+                                                                  temperature=0, logprobs=k))
+            if count:
+                self._count(r.usage)
+            lp = r.choices[0].logprobs
+            return dict(lp.top_logprobs[0]) if lp and lp.top_logprobs else {}
+
+        return self._map(one, prompts)
+
+    def _echo(self, texts: Sequence[str], count: bool = True) -> list[list[tuple[str, float, int]] | None]:
+        """Per text: (token, logprob, char offset) for every token the server echoes (None: no echo)."""
+        def one(text: str) -> list[tuple[str, float, int]] | None:
+            r = self._call(lambda: self.client.completions.create(model=self.name, prompt=text, max_tokens=1,
+                                                                  temperature=0, logprobs=1, echo=True))
+            if count:
+                self._count(r.usage)
+            lp = r.choices[0].logprobs
+            if not lp or not lp.token_logprobs or not lp.text_offset:
+                return None
+            rows = [(t, v if v is not None else 0.0, o) for t, v, o in zip(lp.tokens, lp.token_logprobs, lp.text_offset)]
+            return [row for row in rows if row[2] < len(text)]  # drop the generated token
+
+        return self._map(one, texts)
+
+    # ----- black -----
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        sampling = {"max_tokens": config.max_new_tokens, "temperature": config.temperature, "top_p": config.top_p,
+                    "stop": config.stop or None}
+
+        def one(item: tuple[int, str]) -> str:
+            i, prompt = item
+            # one seed per request: the same seed on equal prompts would return equal samples
+            kw = {**sampling, "seed": None if config.seed is None else config.seed + i}
+            if self.chat:
+                r = self._call(lambda: self.client.chat.completions.create(
+                    model=self.name, messages=[{"role": "user", "content": prompt}], **kw))
+                text = r.choices[0].message.content or ""
+            else:
+                r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, **kw))
+                text = r.choices[0].text or ""
+            self._count(r.usage)
+            return text
+
+        return self._map(one, list(enumerate(prompts)))
+
+    # ----- grey -----
+    def _grey(self) -> None:
+        if self.score_method == "none":
+            raise AccessError(f"model {self.name!r} at {self.base_url} returns no logprobs: black access only")
+
+    def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        self._grey()
+        return [dict(sorted(d.items(), key=lambda kv: -kv[1])[:k]) for d in self._top_k(prompts, max(k, 1))]
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        self._grey()
+        if self.score_method == "echo":
+            pairs = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
+            echoed = self._echo([p + c for p, c in pairs])
+            # the continuation's tokens: every echoed token that ends after the prompt does
+            flat = iter([sum(lp for tok, lp, off in rows or [] if off + len(tok) > len(p)) for (p, _), rows in zip(pairs, echoed)])
+            return [[next(flat) for _ in cs] for cs in continuations]
+        tops = self._top_k(prompts, self.top_logprobs)
+        return [self._from_top_k(top, conts) for top, conts in zip(tops, continuations)]
+
+    def _from_top_k(self, top: dict[str, float], conts: list[str]) -> list[float]:
+        """Each continuation's score from one next-token top-k (see the module docstring)."""
+        floor = (min(top.values()) if top else 0.0) - math.log(2)
+        scores = []
+        for c in conts:
+            starts = [lp for tok, lp in top.items() if tok and c.startswith(tok)]
+            if not starts:
+                with self._lock:
+                    self.labels_missing += 1
+            scores.append(max(starts) if starts else floor)
+        return scores
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing}

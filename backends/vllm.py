@@ -1,0 +1,113 @@
+"""In-process vLLM (GPU): black and grey views. Imported lazily; vLLM is an optional extra.
+
+* ``generate`` — ``LLM.generate`` (or ``LLM.chat`` with ``chat: true``) with ``SamplingParams``.
+* ``next_token_logprobs`` — ``SamplingParams(max_tokens=1, logprobs=k)``; k is capped by the
+  engine's ``max_logprobs`` (an option here, vLLM's default is 20).
+* ``score`` — exact: ``prompt_logprobs=0`` returns the log-prob of every prompt token, so
+  prompt + continuation is sent as token ids and the continuation's tokens are summed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boxbench.backends.base import Access, Backend, GenerationConfig
+from boxbench.registry import UserError
+
+INSTALL = "pip install 'boxbench[vllm]' on a machine with a CUDA GPU"
+
+
+def unavailable_reason() -> str | None:
+    """Why vLLM cannot run here (None when it can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return f"vllm is not installed ({INSTALL})"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "vllm needs a CUDA GPU and none is visible"
+    return None
+
+
+class VLLMBackend(Backend):
+    """A vLLM engine in this process (grey access: no parameters or gradients are exposed)."""
+
+    name = "vllm"
+    max_access = Access.grey
+    OPTIONS = {"chat": bool, "gpu_memory_utilization": float, "max_model_len": int, "max_logprobs": int,
+               "tensor_parallel_size": int}
+
+    def __init__(self, llm: Any, name: str, *, chat: bool = False, max_logprobs: int = 20, settings: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.llm = llm
+        self.name = name
+        self.chat = chat
+        self.max_logprobs = max_logprobs
+        self.settings = {"chat": chat, "max_logprobs": max_logprobs, **(settings or {})}
+
+    @classmethod
+    def load(cls, model: str, *, dtype: str = "auto", chat: bool = False, gpu_memory_utilization: float = 0.85,
+             max_model_len: int | None = None, max_logprobs: int = 20, tensor_parallel_size: int = 1,
+             **_runner_settings: Any) -> "VLLMBackend":
+        """``model``: ``hf:ORG/NAME`` or a local folder (vLLM loads it itself)."""
+        reason = unavailable_reason()
+        if reason:
+            raise UserError(f"model {model!r}: backend vllm unavailable: {reason}")
+        from vllm import LLM
+
+        name = model[3:] if model.startswith("hf:") else model
+        kwargs: dict[str, Any] = {"model": name, "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
+                                  "max_logprobs": max_logprobs, "tensor_parallel_size": tensor_parallel_size, "seed": 0}
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        llm = LLM(**kwargs)
+        return cls(llm, model, chat=chat, max_logprobs=max_logprobs,
+                   settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization})
+
+    def _count(self, outputs: list[Any]) -> None:
+        for out in outputs:
+            self.usage.add(calls=1, prompt=len(out.prompt_token_ids or []), completion=sum(len(o.token_ids) for o in out.outputs))
+
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        from vllm import SamplingParams
+
+        sp = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+                            stop=config.stop or None, seed=config.seed)
+        if self.chat:
+            outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
+        else:
+            outs = self.llm.generate(prompts, sp, use_tqdm=False)
+        self._count(outs)
+        return [o.outputs[0].text for o in outs]
+
+    def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        from vllm import SamplingParams
+
+        k = min(k, self.max_logprobs)
+        outs = self.llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0.0, logprobs=k), use_tqdm=False)
+        self._count(outs)
+        result = []
+        for o in outs:
+            first = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}
+            ranked = sorted(first.values(), key=lambda lp: -lp.logprob)[:k]
+            result.append({lp.decoded_token: lp.logprob for lp in ranked})
+        return result
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        tok = self.llm.get_tokenizer()
+        requests, spans = [], []
+        for p, conts in zip(prompts, continuations):
+            p_ids = tok(p).input_ids
+            for c in conts:
+                ids = tok(p + c).input_ids
+                start = next((i for i, (a, b) in enumerate(zip(p_ids, ids)) if a != b), len(p_ids))
+                requests.append({"prompt_token_ids": ids})
+                spans.append((start, ids))
+        outs = self.llm.generate(requests, SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
+        self._count(outs)
+        flat = iter([sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(max(start, 1), len(ids)))
+                     for o, (start, ids) in zip(outs, spans)])
+        return [[next(flat) for _ in conts] for conts in continuations]

@@ -1,0 +1,126 @@
+"""APE, Automatic Prompt Engineer (Zhou et al., ICLR 2023), black-box.
+
+1. Proposal (forward generation): ``num_subsamples`` draws of ``demos_per_proposal`` training
+   pairs, each shown to the model in the reference's "I gave a friend an instruction ..." template;
+   ``prompts_per_subsample`` sampled completions (temperature 0.9, at most 50 tokens) each, de-duplicated.
+2. Scoring: every candidate instruction is evaluated on one dev subsample of ``eval_size`` examples
+   by the shared scorer at black access (generate + parse: execution accuracy, as the reference
+   does for models without echo/logprobs).
+3. Iterative Monte-Carlo search (from the paper; not in the reference repo): for ``rounds`` rounds,
+   the ``keep`` best candidates are paraphrased ``resamples_per_candidate`` times with the paper's
+   "Generate a variation of the following instruction ..." template; the new ones are scored the same way.
+The winner (best dev accuracy; ties: the earlier candidate) is the artifact's instruction; the
+whole candidate history with scores is kept in the artifact.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from boxbench.backends.base import Access, BlackView, GenerationConfig
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.benchmarks.evaluate import accuracy, predict
+from boxbench.methods.base import Method, PromptArtifact, render_prompt
+from boxbench.registry import UserError
+
+FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
+           "for every one of the inputs. Here are the input-output pairs:\n\n{pairs}\n\nThe instruction was to")
+RESAMPLE = "Generate a variation of the following instruction while keeping the semantic meaning.\n\nInput: {instruction}\n\nOutput:"
+
+
+@dataclass
+class ApeParams:
+    num_subsamples: int = field(default=5, metadata={"help": "demonstration draws for proposals (reference: 5; experiments 3)"})
+    prompts_per_subsample: int = field(default=50, metadata={"help": "sampled instructions per draw (reference: 50; experiments 30)"})
+    demos_per_proposal: int = field(default=5, metadata={"help": "input-output pairs shown per proposal"})
+    eval_size: int = field(default=50, metadata={"help": "dev examples each candidate is scored on (reference: 50; experiments 20)"})
+    rounds: int = field(default=1, metadata={"help": "iterative Monte-Carlo resampling rounds (0: proposal + scoring only)"})
+    keep: int = field(default=5, metadata={"help": "best candidates paraphrased in each round"})
+    resamples_per_candidate: int = field(default=2, metadata={"help": "paraphrases per kept candidate per round"})
+    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases"})
+    max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction"})
+    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
+
+    def __post_init__(self) -> None:
+        for name in ("num_subsamples", "prompts_per_subsample", "demos_per_proposal", "eval_size", "keep"):
+            if getattr(self, name) < 1:
+                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+
+
+def clean_instruction(text: str) -> str:
+    """The first line of a completion, without a repeated lead-in, quotes or a trailing fragment."""
+    text = text.strip().split("\n")[0].strip().strip('"').strip()
+    text = re.sub(r"^(the instruction was to|instruction:|output:)\s*", "", text, flags=re.I).strip()
+    return text[:1].upper() + text[1:] if text else ""
+
+
+class Ape(Method):
+    name = "ape"
+    access = Access.black
+    Params = ApeParams
+    description = "LLM-proposed instructions, scored on dev by execution accuracy, iteratively resampled"
+
+    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: ApeParams, seed: int) -> PromptArtifact:
+        rng = random.Random(seed)
+        if not dev:
+            raise UserError("ape: needs a dev set to score candidates on; set limits.dev above 0")
+        eval_set = rng.sample(dev, min(params.eval_size, len(dev)))  # dev and train are disjoint
+        history: list[dict[str, Any]] = []
+        sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
+                                  stop=["\n"], seed=seed)
+
+        def score(candidates: list[str], origin: str, round_no: int) -> None:
+            seen = {h["instruction"] for h in history}
+            fresh = [c for c in dict.fromkeys(candidates) if c and c not in seen]
+            for cand in fresh:
+                prompts = [render_prompt(task, e.text, cand) for e in eval_set]
+                preds, _ = predict(model, task, prompts, params.max_new_tokens)
+                history.append({"instruction": cand, "dev_accuracy": accuracy([e.label for e in eval_set], preds),
+                                "origin": origin, "round": round_no})
+
+        proposals: list[str] = []
+        for i in range(params.num_subsamples):
+            demos = rng.sample(train, min(params.demos_per_proposal, len(train)))
+            pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
+            query = FORWARD.format(n=len(demos), pairs=pairs)
+            outs = model.generate([query] * params.prompts_per_subsample, _reseed(sample, seed * 1000 + i))
+            proposals += [clean_instruction(o) for o in outs]
+        score(proposals, "proposal", 0)
+        if not history:
+            raise UserError("ape: the model proposed no usable instruction (every completion was empty)")
+        for r in range(1, params.rounds + 1):
+            best = sorted(history, key=lambda h: -h["dev_accuracy"])[: params.keep]
+            queries = [RESAMPLE.format(instruction=h["instruction"]) for h in best for _ in range(params.resamples_per_candidate)]
+            outs = model.generate(queries, _reseed(sample, seed * 1000 + 100 + r))
+            score([clean_instruction(o) for o in outs], "resample", r)
+        winner = max(history, key=lambda h: h["dev_accuracy"])  # max keeps the first of equals
+        art = ApeArtifact(winner["instruction"], history=history)
+        art.stats.update(candidates_scored=len(history), winner_dev_accuracy=winner["dev_accuracy"], eval_size=len(eval_set))
+        return art
+
+
+def _reseed(config: GenerationConfig, seed: int) -> GenerationConfig:
+    from dataclasses import replace
+
+    return replace(config, seed=seed)
+
+
+class ApeArtifact(PromptArtifact):
+    """The winning instruction, plus every candidate with its dev score (``history``)."""
+
+    kind = "ape_prompt"
+
+    def __init__(self, instruction: str = "", demos: Any = (), history: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(instruction, demos)
+        self.history = history or []
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "history": self.history}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Any) -> "ApeArtifact":
+        base = PromptArtifact.from_json(data, folder)
+        return cls(base.instruction, base.demos, data.get("history", []))
