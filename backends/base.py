@@ -125,6 +125,11 @@ class Backend(ABC):
             if not isinstance(val, want) or (isinstance(val, bool) and bool not in want):  # True is an int too
                 raise UserError(f"{where}.{key}: expected {' or '.join(t.__name__ for t in want)}, got {val!r}")
 
+    def vocabulary_id(self) -> str | None:
+        """A fingerprint of the tokenizer's vocabulary (None where it cannot be known, e.g. an API).
+        Public at every access: it says which tokens exist, nothing about parameters."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the runner records about this backend (device, dtype, ...)."""
         return {"backend": self.name, **self.settings}
@@ -154,6 +159,10 @@ class BlackView:
     @property
     def usage(self) -> Usage:
         return self.__backend.usage
+
+    def vocabulary_id(self) -> str | None:
+        """The model's vocabulary fingerprint (public at every access; see ``Backend.vocabulary_id``)."""
+        return self.__backend.vocabulary_id()
 
     def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[str]:
         return self.__backend.generate(list(prompts), config or GenerationConfig())

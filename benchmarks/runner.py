@@ -231,12 +231,13 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
 
         total = len(splits.test)
         _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
-        eval_view = artifact.attach(backend).view(cell.access)
+        eval_backend = artifact.attach(backend)  # an adapter, a soft prompt, a proxy ... (the same object or a wrapper)
+        eval_view = eval_backend.view(cell.access)
         with meter.phase("eval"):
             res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
-        usage = backend.usage.snapshot()
-        record["backend"] = backend.describe()  # again: some backends count things during the run
+        usage = eval_backend.usage.snapshot()
+        record["backend"] = eval_backend.describe()  # again: some backends count things during the run
         with open(cell_dir / "predictions.jsonl", "w") as f:
             for i, (ex, p) in enumerate(zip(splits.test, res["predictions"])):
                 row = {"text": ex.text, "label": ex.label, "pred": p}

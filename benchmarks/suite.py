@@ -180,6 +180,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         own_limits = m.get("limits")
         _limits(own_limits, f"{where}.limits", {})  # validate
         for spec in method_models:
+            cls.check(params, spec, where)
             if spec.max_access() < access:
                 raise UserError(
                     f"{where}: {cls.name} needs {access.name} access but model {spec.display!r} gives only "

@@ -131,6 +131,10 @@ class Method(ABC):
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
         """Tune on ``train``/``dev`` (never the test set) and return the artifact."""
 
+    @classmethod
+    def check(cls, params: Any, model: Any, where: str) -> None:
+        """Suite-time check of ``params`` against a cell's model spec (a UserError before any work)."""
+
 
 def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:
     """The method's params dataclass from a suite mapping; a UserError naming a bad field."""

@@ -17,6 +17,7 @@ METHODS: Registry[Any] = Registry(
         "ape": "boxbench.methods.ape:Ape",
         "kate": "boxbench.methods.kate:Kate",
         "usp": "boxbench.methods.usp:Usp",
+        "proxy_tuning": "boxbench.methods.proxy_tuning:ProxyTuning",
     },
 )
 

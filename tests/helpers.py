@@ -34,3 +34,10 @@ def server_or_skip() -> None:
         pytest.fail(f"llama.cpp server required but unavailable: {reason}")
     if reason:
         pytest.skip(f"llama.cpp server unavailable: {reason}")
+
+
+def records_of(run: Path) -> list[dict]:
+    """The records of RUN_DIR/results.jsonl."""
+    import json
+
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]

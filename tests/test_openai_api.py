@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli, server_or_skip, write_suite
+from helpers import records_of, run_cli, server_or_skip, write_suite
 from boxbench.backends import load_backend, parse_model_spec
 from boxbench.backends.base import Access, AccessError, GenerationConfig
 from boxbench.backends.openai_api import BackendError
@@ -25,9 +25,6 @@ SECRET = "sk-boxbench-test-SECRET-7f3a9c"
 def api(srv: LlamaServer, **options) -> object:
     return load_backend(parse_model_spec({"backend": "openai", "model": "smollm2-135m", "base_url": srv.base_url, **options}))
 
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
 
 
 def test_capabilities_are_detected_and_scores_agree_with_transformers(llama_server, smol):
@@ -99,6 +96,8 @@ methods:
     params: {{k: 2, pool_size: 40}}
   - name: ape
     params: {{num_subsamples: 1, prompts_per_subsample: 2, eval_size: 4, rounds: 1, keep: 1, resamples_per_candidate: 1}}
+  - name: usp                # grey: pseudo-labels from the server's logprobs
+    params: {{pool_size: 8, k: 2}}
 seeds: [0]
 limits: {{train: 60, dev: 8, test: 6}}
 settings: {{max_new_tokens: 8}}
@@ -110,14 +109,16 @@ def test_methods_end_to_end_through_the_server_and_no_key_in_the_run(llama_serve
     suite = write_suite(tmp_path / "s.yaml", SUITE.format(url=llama_server.base_url))
     proc = run_cli("run", str(suite), "--out", str(run), "--quiet", "--report", env={"OPENAI_API_KEY": SECRET})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    recs = records(run)
-    assert len(recs) == 6 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
+    recs = records_of(run)
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
     for r in recs:
         assert r["model_calls"] >= 6 and r["prompt_tokens"] > 0 and r["backend"]["backend"] == "openai"
         assert r["protocol"] == ("logprob" if r["access"] == "grey" else "generate")
     ape = [r for r in recs if r["method"] == "ape"]
     assert all(r["tune_usage"]["model_calls"] > 0 and r["candidates_scored"] >= 1 for r in ape)
     assert all(r["index_build_s"] > 0 and r["index_size"] == 40 for r in recs if r["method"] == "kate")
+    usp = [r for r in recs if r["method"] == "usp"]
+    assert all(r["backend"]["score_method"] in ("echo", "top_k") and sum(r["pseudo_label_counts"]) == 8 for r in usp)
     for path in run.rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(errors="ignore"), f"API key written to {path}"
@@ -150,12 +151,12 @@ settings: {{max_new_tokens: 8}}
         srv.stop()  # mid-cell: the evaluation is under way
         out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out
-    recs = {r["model"]: r for r in records(run)}
+    recs = {r["model"]: r for r in records_of(run)}
     assert recs["api"]["status"] == "error" and "unreachable" in recs["api"]["error"]
     assert "\n" not in recs["api"]["error"]
     assert recs["smollm2-135m"]["status"] == "ok"  # the suite went on
     with LlamaServer("smollm2-135m", port):
         again = run_cli("run", str(suite), "--out", str(run), "--quiet")
     assert again.returncode == 0, again.stdout + again.stderr
-    final = records(run)
+    final = records_of(run)
     assert len(final) == 2 and all(r["status"] == "ok" for r in final)

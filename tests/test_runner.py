@@ -10,22 +10,19 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import SUITES, run_cli, write_suite
+from helpers import SUITES, records_of, run_cli, write_suite
 
 REQUIRED = ["method", "access", "protocol", "model", "dataset", "seed", "params", "accuracy", "macro_f1", "n",
             "invalid_rate", "tune_wall_s", "eval_wall_s", "peak_host_rss_bytes", "peak_accelerator_bytes",
             "model_calls", "prompt_tokens", "completion_tokens", "started_at", "versions", "device", "status", "error"]
 
 
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
-
 
 def test_smoke_suite_end_to_end_and_resume(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--report", "--quiet")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    recs = records(run)
+    recs = records_of(run)
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
     for r in recs:
         assert all(k in r for k in REQUIRED)
@@ -44,7 +41,7 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
 
     again = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet")
     assert again.returncode == 0 and "0 ok, 0 error, 4 already done" in again.stdout
-    assert records(run) == recs
+    assert records_of(run) == recs
 
 
 def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
@@ -53,17 +50,17 @@ def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
     cmd = [sys.executable, "-m", "boxbench.benchmarks.cli", "run", str(suite), "--out", str(run), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not ((run / "results.jsonl").exists() and records(run)):
+    while time.time() < deadline and not ((run / "results.jsonl").exists() and records_of(run)):
         time.sleep(0.2)
     assert (run / "results.jsonl").exists(), "no cell finished in time"
     os.kill(proc.pid, signal.SIGKILL)  # mid-suite: at least one cell done, the rest not
     proc.wait()
-    n_before = len(records(run))
+    n_before = len(records_of(run))
     assert 1 <= n_before < 4
     time.sleep(0.5)  # the cell child dies with its parent (PR_SET_PDEATHSIG)
     done = run_cli("run", str(suite), "--out", str(run), "--quiet")
     assert done.returncode == 0, done.stderr
-    recs = records(run)
+    recs = records_of(run)
     keys = [r["cell_key"] for r in recs]
     assert len(recs) == 4 and len(set(keys)) == 4 and all(r["status"] == "ok" for r in recs)
     assert f"{n_before} already done" in done.stdout
@@ -114,7 +111,7 @@ limits: {train: 10, test: 6}
     run = tmp_path / "run"
     proc = run_cli("run", str(suite), "--out", str(run), "--plugin", str(plugin), "--quiet")
     assert proc.returncode == 1  # one cell failed
-    recs = {r["label"]: r for r in records(run)}
+    recs = {r["label"]: r for r in records_of(run)}
     assert recs["boom"]["status"] == "error" and recs["boom"]["error"] == "RuntimeError: deliberate failure"
     ok = recs["fixed_instruction@grey"]
     assert ok["status"] == "ok" and ok["n"] == 6 and ok["protocol"] == "logprob"

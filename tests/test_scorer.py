@@ -115,3 +115,32 @@ def test_shared_prefix_cache_gives_the_same_scores(smol):
     for a, b in zip(plain, cached):
         for x, y in zip(a, b):
             assert math.isclose(x, y, abs_tol=1e-3)
+
+
+def reference_greedy(backend: HFBackend, prompt: str, n: int) -> str:
+    """transformers' own generate, one unpadded prompt at a time: the reference for boxbench's decoder."""
+    tok, model = backend.tokenizer, backend.module
+    ids = torch.tensor([tok(prompt).input_ids])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_generation_matches_transformers_generate_with_and_without_the_prefix_cache(smol):
+    from boxbench.backends.base import GenerationConfig
+
+    splits = load_splits("sst2", train=50, test=6)
+    shared = PromptArtifact("Answer with one word.", splits.train[:3]).prompts(splits.task, [e.text for e in splits.test])
+    config = GenerationConfig(max_new_tokens=7, stop=[])
+    for prompts in (PROMPTS, shared):  # different prompts (no shared prefix) / demonstrations shared
+        got = smol.generate(prompts, config)
+        assert got == [reference_greedy(smol, p, 7).lstrip() for p in prompts]
+    assert smol._prefix([smol.tokenizer(p).input_ids for p in shared], [1] * len(shared)) is not None
+    smol.prefix_cache = False
+    try:
+        assert smol.generate(shared, config) == got
+    finally:
+        smol.prefix_cache = True
+    sampled = smol.generate(PROMPTS[:1] * 4, GenerationConfig(max_new_tokens=6, temperature=1.0, seed=3, stop=[]))
+    assert len(set(sampled)) > 1 and sampled == smol.generate(PROMPTS[:1] * 4, GenerationConfig(max_new_tokens=6, temperature=1.0, seed=3, stop=[]))

@@ -1,6 +1,7 @@
-"""The grey scorer's shared-prefix KV cache: examples/s with and without it, measured side by side.
+"""The shared-prefix KV cache: examples/s with and without it, measured side by side, for the grey
+scorer (logprob protocol) and, with ``--protocol generate``, for black-box generation.
 
-    python benchmarks/perf/prefix_cache.py [--demos 8] [--examples 200] [--model smollm2-135m]
+    python benchmarks/perf/prefix_cache.py [--demos 8] [--examples 200] [--model smollm2-135m] [--protocol logprob|generate]
 
 SST-2 test examples scored zero-shot after the same k demonstrations (an 8-demonstration prompt by
 default): with the cache the demonstrations are run through the model once, without it once per
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--demos", type=int, default=8)
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--protocol", choices=["logprob", "generate"], default="logprob")
     args = ap.parse_args()
     backend = HFBackend.load(args.model, batch_size=args.batch_size)
     splits = load_splits("sst2", train=200, test=args.examples)
@@ -32,11 +34,12 @@ def main() -> None:
     for cached in (False, True, False, True):  # alternate, keep the second of each
         backend.prefix_cache = cached
         t0 = time.perf_counter()
-        res = evaluate(art, backend.view("grey"), splits.task, splits.test)
+        view = backend.view("grey" if args.protocol == "logprob" else "black")
+        res = evaluate(art, view, splits.task, splits.test, max_new_tokens=6)
         rate[cached] = len(splits.test) / (time.perf_counter() - t0)
         preds[cached] = res["predictions"]
     same = preds[True] == preds[False]
-    print(f"{args.model}, SST-2, {args.demos} demonstrations, {args.examples} examples, batch {args.batch_size}, "
+    print(f"{args.model}, SST-2, {args.protocol} protocol, {args.demos} demonstrations, {args.examples} examples, batch {args.batch_size}, "
           f"{backend.settings['device']}: without cache {rate[False]:.1f} ex/s, with cache {rate[True]:.1f} ex/s, "
           f"speed-up x{rate[True] / rate[False]:.2f}; identical predictions: {same}")
 

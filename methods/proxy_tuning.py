@@ -1,0 +1,177 @@
+"""Proxy-Tuning (Liu et al., COLM 2024): a small tuned expert and its untuned anti-expert steer a
+large model through its log-probabilities, never its parameters.
+
+    score(y | x) = large(y | x) + α · (expert(y | x) − antiexpert(y | x))
+
+The large model is the cell's model at grey access. The small model is loaded in the same process
+(its cost — load, expert training, both forward passes — lands in the same cell: wall time, peak
+memory, and model calls/tokens, with the split per model under ``backend.usage_by_model``).
+The expert is the small model with a LoRA adapter — a saved ``lora`` artifact (``expert: FOLDER``)
+or trained in this cell by the ``lora`` method with ``expert_params`` — and the anti-expert is the
+same small model with the adapter switched off.
+
+The formula is applied to the label words' log-probabilities at the answer position (the
+reference applies it to raw logits; for a single-token label the two differ by a per-position
+constant, so the argmax is the same; multi-token labels sum the combined per-token values without
+renormalising). Where the large model is an API, its scores are the server's (top-k or echo, named
+in the record). Small and large must share a vocabulary: checked at ``boxbench check`` for the
+offline aliases and at the start of the cell by tokenizer fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView, Usage
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import Artifact, Method, PromptArtifact, build_params
+from boxbench.registry import UserError
+
+
+@dataclass
+class ProxyParams:
+    small: str = field(default="qwen2.5-coder-0.5b", metadata={"help": "the small model (expert + anti-expert), same vocabulary"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of (expert − anti-expert)"})
+    expert: str = field(default="", metadata={"help": "folder of a saved lora artifact; empty: train one in this cell"})
+    expert_params: dict = field(default_factory=dict, metadata={"help": "lora params for the expert trained in the cell"})
+
+    def __post_init__(self) -> None:
+        from boxbench.methods.lora import LoRA
+
+        if not isinstance(self.expert_params, dict):
+            raise UserError(f"params.expert_params: expected a mapping of lora params, got {self.expert_params!r}")
+        build_params(LoRA, self.expert_params, "params.expert_params")
+        if self.expert and not (Path(self.expert) / "artifact.json").is_file():
+            raise UserError(f"params.expert: {self.expert!r} has no artifact.json; give a saved lora artifact folder")
+
+
+class ProxyBackend(Backend):
+    """The large backend steered by a small expert/anti-expert pair (grey access at most)."""
+
+    name = "proxy"
+
+    def __init__(self, large: Backend, small: Backend, alpha: float) -> None:
+        super().__init__()
+        self.large, self.small, self.alpha = large, small, alpha
+        self.name = f"proxy({large.name} + {small.name})"
+        self.max_access = min(large.max_access, Access.grey)
+        self.usage = large.usage  # the runner's totals: all three models' calls and tokens
+        self.by_model = {"large": Usage(), "expert": Usage(), "antiexpert": Usage()}
+
+    def _timed(self, who: str, backend: Backend, fn: Any) -> Any:
+        before = backend.usage.snapshot()
+        out = fn()
+        after = backend.usage.snapshot()
+        delta = {k: after[k] - before[k] for k in after}
+        self.by_model[who].add(delta["model_calls"], delta["prompt_tokens"], delta["completion_tokens"])
+        if backend is not self.large:
+            self.usage.add(delta["model_calls"], delta["prompt_tokens"], delta["completion_tokens"])
+        return out
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        base = self._timed("large", self.large, lambda: self.large.score(prompts, continuations))
+        expert = self._timed("expert", self.small, lambda: self.small.score(prompts, continuations))
+        with self.small.module.disable_adapter():
+            anti = self._timed("antiexpert", self.small, lambda: self.small.score(prompts, continuations))
+        return [[b + self.alpha * (e - a) for b, e, a in zip(br, er, ar)] for br, er, ar in zip(base, expert, anti)]
+
+    def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        """The large model's top-k tokens, re-scored by the proxy formula (candidates = large's top-k)."""
+        tops = self._timed("large", self.large, lambda: self.large.next_token_logprobs(prompts, k))
+        scores = self.score(prompts, [[t for t in top if t] for top in tops])
+        return [dict(sorted(zip([t for t in top if t], s), key=lambda kv: -kv[1])) for top, s in zip(tops, scores)]
+
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        raise UserError("proxy_tuning steers log-probabilities; it is evaluated at grey access (logprob protocol)")
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "proxy", "alpha": self.alpha, "large": self.large.describe(), "small": self.small.describe(),
+                "usage_by_model": {k: u.snapshot() for k, u in self.by_model.items()}}
+
+
+class ProxyArtifact(Artifact):
+    """Which small model, α, the expert adapter (saved under ``expert/``) and the prompt."""
+
+    kind = "proxy_tuning"
+
+    def __init__(self, small: str, alpha: float, expert: Any, prompt: PromptArtifact | None = None) -> None:
+        super().__init__()
+        self.small, self.alpha, self.expert = small, alpha, expert
+        self.prompt = prompt or PromptArtifact()
+        self.small_backend: Backend | None = None  # the loaded small model, while in the tuning process
+
+    def prompts(self, task: Task, texts: Any) -> list[str]:
+        return self.prompt.prompts(task, texts)
+
+    def save(self, folder: Path) -> None:
+        super().save(folder)
+        self.expert.save(folder / "expert")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"small": self.small, "alpha": self.alpha, "expert": "expert", "prompt": self.prompt.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> "ProxyArtifact":
+        return cls(data["small"], data["alpha"], Artifact.load(folder / data.get("expert", "expert")),
+                   PromptArtifact.from_json(data.get("prompt", {}), folder))
+
+    def attach(self, backend: Backend) -> Backend:
+        small = self.small_backend or load_small(self.small)
+        check_vocabulary(backend, small)
+        return ProxyBackend(backend, self.expert.attach(small), self.alpha)
+
+
+def load_small(spec: str) -> Backend:
+    from boxbench.backends import load_backend, parse_model_spec
+
+    return load_backend(parse_model_spec(spec, "params.small"), device="auto", dtype="auto", batch_size=16)
+
+
+def check_vocabulary(large: Any, small: Backend) -> str:
+    """'verified' when both fingerprints agree, 'unverified' when the large one is unknown (API);
+    a UserError when they differ. ``large``: a backend or a view."""
+    lv = large.vocabulary_id()
+    if lv is None:
+        return "unverified (the large model does not expose its vocabulary)"
+    if lv != small.vocabulary_id():
+        name = getattr(large, "model_name", None) or large.name
+        raise UserError(f"proxy_tuning: small model {small.name!r} and large model {name!r} have different "
+                        f"vocabularies; their logits cannot be combined — pick a small model of the same family")
+    return "verified"
+
+
+class ProxyTuning(Method):
+    name = "proxy_tuning"
+    access = Access.grey
+    Params = ProxyParams
+    description = "a small LoRA expert minus its untuned self steers a large model's logprobs"
+
+    @classmethod
+    def check(cls, params: ProxyParams, model: Any, where: str) -> None:
+        from boxbench.backends.hf import ALIASES
+
+        small, large = ALIASES.get(params.small), ALIASES.get(model.model) if model.backend == "hf" else None
+        if small and large and small.vocab != large.vocab:
+            raise UserError(f"{where}.params.small: {params.small!r} ({small.vocab} vocabulary) cannot steer "
+                            f"{model.display!r} ({large.vocab} vocabulary); pick a small model of the same family")
+
+    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: ProxyParams, seed: int) -> ProxyArtifact:
+        from boxbench.methods.lora import LoRA
+
+        small = load_small(params.small)
+        vocab = check_vocabulary(model, small)  # before any training
+        if params.expert:
+            expert = Artifact.load(Path(params.expert))
+            stats = {f"expert_{k}": v for k, v in expert.stats.items()}
+        else:
+            lora_params = build_params(LoRA, params.expert_params, "params.expert_params")
+            expert = LoRA().tune(small.view(Access.white), task, train, dev, lora_params, seed)
+            stats = {f"expert_{k}": v for k, v in expert.stats.items()}
+        if not hasattr(expert, "attach") or expert.kind != "peft_adapter":
+            raise UserError(f"params.expert: {params.expert!r} is a {expert.kind} artifact; proxy_tuning needs a lora adapter")
+        art = ProxyArtifact(params.small, params.alpha, expert, PromptArtifact(task.instruction))
+        art.small_backend = small
+        art.stats.update(stats, small_model=params.small, alpha=params.alpha, vocabulary_check=vocab)
+        return art

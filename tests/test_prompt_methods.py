@@ -1,0 +1,145 @@
+"""APE, KATE (black box), USP and Proxy-Tuning (grey box) on the real SmolLM2 model and real data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from helpers import records_of, run_cli, write_suite
+from boxbench.backends.base import Access, AccessError
+from boxbench.benchmarks.datasets import Example, load_splits
+from boxbench.methods.ape import Ape, ApeParams, clean_instruction
+from boxbench.methods.base import Artifact
+from boxbench.methods.kate import Kate, KateParams
+from boxbench.methods.usp import Usp, UspParams, select
+from boxbench.registry import UserError
+
+
+@pytest.fixture(scope="module")
+def sst2():
+    return load_splits("sst2", 120, 12, 6, 0)
+
+
+def test_kate_puts_the_nearest_example_next_to_the_query_and_reloads(sst2, smol, tmp_path):
+    query = sst2.train[7].text  # in the pool: its own nearest neighbour
+    art = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3), 0)
+    assert art.stats["index_size"] == 120 and art.stats["index_build_s"] > 0
+    nn = art.neighbours([query])[0]
+    assert len(nn) == 3 and art.pool[nn[-1]].text == query  # nearest_last: closest right before the query
+    prompt = art.prompts(sst2.task, [query])[0]
+    assert prompt.endswith(sst2.task.template.format(text=query)) and prompt.count("Review:") == 4
+    first = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3, order="nearest_first"), 0)
+    assert first.pool[first.neighbours([query])[0][0]].text == query
+    art.save(tmp_path / "a")
+    again = Artifact.load(tmp_path / "a")
+    assert again.prompts(sst2.task, [query]) == art.prompts(sst2.task, [query])
+
+
+def test_ape_proposes_scores_and_keeps_the_best_with_a_black_view_only(sst2, smol):
+    black = smol.view(Access.black)
+    with pytest.raises(AccessError):
+        black.score  # what APE holds cannot read a logprob
+    params = ApeParams(num_subsamples=1, prompts_per_subsample=3, demos_per_proposal=3, eval_size=6, rounds=1, keep=1,
+                       resamples_per_candidate=2, max_instruction_tokens=20)
+    calls = smol.usage.model_calls
+    art = Ape().tune(black, sst2.task, sst2.train, sst2.dev, params, 0)
+    hist = art.history
+    assert hist and all(0.0 <= h["dev_accuracy"] <= 1.0 for h in hist)
+    assert art.instruction == max(hist, key=lambda h: h["dev_accuracy"])["instruction"]
+    assert {h["origin"] for h in hist} <= {"proposal", "resample"} and len({h["instruction"] for h in hist}) == len(hist)
+    # 3 proposals + 2 paraphrases generated; every distinct candidate scored on the 6 dev examples
+    assert smol.usage.model_calls - calls == 3 + 2 + 6 * len(hist)
+    assert art.stats["candidates_scored"] == len(hist)
+
+
+def test_clean_instruction():
+    assert clean_instruction(" classify each review by its sentiment.\nInput: x") == "Classify each review by its sentiment."
+    assert clean_instruction("The instruction was to label the topic") == "Label the topic"
+    assert clean_instruction("\n") == ""
+
+
+class HiddenLabel(Example):
+    """A training example whose label must not be read (USP works on unlabelled texts)."""
+
+    @property  # type: ignore[override]
+    def label(self) -> int:
+        raise AssertionError("USP read a training label")
+
+
+def test_usp_never_reads_training_labels_and_picks_per_predicted_class(sst2, smol):
+    hidden = [HiddenLabel.__new__(HiddenLabel) for _ in sst2.train]
+    for h, e in zip(hidden, sst2.train):
+        object.__setattr__(h, "text", e.text)
+    art = Usp().tune(smol.view(Access.grey), sst2.task, hidden, [], UspParams(pool_size=24, k=4), 0)
+    assert len(art.demos) == 4 and art.stats["pool_size"] == 24
+    counts = art.stats["pseudo_label_counts"]
+    assert sum(counts) == 24
+    if min(counts) >= 2:  # both classes predicted: two pseudo-demos each
+        assert sorted(d.label for d in art.demos) == [0, 0, 1, 1]
+
+
+def test_usp_selection_rule():
+    import numpy as np
+
+    probs = [[0.99, 0.01], [0.98, 0.02], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]]
+    sims = np.eye(5)
+    sims[0, 1] = sims[1, 0] = 0.99  # 0 and 1 are near-duplicates
+    import random
+
+    assert select(probs, sims, 2, "confident", 0.2, random.Random(0)) == [0, 3]
+    # with the diversity term, the second class-0 pick avoids the near-duplicate of the first
+    assert select(probs, sims, 4, "usp", 5.0, random.Random(0))[:2] == [0, 2]
+    assert select(probs, sims, 4, "confident", 5.0, random.Random(0))[:2] == [0, 1]
+    with pytest.raises(UserError):
+        UspParams(selection="best")
+
+
+def test_proxy_tuning_combines_large_expert_and_antiexpert(tmp_path):
+    """Small = large = SmolLM2 (the only same-vocabulary pair a CI machine has): a real expert is
+    trained, the record carries the three models' usage and the vocabulary check."""
+    suite = write_suite(tmp_path / "s.yaml", """
+name: proxy
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - name: proxy_tuning
+    params: {small: smollm2-135m, alpha: 1.0, expert_params: {max_train_examples: 16, batch_size: 8, lr: 1.0e-3}}
+seeds: [0]
+limits: {train: 40, dev: 0, test: 6}
+""")
+    run = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (r,) = records_of(run)
+    assert r["status"] == "ok" and r["protocol"] == "logprob", r["error"]
+    assert r["vocabulary_check"] == "verified" and r["expert_train_steps"] == 2
+    by = r["backend"]["usage_by_model"]
+    assert by["large"]["model_calls"] == by["expert"]["model_calls"] == by["antiexpert"]["model_calls"] == 6
+    assert r["model_calls"] == 18
+    assert (run / "cells" / r["cell_id"] / "artifact" / "expert" / "adapter").is_dir()
+
+
+def test_proxy_tuning_refuses_mismatched_vocabularies(smol, tmp_path):
+    from transformers import AutoTokenizer
+
+    from boxbench.backends.hf import HFBackend
+    from boxbench.methods.kate import load_encoder
+    from boxbench.methods.proxy_tuning import check_vocabulary
+
+    bert_tok = AutoTokenizer.from_pretrained(load_encoder("all-MiniLM-L6-v2").tokenizer.name_or_path)
+    other = HFBackend(smol.module, bert_tok, "bert-vocab")
+    with pytest.raises(UserError, match="different vocabularies"):
+        check_vocabulary(smol.view(Access.grey), other)
+    assert check_vocabulary(smol.view(Access.grey), smol) == "verified"
+    # and at `boxbench check` time for aliases of different families, before anything loads
+    suite = write_suite(tmp_path / "s.yaml", """
+name: bad
+models: [smollm2-135m]
+datasets: [sst2]
+methods: [{name: proxy_tuning, params: {small: qwen2.5-coder-0.5b}}]
+""")
+    proc = run_cli("check", str(suite))
+    assert proc.returncode == 2 and "cannot steer 'smollm2-135m'" in proc.stderr and len(proc.stderr.splitlines()) == 1
