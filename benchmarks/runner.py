@@ -98,7 +98,10 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
                    position=0, disable=quiet, dynamic_ncols=True)
         for cell in todo:
             bar.set_postfix_str(cell.cell_id[:60])
-            record = run_cell_process(cell, run_dir, plugins or [], quiet)
+            if cell.source is not None and cell.source.key not in store.ok_keys():
+                record = _error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", _now())
+            else:
+                record = run_cell_process(cell, run_dir, plugins or [], quiet)
             store.put(record)
             counts[record["status"]] += 1
             bar.update(1)
@@ -180,6 +183,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "tune_wall_s": None, "eval_wall_s": None, "load_wall_s": None, "peak_host_rss_bytes": None,
         "peak_accelerator_bytes": None, "model_calls": None, "prompt_tokens": None, "completion_tokens": None,
         "started_at": None, "finished_at": None, "versions": None, "device": None, "status": None, "error": None,
+        "source_model": (cell.source or cell).model.display, "target_model": cell.model.display,
     }
 
 
@@ -200,7 +204,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
     from boxbench.benchmarks.datasets import load_splits
     from boxbench.benchmarks.evaluate import evaluate
     from boxbench.benchmarks.metering import Meter, device_info, peak_accelerator_bytes, versions
-    from boxbench.methods.base import build_params
+    from boxbench.methods.base import Artifact, build_params
     from boxbench.methods.registry import get_method
 
     record = base_record(cell)
@@ -220,14 +224,18 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
                                    batch_size=cell.settings["batch_size"])
         eval_view = backend.view(cell.access)  # access errors before any work
-        tune_view = backend.view(method_cls.access)
+        tune_view = backend.view(method_cls.access) if cell.source is None else None  # a transfer cell does not tune
         record["backend"] = backend.describe()
         record["device"] = device_info(backend.settings.get("device", "cpu"))
 
-        with meter.phase("tune"):
-            artifact = method_cls().tune(tune_view, task, splits.train, splits.dev, params, cell.seed)
+        if cell.source is None:
+            with meter.phase("tune"):
+                artifact = method_cls().tune(tune_view, task, splits.train, splits.dev, params, cell.seed)
+            artifact.save(cell_dir / "artifact")
+        else:  # a transfer cell: the source cell's artifact, unchanged, on this model
+            with meter.phase("tune"):
+                artifact = Artifact.load(cell_dir.parent / cell.source.cell_id / "artifact")
         tune_usage = backend.usage.snapshot()
-        artifact.save(cell_dir / "artifact")
 
         total = len(splits.test)
         _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
@@ -251,7 +259,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             tune_usage=tune_usage,
             eval_usage={k: usage[k] - tune_usage[k] for k in usage},
             **{k: v for k, v in artifact.stats.items() if k not in record},  # train_steps, trainable_params, ...
-            artifact=str((cell_dir / "artifact").relative_to(cell_dir.parent.parent)),
+            artifact=str((cell_dir.parent / (cell.source or cell).cell_id / "artifact").relative_to(cell_dir.parent.parent)),
             status="ok",
         )
     except UserError as e:

@@ -13,10 +13,17 @@ methods:
   - name: lora
     models: [qwen2.5-coder-0.5b]       # optional: this method on these models instead of the suite's
     limits: {test: 100}                # optional: this method's own limits
+  - name: pez
+    transfer_to: [gemma3-270m]         # optional: also evaluate the tuned prompt, as text, on these
 seeds: [0]
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
 settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600}
+transfer_to: [qwen2.5-coder-0.5b]      # optional: every method's artifact also evaluated on these models
 ```
+
+A transfer cell evaluates the artifact of its source cell (same method, dataset, seed) unchanged,
+as text, on a target model at the most access up to grey the target gives; it runs after its
+source and records ``source_model`` and ``target_model``.
 """
 
 from __future__ import annotations
@@ -38,8 +45,8 @@ from boxbench.methods.base import build_params
 from boxbench.methods.registry import get_method
 from boxbench.registry import UserError
 
-TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings"}
-METHOD_KEYS = {"name", "access", "params", "label", "models", "limits"}
+TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
@@ -58,16 +65,20 @@ class Cell:
     seed: int
     limits: dict[str, int | None]
     settings: dict[str, Any]
+    source: "Cell | None" = None  # a transfer cell: the cell whose artifact it evaluates on ``model``
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
-                "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
-                "limits": self.limits, "settings": self.settings}
+        d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
+             "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
+             "limits": self.limits, "settings": self.settings}
+        if self.source is not None:
+            d["source"] = self.source.to_json()
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
-                   d["dataset"], d["seed"], d["limits"], d["settings"])
+                   d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None)
 
     @property
     def key(self) -> str:
@@ -78,7 +89,8 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        raw = f"{self.label}.{self.model.display}.{self.dataset['name']}.s{self.seed}.{self.key[:8]}"
+        via = f"{self.source.model.display}-to-" if self.source is not None else ""
+        raw = f"{self.label}.{via}{self.model.display}.{self.dataset['name']}.s{self.seed}.{self.key[:8]}"
         return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
@@ -161,6 +173,14 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     _unknown(settings_raw, set(SETTINGS), "suite.settings")
     settings = {**SETTINGS, **settings_raw}
 
+    def targets(value: Any, where: str) -> list[ModelSpec]:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{where}: must be a non-empty list of model specs")
+        return [parse_model_spec(x, f"{where}[{j}]") for j, x in enumerate(value)]
+
+    suite_targets = targets(raw.get("transfer_to"), "suite.transfer_to")
     methods = []
     for i, m in enumerate(_list(raw, "methods")):
         where = f"suite.methods[{i}]"
@@ -187,14 +207,21 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                     f"{spec.max_access().name}; use a model that gives {access.name} access or drop the method"
                 )
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
+        method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
-                        method_models, own_limits or {}))
+                        method_models, own_limits or {}, method_targets))
     pairs = [(m[1], spec.display) for m in methods for spec in m[4]]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
 
-    cells = [Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings)
-             for (name, label, access, params, method_models, own_limits) in methods
-             for spec in method_models for ds in datasets for seed in seeds]
+    cells = []
+    for (name, label, access, params, method_models, own_limits, method_targets) in methods:
+        for spec in method_models:
+            for ds in datasets:
+                for seed in seeds:
+                    src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings)
+                    cells.append(src)
+                    for tgt in method_targets:  # after their source: the artifact must exist
+                        cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), access, Access.grey), source=src))
     return Suite(str(raw.get("name", default_name)), cells, raw)

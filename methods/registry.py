@@ -18,6 +18,7 @@ METHODS: Registry[Any] = Registry(
         "kate": "boxbench.methods.kate:Kate",
         "usp": "boxbench.methods.usp:Usp",
         "proxy_tuning": "boxbench.methods.proxy_tuning:ProxyTuning",
+        "pez": "boxbench.methods.pez:Pez",
     },
 )
 

@@ -48,3 +48,34 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
+    """One heatmap per dataset: methods × (Original + targets), mean accuracy over seeds."""
+    from boxbench.reports.tables import transfer_matrix
+
+    mats = [(d, m) for d in dict.fromkeys(r["dataset"] for r in records) if (m := transfer_matrix(records, d))]
+    if not mats:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(mats), figsize=(5.5 * len(mats), 0.5 * max(len(m[0]) for _, m in mats) + 2), squeeze=False)
+    for ax, (dataset, (labels, cols, grid)) in zip(axes[0], mats):
+        vals = [[100 * statistics.fmean(v) if v else float("nan") for v in row] for row in grid]
+        im = ax.imshow(vals, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        for i, row in enumerate(vals):
+            for j, v in enumerate(row):
+                if v == v:
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
+        ax.set_title(f"transfer — {dataset} (accuracy %)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.registry import UserError
-from boxbench.reports.plots import cost_plot
-from boxbench.reports.tables import Table, accuracy_table, cost_table, error_table, training_table
+from boxbench.reports.plots import cost_plot, transfer_heatmap
+from boxbench.reports.tables import (Table, accuracy_table, cost_table, error_table, is_transfer, prompts_table,
+                                     training_table, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -28,17 +29,13 @@ def load_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def build_tables(records: list[dict[str, Any]]) -> list[Table]:
-    models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok"))
-    tables: list[Table] = []
+    models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
+    tables: list[Table | None] = []
     for m in models:
-        tables += [accuracy_table(records, m), cost_table(records, m)]
-        train = training_table(records, m)
-        if train:
-            tables.append(train)
-    err = error_table(records)
-    if err:
-        tables.append(err)
-    return tables
+        tables += [accuracy_table(records, m), cost_table(records, m), training_table(records, m)]
+    tables += [transfer_table(records, d) for d in dict.fromkeys(r["dataset"] for r in records)]
+    tables += [prompts_table(records), error_table(records)]
+    return [t for t in tables if t is not None]
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -46,6 +43,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     records = load_records(run_dir)
     tables = build_tables(records)
     png = cost_plot(records)
+    heat = transfer_heatmap(records)
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions = next((r.get("versions") for r in records if r.get("versions")), {})
@@ -59,9 +57,14 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     if png:
         (run_dir / "report_cost.png").write_bytes(png)
         md_parts.append("### Accuracy against cost\n\n![accuracy against cost](report_cost.png)\n")
+    if heat:
+        (run_dir / "report_transfer.png").write_bytes(heat)
+        md_parts.append("### Transfer\n\n![transfer heatmap](report_transfer.png)\n")
     md = run_dir / "report.md"
     md.write_text("\n".join(md_parts))
     img = f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    if heat:
+        img += f'<h3>Transfer</h3><img alt="transfer heatmap" src="data:image/png;base64,{base64.b64encode(heat).decode()}">'
     body = "".join(t.html() for t in tables)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"

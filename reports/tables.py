@@ -74,7 +74,7 @@ def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
     """The survey's Table 1 layout: methods grouped by access class × datasets, mean ± std over seeds."""
-    ok = [r for r in records if r["status"] == "ok" and r["model"] == model]
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
     t = Table(f"Accuracy (%) — {model}", ["method", "protocol", *datasets],
               note="mean ± std over seeds; protocol: logprob = label words scored by log-probability, generate = greedy answer parsed")
@@ -92,7 +92,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
 
 def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     """The survey's Table 2 layout: memory, wall time, calls and tokens per method and dataset."""
-    ok = [r for r in records if r["status"] == "ok" and r["model"] == model]
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
                                   "calls", "prompt tok", "gen tok", "invalid %", "n"],
               note="means over seeds; peak RSS sampled over the whole cell (model load included)")
@@ -137,4 +137,55 @@ def error_table(records: list[dict[str, Any]]) -> Table | None:
     t = Table("Cells that failed", ["method", "model", "dataset", "seed", "error"])
     for r in bad:
         t.rows.append([r.get("label", "?"), str(r.get("model", "?")), str(r.get("dataset", "?")), str(r.get("seed", "?")), str(r.get("error", ""))])
+    return t
+
+
+def is_transfer(r: dict[str, Any]) -> bool:
+    """A transfer record: an artifact tuned on ``source_model``, evaluated on another model."""
+    return r.get("source_model", r.get("model")) != r.get("target_model", r.get("model"))
+
+
+def transfer_matrix(records: list[dict[str, Any]], dataset: str) -> tuple[list[str], list[str], list[list[list[float]]]] | None:
+    """(row labels, column names, accuracies per row × column over seeds) for one dataset: the study's
+    layout, rows = methods with transfer cells, columns = "Original" (the source model) + each target."""
+    ok = [r for r in records if r["status"] == "ok" and r["dataset"] == dataset]
+    moved = [r for r in ok if is_transfer(r)]
+    if not moved:
+        return None
+    labels = list(dict.fromkeys(r["label"] for r in moved))
+    targets = list(dict.fromkeys(r["target_model"] for r in moved))
+    sources = {r["label"]: r["source_model"] for r in moved}
+    cols = ["Original", *targets]
+    grid = []
+    for lab in labels:
+        row = [[r["accuracy"] for r in ok if r["label"] == lab and not is_transfer(r) and r["model"] == sources[lab]]]
+        row += [[r["accuracy"] for r in moved if r["label"] == lab and r["target_model"] == t] for t in targets]
+        grid.append(row)
+    return labels, cols, grid
+
+
+def transfer_table(records: list[dict[str, Any]], dataset: str) -> Table | None:
+    m = transfer_matrix(records, dataset)
+    if m is None:
+        return None
+    labels, cols, grid = m
+    sources = {r["label"]: r["source_model"] for r in records if is_transfer(r)}
+    t = Table(f"Transfer — {dataset}", ["method", "source", *cols],
+              note="accuracy (%), mean ± std over seeds; the prompt tuned on the source model, evaluated unchanged as text on each target")
+    for lab, row in zip(labels, grid):
+        t.rows.append([lab, sources.get(lab, "?"), *[mean_std(v, 100) for v in row]])
+    return t
+
+
+def prompts_table(records: list[dict[str, Any]]) -> Table | None:
+    """The tuned text prompts per method, dataset and seed (the study's Table 3)."""
+    rows = [r for r in records if r["status"] == "ok" and r.get("prompt_text") is not None and not is_transfer(r)]
+    if not rows:
+        return None
+    t = Table("Tuned prompts", ["method", "model", "dataset", "seed", "prompt", "dictionary words %"],
+              note="dictionary words: share of the prompt's words found in an English word list (BERT's uncased WordPiece whole words)")
+    for r in rows:
+        frac = r.get("prompt_dictionary_fraction")
+        t.rows.append([r["label"], r["model"], r["dataset"], str(r["seed"]), repr(r["prompt_text"]),
+                       "—" if frac is None else f"{100 * frac:.0f}"])
     return t

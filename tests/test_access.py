@@ -24,7 +24,7 @@ def test_black_view_exposes_no_logprob_score_or_module(smol):
     with pytest.raises(AccessError, match="needs white access"):
         view.module  # noqa: B018
     public = {n for n in dir(view) if not n.startswith("_")}
-    assert public == {"access", "generate", "model_name", "usage"}
+    assert public == {"access", "generate", "model_name", "usage", "vocabulary_id"}  # a vocabulary fingerprint is not a parameter
 
 
 def test_grey_view_has_logprobs_but_no_parameters(smol):

