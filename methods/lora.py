@@ -94,8 +94,10 @@ class LoRA(Method):
     description = "LoRA adapters (peft) trained on the label-word loss"
 
     def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: LoraParams, seed: int) -> AdapterArtifact:  # type: ignore[override]
+        import torch
         from peft import LoraConfig, get_peft_model
 
+        torch.manual_seed(seed)  # the adapter's init and dropout depend on the seed only (proxy_tuning's expert = this)
         base = freeze(model.module)
         config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
                             target_modules=target_modules(base, params.target_modules), task_type="CAUSAL_LM")

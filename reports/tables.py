@@ -189,3 +189,31 @@ def prompts_table(records: list[dict[str, Any]]) -> Table | None:
         t.rows.append([r["label"], r["model"], r["dataset"], str(r["seed"]), repr(r["prompt_text"]),
                        "—" if frac is None else f"{100 * frac:.0f}"])
     return t
+
+
+def proxy_table(records: list[dict[str, Any]]) -> Table | None:
+    """Proxy-Tuning next to the two numbers it is about: the large model zero-shot and the tuned
+    small expert alone (lora on the small model, same dataset and seed), when the run has them."""
+    ok = [r for r in records if r["status"] == "ok" and not is_transfer(r)]
+    proxies = [r for r in ok if r["method"] == "proxy_tuning"]
+    if not proxies:
+        return None
+
+    def acc(pred: Any) -> str:
+        return mean_std([r["accuracy"] for r in ok if pred(r)], 100)
+
+    t = Table("Proxy-Tuning", ["large model", "small model", "dataset", "large zero-shot", "small expert alone", "proxy-tuned large", "α"],
+              note="accuracy (%), mean ± std over seeds; the expert alone is the lora row on the small model")
+    seen = set()
+    for p in proxies:
+        key = (p["model"], p.get("small_model"), p["dataset"], p.get("alpha"))
+        if key in seen:
+            continue
+        seen.add(key)
+        large, small, d, alpha = key
+        t.rows.append([large, str(small), d,
+                       acc(lambda r: r["method"] == "zero_shot" and r["model"] == large and r["dataset"] == d),
+                       acc(lambda r: r["method"] == "lora" and r["model"] == small and r["dataset"] == d),
+                       acc(lambda r: r["method"] == "proxy_tuning" and r["model"] == large and r["dataset"] == d
+                           and r.get("alpha") == alpha), str(alpha)])
+    return t

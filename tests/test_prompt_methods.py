@@ -107,19 +107,28 @@ datasets: [sst2]
 methods:
   - name: proxy_tuning
     params: {small: smollm2-135m, alpha: 1.0, expert_params: {max_train_examples: 16, batch_size: 8, lr: 1.0e-3}}
+  - name: zero_shot
+    access: grey
+  - name: lora
+    params: {max_train_examples: 16, batch_size: 8, lr: 1.0e-3}
 seeds: [0]
 limits: {train: 40, dev: 0, test: 6}
 """)
     run = tmp_path / "run"
-    proc = run_cli("run", str(suite), "--out", str(run), "--quiet")
+    proc = run_cli("run", str(suite), "--out", str(run), "--quiet", "--report")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (r,) = records_of(run)
+    recs = records_of(run)
+    r = next(x for x in recs if x["method"] == "proxy_tuning")
     assert r["status"] == "ok" and r["protocol"] == "logprob", r["error"]
     assert r["vocabulary_check"] == "verified" and r["expert_train_steps"] == 2
     by = r["backend"]["usage_by_model"]
     assert by["large"]["model_calls"] == by["expert"]["model_calls"] == by["antiexpert"]["model_calls"] == 6
     assert r["model_calls"] == 18
     assert (run / "cells" / r["cell_id"] / "artifact" / "expert" / "adapter").is_dir()
+    lora = next(x for x in recs if x["method"] == "lora")
+    assert lora["loss_last"] == pytest.approx(r["expert_loss_last"])  # same params and seed: the same expert
+    report = (run / "report.md").read_text()
+    assert "### Proxy-Tuning" in report and "| smollm2-135m | smollm2-135m | sst2 |" in report
 
 
 def test_proxy_tuning_refuses_mismatched_vocabularies(smol, tmp_path):
