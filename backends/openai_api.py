@@ -10,7 +10,8 @@ Black access: generated text, through ``chat.completions`` (``chat: true``, the 
   same position (llama-cpp-python 0.3.36 returns them shifted by one position: its echo fails this
   check and is not used).
 * ``top_k`` — ``completions(prompt, max_tokens=1, logprobs=k)``: the next-token top-k. A label is
-  scored by its first token (the longest top-k token that starts it); labels absent from the top-k
+  scored by its first token (the longest top-k token that starts it and is not bare whitespace);
+  labels absent from the top-k
   get a floor below every listed token. Exact for single-token labels that appear in the top-k,
   an approximation otherwise; the record says which method was used and how often labels were
   missing.
@@ -219,15 +220,17 @@ class OpenAIBackend(Backend):
         return [self._from_top_k(top, conts) for top, conts in zip(tops, continuations)]
 
     def _from_top_k(self, top: dict[str, float], conts: list[str]) -> list[float]:
-        """Each continuation's score from one next-token top-k (see the module docstring)."""
+        """Each continuation's score from one next-token top-k: the log-prob of the longest listed
+        token that starts it and carries some of its text (a bare " " starts every label and must not
+        stand in for them); labels with no such token get a floor below every listed one."""
         floor = (min(top.values()) if top else 0.0) - math.log(2)
         scores = []
         for c in conts:
-            starts = [lp for tok, lp in top.items() if tok and c.startswith(tok)]
+            starts = [(len(tok), lp) for tok, lp in top.items() if tok.strip() and c.startswith(tok)]
             if not starts:
                 with self._lock:
                     self.labels_missing += 1
-            scores.append(max(starts) if starts else floor)
+            scores.append(max(starts)[1] if starts else floor)
         return scores
 
     def describe(self) -> dict[str, Any]:

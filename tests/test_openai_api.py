@@ -160,3 +160,13 @@ settings: {{max_new_tokens: 8}}
     assert again.returncode == 0, again.stdout + again.stderr
     final = records_of(run)
     assert len(final) == 2 and all(r["status"] == "ok" for r in final)
+
+
+def test_top_k_scoring_reads_the_longest_listed_token_of_each_label():
+    from boxbench.backends.openai_api import OpenAIBackend
+
+    b = OpenAIBackend(client=None, model="m", base_url="http://x")
+    top = {" ": -0.5, " pol": -3.0, " politics": -4.0, " sports": -2.0, "\n": -1.0}
+    got = b._from_top_k(top, [" politics", " sports", " business"])
+    assert got[:2] == [-4.0, -2.0]  # not -0.5 from the bare space that starts every label
+    assert got[2] < min(top.values()) and b.labels_missing == 1
