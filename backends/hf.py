@@ -415,9 +415,10 @@ class HFBackend(Backend):
         return _cache_kwarg(type(model))
 
     # ----- black -----
-    @functools.lru_cache(maxsize=1)
     def vocabulary_id(self) -> str | None:
-        return vocabulary_fingerprint(self._tok)
+        if getattr(self, "_vocab_id", None) is None:  # computed once per backend (hashes the whole vocabulary)
+            self._vocab_id = vocabulary_fingerprint(self._tok)
+        return self._vocab_id
 
     def chat_text(self, prompt: str) -> str:
         """``prompt`` as one user turn, rendered by the chat template up to the assistant's answer."""
