@@ -317,6 +317,19 @@ class HFBackend(Backend):
                     "load_wall_s": round(time.perf_counter() - t0, 3)}
         return cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache, chat=chat)
 
+    @staticmethod
+    def load_tokenizer(spec: str) -> Any:
+        """Only the tokenizer of a model spec (from the dequantised cache when there: about a second)."""
+        from transformers import AutoTokenizer
+
+        if spec in ALIASES or spec.endswith(".gguf"):
+            gguf = alias_gguf(spec) if spec in ALIASES else Path(spec)
+            folder = _gguf_cache_folder(gguf)
+            if (folder / "done").exists():
+                return AutoTokenizer.from_pretrained(folder)
+            return load_gguf_cached(gguf, None)[0]  # converting a GGUF tokenizer is slow: fill the cache once
+        return AutoTokenizer.from_pretrained(spec[3:] if spec.startswith("hf:") else spec)
+
     @property
     def device(self) -> Any:
         return next(self._model.parameters()).device

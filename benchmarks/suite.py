@@ -13,6 +13,7 @@ methods:
   - name: lora
     models: [qwen2.5-coder-0.5b]       # optional: this method on these models instead of the suite's
     limits: {test: 100}                # optional: this method's own limits
+    seeds: [0]                         # optional: this method's own seeds (e.g. a deterministic one)
   - name: pez
     transfer_to: [gemma3-270m]         # optional: also evaluate the tuned prompt, as text, on these
 seeds: [0]
@@ -46,7 +47,7 @@ from boxbench.methods.registry import get_method
 from boxbench.registry import UserError
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to"}
-METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
@@ -116,6 +117,12 @@ def _unknown(given: dict[str, Any], allowed: set[str], where: str) -> None:
         raise UserError(f"{where}: unknown field {extra[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
 
 
+def _seeds(value: Any, where: str) -> list[int]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise UserError(f"{where}: must be a non-empty list of integers")
+    return value
+
+
 def _limits(value: Any, where: str, base: dict[str, int | None]) -> dict[str, int | None]:
     """``base`` overridden by the mapping ``value`` ({train, dev, test}: non-negative int or null)."""
     value = value or {}
@@ -155,9 +162,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         _unknown(d, DATASET_KEYS, f"suite.datasets[{i}]")
         check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(**d)
         datasets.append(dict(d))
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError("suite.seeds: must be a non-empty list of integers")
+    seeds = _seeds(raw.get("seeds", [0]), "suite.seeds")
     base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
     limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
                   for i, d in enumerate(datasets)}
@@ -208,18 +213,19 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                 )
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
+        method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
         methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
-                        method_models, own_limits or {}, method_targets))
+                        method_models, own_limits or {}, method_targets, method_seeds))
     pairs = [(m[1], spec.display) for m in methods for spec in m[4]]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
 
     cells = []
-    for (name, label, access, params, method_models, own_limits, method_targets) in methods:
+    for (name, label, access, params, method_models, own_limits, method_targets, method_seeds) in methods:
         for spec in method_models:
             for ds in datasets:
-                for seed in seeds:
+                for seed in method_seeds:
                     src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings)
                     cells.append(src)
                     for tgt in method_targets:  # after their source: the artifact must exist

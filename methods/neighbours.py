@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from boxbench.backends.hf import cache_dir
 
@@ -54,9 +54,12 @@ def common_vocabulary(tokenizers: Sequence[Any]) -> tuple[list[str], list[list[i
     return texts, [[m[t] for t in texts] for m in maps]
 
 
-def agreement(tokenizers: Sequence[Any], embeddings: Sequence[Any], fingerprints: Sequence[str], *, h: int = 8192,
-              k: int = 64, iterations: int = 5, seed: int = 0, chunk: int = 2048) -> Agreement:
-    """J_u for the common vocabulary of these models (cached on disk by fingerprints and settings)."""
+def agreement(tokenizers: Sequence[Any], embeddings: Callable[[], Sequence[Any]], fingerprints: Sequence[str], *,
+              h: int = 8192, k: int = 64, iterations: int = 5, seed: int = 0, chunk: int = 2048) -> Agreement:
+    """J_u for the common vocabulary of these models (cached on disk by fingerprints and settings).
+
+    ``embeddings`` returns each model's input-embedding matrix; it is called only on a cache miss,
+    so a hit never loads the models."""
     import torch
 
     key = hashlib.sha256(json.dumps([sorted(fingerprints), h, k, iterations, seed]).encode()).hexdigest()[:16]
@@ -72,7 +75,7 @@ def agreement(tokenizers: Sequence[Any], embeddings: Sequence[Any], fingerprints
     c = len(texts)
     if c < 2:
         raise ValueError("the models share fewer than 2 single-token texts; no common vocabulary")
-    w = [torch.nn.functional.normalize(e.detach().float()[torch.tensor(i)], dim=-1) for e, i in zip(embeddings, ids)]
+    w = [torch.nn.functional.normalize(e.detach().float()[torch.tensor(i)], dim=-1) for e, i in zip(embeddings(), ids)]
     h = min(h, c)
     k = min(k, h)
     gen = torch.Generator().manual_seed(seed)

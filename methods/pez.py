@@ -54,6 +54,8 @@ class PezParams:
             raise UserError(f"params.counterparts: vocab {self.vocab} needs at least one other model (a list of model specs)")
         if not isinstance(self.counterparts, list):
             raise UserError("params.counterparts: expected a list of model specs")
+        for c in self.counterparts:
+            counterpart_spec(c)
         for name in ("prompt_length", "batch_size", "h", "K", "L", "s", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
@@ -105,6 +107,17 @@ class PezArtifact(PromptArtifact):
         return cls(base.instruction, base.demos, data.get("token_ids", []), data.get("history", []))
 
 
+def counterpart_spec(value: Any, where: str = "params.counterparts") -> str:
+    """The transformers model a counterpart names (its embeddings are read, so it must be in-process)."""
+    from boxbench.backends import parse_model_spec
+
+    spec = parse_model_spec(value, where)
+    if spec.backend != "hf":
+        raise UserError(f"{where}: {spec.display!r} uses backend {spec.backend!r}; the agreement reads input "
+                        f"embeddings, so counterparts must be transformers models (backend hf)")
+    return spec.model
+
+
 def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[str, Any]) -> list[int]:
     """Source-model token ids the projection may choose from, per ``params.vocab``."""
     tok = model.tokenizer
@@ -117,15 +130,22 @@ def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[st
             ids = sorted(rng.sample(ids, min(params.s, len(ids))))
         stats["candidate_vocab"] = len(ids)
         return ids
-    from boxbench.backends import load_backend, parse_model_spec
+    from boxbench.backends.hf import HFBackend, vocabulary_fingerprint
     from boxbench.methods.neighbours import agreement
 
-    others = [load_backend(parse_model_spec(c, "params.counterparts"), device="cpu", dtype="float32") for c in params.counterparts]
-    models = [(tok, model.module.get_input_embeddings().weight, model.vocabulary_id())]
-    models += [(o.tokenizer, o.module.get_input_embeddings().weight, o.vocabulary_id()) for o in others]
-    agree = agreement([m[0] for m in models], [m[1] for m in models], [m[2] or "" for m in models],
+    specs = [counterpart_spec(c) for c in params.counterparts]
+    toks = [tok] + [HFBackend.load_tokenizer(c) for c in specs]
+
+    def embeddings() -> list[Any]:  # the counterpart models are loaded only when the scores are not cached
+        mats = [model.module.get_input_embeddings().weight]
+        for c in specs:
+            other = HFBackend.load(c, device="cpu", dtype="float32")
+            mats.append(other.module.get_input_embeddings().weight.detach())
+            del other
+        return mats
+
+    agree = agreement(toks, embeddings, [vocabulary_fingerprint(t) for t in toks],
                       h=params.h, k=params.K, iterations=params.L, seed=seed)
-    del others
     common = agree.ids[0]  # source-model ids of the common tokens
     s = min(params.s, len(common))
     if params.vocab == "common":

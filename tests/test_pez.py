@@ -29,6 +29,8 @@ def test_pez_moves_only_the_prompt_and_returns_text_and_ids(smol, tmp_path):
     assert again.token_ids == art.token_ids and again.prompts(splits.task, ["x"]) == art.prompts(splits.task, ["x"])
     with pytest.raises(UserError, match="counterparts"):
         PezParams(vocab="neighbour")
+    with pytest.raises(UserError, match="must be transformers models"):
+        PezParams(vocab="common", counterparts=[{"backend": "openai", "model": "m"}])
 
 
 def test_neighbour_agreement_on_two_real_vocabularies(smol, tmp_path, monkeypatch):
@@ -39,13 +41,16 @@ def test_neighbour_agreement_on_two_real_vocabularies(smol, tmp_path, monkeypatc
     enc = load_encoder("all-MiniLM-L6-v2")
     bert_tok, bert_emb = enc.tokenizer, enc[0].auto_model.embeddings.word_embeddings.weight
     smol_emb = smol.module.get_input_embeddings().weight
-    a = agreement([smol.tokenizer, bert_tok], [smol_emb, bert_emb], ["smol", "bert"], h=512, k=16, iterations=2, seed=0)
+    a = agreement([smol.tokenizer, bert_tok], lambda: [smol_emb, bert_emb], ["smol", "bert"], h=512, k=16, iterations=2, seed=0)
     assert 1000 < len(a.texts) < 30000 and not a.cached
     assert all(smol.tokenizer.decode([i]) == t for i, t in zip(a.ids[0][:50], a.texts[:50]))
     assert all(0.0 <= s <= 1.0 for s in a.scores) and 0.0 < sum(a.scores) / len(a.scores) < 0.5
-    b = agreement([smol.tokenizer, bert_tok], [smol_emb, bert_emb], ["smol", "bert"], h=512, k=16, iterations=2, seed=0)
+    def never() -> list:
+        raise AssertionError("a cache hit must not load the embeddings")
+
+    b = agreement([smol.tokenizer, bert_tok], never, ["smol", "bert"], h=512, k=16, iterations=2, seed=0)
     assert b.cached and b.scores == a.scores
-    same = agreement([smol.tokenizer, smol.tokenizer], [smol_emb, smol_emb], ["s1", "s2"], h=256, k=8, iterations=1, seed=0)
+    same = agreement([smol.tokenizer, smol.tokenizer], lambda: [smol_emb, smol_emb], ["s1", "s2"], h=256, k=8, iterations=1, seed=0)
     assert min(same.scores) == pytest.approx(1.0)  # identical models: every neighbourhood agrees
 
 
@@ -62,6 +67,7 @@ datasets: [sst2]
 methods:
   - name: zero_shot
     access: grey
+    seeds: [0]
   - name: pez
     label: pez-neighbour
     params: {vocab: neighbour, counterparts: [smollm2-135m], s: 2000, h: 512, K: 16, L: 1, steps: 2, batch_size: 4, eval_every: 2, prompt_length: 4}
@@ -79,7 +85,7 @@ def test_transfer_cells_evaluate_the_source_prompt_on_each_target(tmp_path):
     proc = run_cli("run", str(suite), "--out", str(run), "--quiet", "--report")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recs = records_of(run)
-    assert len(recs) == 2 * (1 + 3) and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
+    assert len(recs) == 1 + 2 + 2 * 3 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
     for seed in (0, 1):
         src = next(r for r in recs if r["label"] == "pez-neighbour" and r["seed"] == seed and r["target_model"] == "smollm2-135m")
         copy = next(r for r in recs if r["label"] == "pez-neighbour" and r["seed"] == seed and r["target_model"] == "smol-copy")

@@ -36,6 +36,8 @@ CASES = {
                           "suite.methods[0].models: must be a non-empty list of model specs"),
     "bad method limits": (GOOD.replace("[zero_shot]", "[{name: zero_shot, limits: {tset: 3}}]"),
                           "suite.methods[0].limits: unknown field 'tset'"),
+    "bad method seeds": (GOOD.replace("[zero_shot]", "[{name: zero_shot, seeds: 0}]"),
+                         "suite.methods[0].seeds: must be a non-empty list of integers"),
     "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
                        "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }
@@ -71,7 +73,7 @@ def test_missing_dataset_file(tmp_path):
 
 
 def test_shipped_suites_check(tmp_path):
-    for name in ("smoke.yaml", "quick.yaml", "api.yaml", "lora_cpu.yaml", "survey.yaml"):
-        proc = run_cli("check", str(SUITES / name))
+    for path in sorted(SUITES.glob("*.yaml")):
+        proc = run_cli("check", str(path))
         assert proc.returncode == 0, proc.stderr
         assert "cells" in proc.stdout.splitlines()[0]
