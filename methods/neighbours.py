@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -48,10 +49,31 @@ def single_token_texts(tok: Any) -> dict[str, int]:
     return out
 
 
-def common_vocabulary(tokenizers: Sequence[Any]) -> tuple[list[str], list[list[int]]]:
+def common_vocabulary(tokenizers: Sequence[Any], fingerprints: Sequence[str] | None = None) -> tuple[list[str], list[list[int]]]:
+    """V_common: texts that are one token in every tokenizer, and each tokenizer's id for them.
+
+    Scanning a vocabulary re-encodes every token (minutes for Gemma's 262k), so with ``fingerprints``
+    the result is cached on disk once per model set, shared by every seed and setting."""
+    path = None
+    if fingerprints is not None:
+        key = hashlib.sha256(json.dumps(sorted(fingerprints)).encode()).hexdigest()[:16]
+        path = cache_dir() / "neighbours" / f"common-{key}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            return data["texts"], [data["ids"][f] for f in fingerprints]
     maps = [single_token_texts(t) for t in tokenizers]
     texts = sorted(set.intersection(*(set(m) for m in maps)))
-    return texts, [[m[t] for t in texts] for m in maps]
+    ids = [[m[t] for t in texts] for m in maps]
+    if path is not None:
+        _write_json(path, {"texts": texts, "ids": dict(zip(fingerprints, ids))})
+    return texts, ids
+
+
+def _write_json(path: Any, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
 
 
 def agreement(tokenizers: Sequence[Any], embeddings: Callable[[], Sequence[Any]], fingerprints: Sequence[str], *,
@@ -71,7 +93,7 @@ def agreement(tokenizers: Sequence[Any], embeddings: Callable[[], Sequence[Any]]
         ids = [ids_sorted[order.index(m)] for m in range(len(fingerprints))]
         return Agreement(data["texts"], ids, data["scores"], data["seconds"], True)
     t0 = time.perf_counter()
-    texts, ids = common_vocabulary(tokenizers)
+    texts, ids = common_vocabulary(tokenizers, fingerprints)
     c = len(texts)
     if c < 2:
         raise ValueError("the models share fewer than 2 single-token texts; no common vocabulary")
@@ -93,8 +115,5 @@ def agreement(tokenizers: Sequence[Any], embeddings: Callable[[], Sequence[Any]]
             total[rows] += jac / len(pairs)
     scores = (total / iterations).tolist()
     seconds = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"texts": texts, "ids": [ids[m] for m in order], "scores": scores, "seconds": seconds}))
-    tmp.replace(path)
+    _write_json(path, {"texts": texts, "ids": [ids[m] for m in order], "scores": scores, "seconds": seconds})
     return Agreement(texts, ids, scores, seconds, False)

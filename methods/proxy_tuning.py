@@ -72,16 +72,22 @@ class ProxyBackend(Backend):
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         base = self._timed("large", self.large, lambda: self.large.score(prompts, continuations))
+        return self._steer(prompts, continuations, base)
+
+    def _steer(self, prompts: list[str], continuations: list[list[str]], base: list[list[float]]) -> list[list[float]]:
+        """``base`` (the large model's scores) + α · (expert − anti-expert) for the same continuations."""
         expert = self._timed("expert", self.small, lambda: self.small.score(prompts, continuations))
         with self.small.module.disable_adapter():
             anti = self._timed("antiexpert", self.small, lambda: self.small.score(prompts, continuations))
         return [[b + self.alpha * (e - a) for b, e, a in zip(br, er, ar)] for br, er, ar in zip(base, expert, anti)]
 
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
-        """The large model's top-k tokens, re-scored by the proxy formula (candidates = large's top-k)."""
+        """The large model's top-k tokens, re-scored by the proxy formula (candidates = large's top-k;
+        their large-model values are the top-k's own, so the large model runs once)."""
         tops = self._timed("large", self.large, lambda: self.large.next_token_logprobs(prompts, k))
-        scores = self.score(prompts, [[t for t in top if t] for top in tops])
-        return [dict(sorted(zip([t for t in top if t], s), key=lambda kv: -kv[1])) for top, s in zip(tops, scores)]
+        tokens = [[t for t in top if t] for top in tops]
+        scores = self._steer(prompts, tokens, [[top[t] for t in ts] for top, ts in zip(tops, tokens)])
+        return [dict(sorted(zip(ts, s), key=lambda kv: -kv[1])) for ts, s in zip(tokens, scores)]
 
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
         raise UserError("proxy_tuning steers log-probabilities; it is evaluated at grey access (logprob protocol)")

@@ -191,6 +191,22 @@ def prompts_table(records: list[dict[str, Any]]) -> Table | None:
     return t
 
 
+def dictionary_table(records: list[dict[str, Any]]) -> Table | None:
+    """Share of dictionary words in the tuned prompts per method and dataset, mean ± std over seeds
+    (the study's claim: prompts searched over the agreeing vocabulary read more like words)."""
+    rows = [r for r in records if r["status"] == "ok" and r.get("prompt_dictionary_fraction") is not None and not is_transfer(r)]
+    if not rows:
+        return None
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    t = Table("Dictionary words in tuned prompts", ["method", "model", *datasets, "all"],
+              note="% of the prompt's words found in an English word list, mean ± std over seeds")
+    for lab, model in dict.fromkeys((r["label"], r["model"]) for r in rows):
+        mine = [r for r in rows if r["label"] == lab and r["model"] == model]
+        t.rows.append([lab, model, *[mean_std((r["prompt_dictionary_fraction"] for r in mine if r["dataset"] == d), 100)
+                                     for d in datasets], mean_std((r["prompt_dictionary_fraction"] for r in mine), 100)])
+    return t
+
+
 def proxy_table(records: list[dict[str, Any]]) -> Table | None:
     """Proxy-Tuning next to the two numbers it is about: the large model zero-shot and the tuned
     small expert alone (lora on the small model, same dataset and seed), when the run has them."""

@@ -97,4 +97,4 @@ def test_transfer_cells_evaluate_the_source_prompt_on_each_target(tmp_path):
         assert src["vocab"] == "neighbour" and src["common_vocab"] > 1000 and src["prompt_text"] is not None
     report = (run / "report.md").read_text()
     assert "### Transfer — sst2" in report and "| pez-neighbour | smollm2-135m |" in report and "smol-copy" in report
-    assert "### Tuned prompts" in report and (run / "report_transfer.png").exists()
+    assert "### Tuned prompts" in report and "### Dictionary words in tuned prompts" in report and (run / "report_transfer.png").exists()

@@ -152,3 +152,35 @@ methods: [{name: proxy_tuning, params: {small: qwen2.5-coder-0.5b}}]
 """)
     proc = run_cli("check", str(suite))
     assert proc.returncode == 2 and "cannot steer 'smollm2-135m'" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
+    """The proxy's top-k: the large model's top-k tokens, each moved by α·(expert − anti-expert); the
+    large model runs once. Expert = a real LoRA adapter on a second SmolLM2 with nonzero B weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from boxbench.backends.hf import HFBackend
+    from boxbench.methods.proxy_tuning import ProxyBackend
+
+    small = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
+    small.module = get_peft_model(small.module, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, p in small.module.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    proxy = ProxyBackend(smol, small, alpha=0.5)
+    prompts = ["Review: a gorgeous, moving film.\nThe sentiment of this review is", "Review: dull and long.\nThe sentiment of this review is"]
+    large_top = smol.next_token_logprobs(prompts, 5)
+    got = proxy.next_token_logprobs(prompts, 5)
+    assert proxy.by_model["large"].snapshot()["model_calls"] == 2  # once per prompt, not twice
+    for p, lt, g in zip(prompts, large_top, got):
+        toks = list(lt)
+        assert set(g) == set(toks)
+        expert = small.score([p], [toks])[0]
+        with small.module.disable_adapter():
+            anti = small.score([p], [toks])[0]
+        assert any(abs(e - a) > 1e-3 for e, a in zip(expert, anti))  # the adapter does move the scores
+        for t, e, a in zip(toks, expert, anti):
+            assert g[t] == pytest.approx(lt[t] + 0.5 * (e - a), abs=1e-4)
+        assert list(g.values()) == sorted(g.values(), reverse=True)

@@ -77,3 +77,18 @@ def test_shipped_suites_check(tmp_path):
         proc = run_cli("check", str(path))
         assert proc.returncode == 0, proc.stderr
         assert "cells" in proc.stdout.splitlines()[0]
+
+
+def test_only_selects_cells_and_names_a_bad_filter():
+    suite = str(SUITES / "pez_transfer.yaml")
+    every = run_cli("check", suite)
+    some = run_cli("check", suite, "--only", "dataset=sst2", "--only", "seed=0,1", "--only", "method=Ours,Empty")
+    assert every.returncode == some.returncode == 0, every.stderr + some.stderr
+    lines = some.stdout.splitlines()[1:]
+    # Ours: seeds 0 and 1, each with its 2 transfer cells; Empty: seed 0 only, with its 2
+    assert len(lines) == 2 * 3 + 3 and all("dataset=sst2" in x for x in lines), some.stdout
+    assert sum("-to-" in x for x in lines) == 6  # transfer cells follow their source
+    assert int(every.stdout.split()[2]) > len(lines)
+    for bad in ("colour=red", "seed=", "dataset=imdb"):
+        proc = run_cli("check", suite, "--only", bad)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "--only" in proc.stderr, proc.stderr
