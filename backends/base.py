@@ -134,6 +134,12 @@ class Backend(ABC):
         """What the runner records about this backend (device, dtype, ...)."""
         return {"backend": self.name, **self.settings}
 
+    def component_scores(self) -> dict[str, list[list[float]]]:
+        """A backend that combines models (Proxy-Tuning) returns each model's own scores, one row per
+        prompt ``score`` has read since it was built; the runner turns them into per-model accuracies
+        on the same examples. A single model: nothing."""
+        return {}
+
     def view(self, access: Access | str) -> "BlackView":
         """The view for ``access``; an AccessError if the backend cannot give that much."""
         access = Access.parse(access)

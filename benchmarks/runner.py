@@ -198,6 +198,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def component_accuracy(backend: Any, gold: list[int], protocol: str) -> dict[str, float] | None:
+    """Accuracy of each model a combining backend reads (its ``component_scores``), on the very
+    examples the cell was scored on; None for a single model or when the rows do not line up."""
+    from boxbench.benchmarks.evaluate import accuracy
+
+    parts = backend.component_scores() if protocol == "logprob" else {}
+    if not parts or any(len(rows) != len(gold) for rows in parts.values()):
+        return None
+    return {name: accuracy(gold, [max(range(len(r)), key=r.__getitem__) for r in rows]) for name, rows in parts.items()}
+
+
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process and return its record."""
     from boxbench.backends import load_backend
@@ -246,6 +257,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_backend.usage.snapshot()
         record["backend"] = eval_backend.describe()  # again: some backends count things during the run
+        record["component_accuracy"] = component_accuracy(eval_backend, [e.label for e in splits.test], res["protocol"])
         with open(cell_dir / "predictions.jsonl", "w") as f:
             for i, (ex, p) in enumerate(zip(splits.test, res["predictions"])):
                 row = {"text": ex.text, "label": ex.label, "pred": p}

@@ -59,6 +59,7 @@ class ProxyBackend(Backend):
         self.max_access = min(large.max_access, Access.grey)
         self.usage = large.usage  # the runner's totals: all three models' calls and tokens
         self.by_model = {"large": Usage(), "expert": Usage(), "antiexpert": Usage()}
+        self.parts: dict[str, list[list[float]]] = {"large": [], "expert": [], "antiexpert": []}
 
     def _timed(self, who: str, backend: Backend, fn: Any) -> Any:
         before = backend.usage.snapshot()
@@ -72,13 +73,21 @@ class ProxyBackend(Backend):
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         base = self._timed("large", self.large, lambda: self.large.score(prompts, continuations))
-        return self._steer(prompts, continuations, base)
+        return self._steer(prompts, continuations, base, keep=True)
 
-    def _steer(self, prompts: list[str], continuations: list[list[str]], base: list[list[float]]) -> list[list[float]]:
+    def component_scores(self) -> dict[str, list[list[float]]]:
+        """The large model alone, the tuned expert alone and the untuned small model, on every
+        prompt scored: the method's two reference numbers come free from the proxy's own passes."""
+        return self.parts
+
+    def _steer(self, prompts: list[str], continuations: list[list[str]], base: list[list[float]], keep: bool = False) -> list[list[float]]:
         """``base`` (the large model's scores) + α · (expert − anti-expert) for the same continuations."""
         expert = self._timed("expert", self.small, lambda: self.small.score(prompts, continuations))
         with self.small.module.disable_adapter():
             anti = self._timed("antiexpert", self.small, lambda: self.small.score(prompts, continuations))
+        if keep:
+            for name, rows in (("large", base), ("expert", expert), ("antiexpert", anti)):
+                self.parts[name] += rows
         return [[b + self.alpha * (e - a) for b, e, a in zip(br, er, ar)] for br, er, ar in zip(base, expert, anti)]
 
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:

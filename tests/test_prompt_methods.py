@@ -127,8 +127,14 @@ limits: {train: 40, dev: 0, test: 6}
     assert (run / "cells" / r["cell_id"] / "artifact" / "expert" / "adapter").is_dir()
     lora = next(x for x in recs if x["method"] == "lora")
     assert lora["loss_last"] == pytest.approx(r["expert_loss_last"])  # same params and seed: the same expert
+    # the proxy's own passes give the reference numbers on the same examples: the large model alone is
+    # the zero_shot cell, the expert alone is the lora cell (same adapter)
+    zs = next(x for x in recs if x["method"] == "zero_shot")
+    assert r["component_accuracy"]["large"] == zs["accuracy"] == r["component_accuracy"]["antiexpert"]
+    assert r["component_accuracy"]["expert"] == lora["accuracy"]
+    assert zs["component_accuracy"] is None
     report = (run / "report.md").read_text()
-    assert "### Proxy-Tuning" in report and "| smollm2-135m | smollm2-135m | sst2 |" in report
+    assert "### Proxy-Tuning" in report and "| smollm2-135m | smollm2-135m | sst2 | 1.0 |" in report
 
 
 def test_proxy_tuning_refuses_mismatched_vocabularies(smol, tmp_path):
