@@ -118,6 +118,14 @@ def counterpart_spec(value: Any, where: str = "params.counterparts") -> str:
     return spec.model
 
 
+def counterpart_models(counterparts: list[Any], source: str) -> list[str]:
+    """The counterpart models, once each. The list may be the study's whole model set, the source
+    included (one list serves every source): the source is skipped there; a list of the source
+    alone is kept (a control in which every neighbourhood agrees)."""
+    specs = list(dict.fromkeys(counterpart_spec(c) for c in counterparts))
+    return [c for c in specs if c != source] or specs
+
+
 def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[str, Any]) -> list[int]:
     """Source-model token ids the projection may choose from, per ``params.vocab``."""
     tok = model.tokenizer
@@ -133,7 +141,7 @@ def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[st
     from boxbench.backends.hf import HFBackend, vocabulary_fingerprint
     from boxbench.methods.neighbours import agreement
 
-    specs = [counterpart_spec(c) for c in params.counterparts]
+    specs = counterpart_models(params.counterparts, model.model_name)
     toks = [tok] + [HFBackend.load_tokenizer(c) for c in specs]
 
     def embeddings() -> list[Any]:  # the counterpart models are loaded only when the scores are not cached

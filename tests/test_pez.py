@@ -54,6 +54,15 @@ def test_neighbour_agreement_on_two_real_vocabularies(smol, tmp_path, monkeypatc
     assert min(same.scores) == pytest.approx(1.0)  # identical models: every neighbourhood agrees
 
 
+def test_counterparts_may_be_the_whole_model_set():
+    from boxbench.methods.pez import counterpart_models
+
+    models = ["hf:org/a", "hf:org/b", {"model": "hf:org/c"}, "hf:org/b"]  # hub names: nothing is loaded
+    assert counterpart_models(models, "hf:org/a") == ["hf:org/b", "hf:org/c"]
+    assert counterpart_models(models, "hf:org/c") == ["hf:org/a", "hf:org/b"]
+    assert counterpart_models(["smollm2-135m"], "smollm2-135m") == ["smollm2-135m"]
+
+
 def test_dictionary_fraction():
     assert dictionary_fraction("the movie was great") == 1.0
     assert dictionary_fraction("xqzt the") == 0.5
