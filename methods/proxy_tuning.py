@@ -14,7 +14,8 @@ The formula is applied to the label words' log-probabilities at the answer posit
 reference applies it to raw logits; for a single-token label the two differ by a per-position
 constant, so the argmax is the same; multi-token labels sum the combined per-token values without
 renormalising). Where the large model is an API, its scores are the server's (top-k or echo, named
-in the record). Small and large must share a vocabulary: checked at ``boxbench check`` for the
+in the record). Generation decodes token by token with the same formula over the large model's
+top-k candidates (``ProxyBackend.generate``). Small and large must share a vocabulary: checked at ``boxbench check`` for the
 offline aliases and at the start of the cell by tokenizer fingerprint.
 """
 
@@ -98,8 +99,43 @@ class ProxyBackend(Backend):
         scores = self._steer(prompts, tokens, [[top[t] for t in ts] for top, ts in zip(tops, tokens)])
         return [dict(sorted(zip(ts, s), key=lambda kv: -kv[1])) for ts, s in zip(tokens, scores)]
 
+    DECODE_K = 20  # candidates per decoding step: the large model's top-k
+
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        raise UserError("proxy_tuning steers log-probabilities; it is evaluated at grey access (logprob protocol)")
+        """Decoding with the proxy's next-token scores, one token per step, over the large model's
+        top-``DECODE_K`` candidates (exact for a candidate set that holds the combined argmax, and
+        the only way where the large model is an API). Greedy, or sampled at ``temperature`` from
+        the candidates (seeded by ``config.seed``). The text so far is re-read as text each step."""
+        import math
+        import random
+
+        from boxbench.backends.hf import cut_at_stop
+
+        rng = random.Random(config.seed)
+        ends = set(getattr(getattr(self.small, "tokenizer", None), "all_special_tokens", []) or [])
+        out = ["" for _ in prompts]
+        live = list(range(len(prompts)))
+        for _ in range(config.max_new_tokens):
+            if not live:
+                break
+            tops = self.next_token_logprobs([prompts[i] + out[i] for i in live], self.DECODE_K)
+            still = []
+            for i, top in zip(live, tops):
+                if not top:
+                    continue
+                toks, vals = list(top), list(top.values())
+                if config.temperature > 0:
+                    m = max(vals)
+                    pick = rng.choices(toks, [math.exp((v - m) / config.temperature) for v in vals])[0]
+                else:
+                    pick = toks[0]  # sorted best first
+                if pick in ends:  # end of sequence
+                    continue
+                out[i] += pick
+                if not any(s and s in out[i].lstrip() for s in config.stop):
+                    still.append(i)
+            live = still
+        return [cut_at_stop(t, config.stop) for t in out]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "proxy", "alpha": self.alpha, "large": self.large.describe(), "small": self.small.describe(),

@@ -190,3 +190,35 @@ def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
         for t, e, a in zip(toks, expert, anti):
             assert g[t] == pytest.approx(lt[t] + 0.5 * (e - a), abs=1e-4)
         assert list(g.values()) == sorted(g.values(), reverse=True)
+
+
+def test_proxy_generates_with_the_steered_scores(smol):
+    """α = 0: the proxy decodes exactly as the large model does greedily; α > 0 with a real (nonzero)
+    adapter: every generated token is the argmax of the steered candidates."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from boxbench.backends.base import GenerationConfig
+    from boxbench.backends.hf import HFBackend
+    from boxbench.methods.proxy_tuning import ProxyBackend
+
+    small = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
+    small.module = get_peft_model(small.module, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, p in small.module.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    prompts = ["Question: What is the capital of France?\nAnswer:", "Review: dull and long.\nIs this review positive or negative? Answer:"]
+    cfg = GenerationConfig(max_new_tokens=5, stop=["\n"])
+    plain = smol.generate(prompts, cfg)
+    assert ProxyBackend(smol, small, alpha=0.0).view("black").generate(prompts, cfg) == plain
+    for alpha in (0.5, 2.0):
+        steered = ProxyBackend(smol, small, alpha=alpha)
+        outs = steered.generate(prompts, GenerationConfig(max_new_tokens=3, stop=[]))
+        assert steered.by_model["expert"].snapshot()["model_calls"] > 0
+        for prompt, out in zip(prompts, outs):
+            best = next(iter(steered.next_token_logprobs([prompt], ProxyBackend.DECODE_K)[0]))
+            if best in small.tokenizer.all_special_tokens:  # the steered model ends at once
+                assert out == ""
+            else:
+                assert out.startswith(best.lstrip()), (alpha, out, best)
