@@ -160,14 +160,12 @@ methods: [{name: proxy_tuning, params: {small: qwen2.5-coder-0.5b}}]
     assert proc.returncode == 2 and "cannot steer 'smollm2-135m'" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
-def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
-    """The proxy's top-k: the large model's top-k tokens, each moved by α·(expert − anti-expert); the
-    large model runs once. Expert = a real LoRA adapter on a second SmolLM2 with nonzero B weights."""
+def small_with_adapter():
+    """A second SmolLM2 with a real LoRA adapter whose B weights are nonzero (so expert ≠ anti-expert)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from boxbench.backends.hf import HFBackend
-    from boxbench.methods.proxy_tuning import ProxyBackend
 
     small = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
     small.module = get_peft_model(small.module, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -175,6 +173,15 @@ def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
     for name, p in small.module.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.05)
+    return small
+
+
+def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
+    """The proxy's top-k: the large model's top-k tokens, each moved by α·(expert − anti-expert); the
+    large model runs once. Expert = a real LoRA adapter on a second SmolLM2 with nonzero B weights."""
+    from boxbench.methods.proxy_tuning import ProxyBackend
+
+    small = small_with_adapter()
     proxy = ProxyBackend(smol, small, alpha=0.5)
     prompts = ["Review: a gorgeous, moving film.\nThe sentiment of this review is", "Review: dull and long.\nThe sentiment of this review is"]
     large_top = smol.next_token_logprobs(prompts, 5)
@@ -195,19 +202,10 @@ def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
 def test_proxy_generates_with_the_steered_scores(smol):
     """α = 0: the proxy decodes exactly as the large model does greedily; α > 0 with a real (nonzero)
     adapter: every generated token is the argmax of the steered candidates."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from boxbench.backends.base import GenerationConfig
-    from boxbench.backends.hf import HFBackend
     from boxbench.methods.proxy_tuning import ProxyBackend
 
-    small = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
-    small.module = get_peft_model(small.module, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    for name, p in small.module.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.05)
+    small = small_with_adapter()
     prompts = ["Question: What is the capital of France?\nAnswer:", "Review: dull and long.\nIs this review positive or negative? Answer:"]
     cfg = GenerationConfig(max_new_tokens=5, stop=["\n"])
     plain = smol.generate(prompts, cfg)
