@@ -190,6 +190,16 @@ def _write_cache(folder: Path, tok: Any, model: Any) -> None:
         raise
 
 
+def _resolve(spec: str) -> tuple[Path | None, str]:
+    """(GGUF file or None, name): an alias or ``.gguf`` path gives its file; a hub name
+    (``hf:ORG/NAME``) or folder gives the name ``from_pretrained`` takes."""
+    if spec in ALIASES:
+        return alias_gguf(spec), spec
+    if spec.endswith(".gguf"):
+        return Path(spec), spec
+    return None, spec[3:] if spec.startswith("hf:") else spec
+
+
 def resolve_device(device: str = "auto") -> str:
     import torch
 
@@ -303,12 +313,10 @@ class HFBackend(Backend):
         torch_dtype = resolve_dtype(dtype, dev)
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
-        if spec in ALIASES:
-            tok, model, info = load_gguf_cached(alias_gguf(spec), torch_dtype, use_cache)
-        elif spec.endswith(".gguf"):
-            tok, model, info = load_gguf_cached(Path(spec), torch_dtype, use_cache)
+        gguf, name = _resolve(spec)
+        if gguf is not None:
+            tok, model, info = load_gguf_cached(gguf, torch_dtype, use_cache)
         else:
-            name = spec[3:] if spec.startswith("hf:") else spec
             tok = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
             info = {"load_source": "hub" if spec.startswith("hf:") else "folder"}
@@ -322,13 +330,13 @@ class HFBackend(Backend):
         """Only the tokenizer of a model spec (from the dequantised cache when there: about a second)."""
         from transformers import AutoTokenizer
 
-        if spec in ALIASES or spec.endswith(".gguf"):
-            gguf = alias_gguf(spec) if spec in ALIASES else Path(spec)
-            folder = _gguf_cache_folder(gguf)
-            if (folder / "done").exists():
-                return AutoTokenizer.from_pretrained(folder)
-            return load_gguf_cached(gguf, None)[0]  # converting a GGUF tokenizer is slow: fill the cache once
-        return AutoTokenizer.from_pretrained(spec[3:] if spec.startswith("hf:") else spec)
+        gguf, name = _resolve(spec)
+        if gguf is None:
+            return AutoTokenizer.from_pretrained(name)
+        folder = _gguf_cache_folder(gguf)
+        if (folder / "done").exists():
+            return AutoTokenizer.from_pretrained(folder)
+        return load_gguf_cached(gguf, None)[0]  # converting a GGUF tokenizer is slow: fill the cache once
 
     @property
     def device(self) -> Any:

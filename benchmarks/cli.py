@@ -19,6 +19,12 @@ def _common(p: argparse.ArgumentParser, dest: str = "plugin_sub") -> None:
                    help="import a Python file that registers methods/backends/datasets (repeatable)")
 
 
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
+                   help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="boxbench", description="Benchmark LLM tuning methods by the access they need.")
     _common(parser, "plugin")
@@ -28,16 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a suite and print the cells it expands to")
     _common(p)
     p.add_argument("suite")
-    p.add_argument("--limit", type=int, help="cap the test examples per cell")
-    p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
-                   help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
+    _selection(p)
     p = sub.add_parser("run", help="run a suite into RUN_DIR (re-running skips finished cells)")
     _common(p)
     p.add_argument("suite")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--limit", type=int, help="cap the test examples per cell")
-    p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
-                   help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
+    _selection(p)
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")

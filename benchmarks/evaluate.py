@@ -54,6 +54,11 @@ def with_hint(task: Task, prompt: str) -> str:
     return f"{task.answer_hint}\n\n{prompt}" if task.answer_hint else prompt
 
 
+def argmax_labels(scores: Sequence[Sequence[float]]) -> list[int]:
+    """The best-scoring label index of each row of label scores."""
+    return [max(range(len(s)), key=s.__getitem__) for s in scores]
+
+
 def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens: int = 8) -> tuple[list[int | None], list[str]]:
     """Predicted label per prompt by the view's protocol (plus the raw answers at black access).
 
@@ -62,7 +67,7 @@ def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens:
     """
     if view.access >= Access.grey:
         scores = view.score(list(prompts), [list(task.label_words)] * len(prompts))  # type: ignore[attr-defined]
-        return [max(range(len(s)), key=s.__getitem__) for s in scores], []
+        return argmax_labels(scores), []
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
     answers = view.generate([with_hint(task, p) for p in prompts], config)
     return [parse_label(a, task) for a in answers], answers

@@ -201,12 +201,12 @@ def _seed_everything(seed: int) -> None:
 def component_accuracy(backend: Any, gold: list[int], protocol: str) -> dict[str, float] | None:
     """Accuracy of each model a combining backend reads (its ``component_scores``), on the very
     examples the cell was scored on; None for a single model or when the rows do not line up."""
-    from boxbench.benchmarks.evaluate import accuracy
+    from boxbench.benchmarks.evaluate import accuracy, argmax_labels
 
     parts = backend.component_scores() if protocol == "logprob" else {}
     if not parts or any(len(rows) != len(gold) for rows in parts.values()):
         return None
-    return {name: accuracy(gold, [max(range(len(r)), key=r.__getitem__) for r in rows]) for name, rows in parts.items()}
+    return {name: accuracy(gold, argmax_labels(rows)) for name, rows in parts.items()}
 
 
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:

@@ -152,7 +152,7 @@ def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[st
             del other
         return mats
 
-    agree = agreement(toks, embeddings, [vocabulary_fingerprint(t) for t in toks],
+    agree = agreement(toks, embeddings, [model.vocabulary_id() or ""] + [vocabulary_fingerprint(t) for t in toks[1:]],
                       h=params.h, k=params.K, iterations=params.L, seed=seed)
     common = agree.ids[0]  # source-model ids of the common tokens
     s = min(params.s, len(common))
