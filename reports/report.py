@@ -11,7 +11,7 @@ from typing import Any
 
 from boxbench.registry import UserError
 from boxbench.reports.plots import cost_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, cost_table, dictionary_table, error_table, is_transfer,
+from boxbench.reports.tables import (Table, accuracy_table, cost_table, dictionary_table, error_table, is_transfer, pez_table,
                                      prompts_table, proxy_table, training_table, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -34,7 +34,7 @@ def build_tables(records: list[dict[str, Any]]) -> list[Table]:
     for m in models:
         tables += [accuracy_table(records, m), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d) for d in dict.fromkeys(r["dataset"] for r in records)]
-    tables += [proxy_table(records), prompts_table(records), dictionary_table(records), error_table(records)]
+    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), error_table(records)]
     return [t for t in tables if t is not None]
 
 

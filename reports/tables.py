@@ -207,6 +207,30 @@ def dictionary_table(records: list[dict[str, Any]]) -> Table | None:
     return t
 
 
+def pez_table(records: list[dict[str, Any]]) -> Table | None:
+    """How each PEZ variant searched, per dataset over seeds: the candidate vocabulary, how strongly
+    its tokens agree across models, what the agreement cost (the shared cache is filled by whichever
+    cell misses first, so a miss's seconds land in that cell's tune time), the step rate, and the
+    step whose prompt the dev set chose (0 = the random initial prompt)."""
+    rows = [r for r in records if r["status"] == "ok" and r.get("pez_steps") is not None and not is_transfer(r)]
+    if not rows:
+        return None
+    t = Table("PEZ search", ["method", "model", "dataset", "candidates", "mean agreement of candidates", "agreement s (misses)",
+                             "steps", "steps/s", "best step per seed", "loss first → last"],
+              note="mean ± std over seeds; agreement = mean Jaccard of the tokens' top-K neighbour sets across models")
+    for lab, model, d in dict.fromkeys((r["label"], r["model"], r["dataset"]) for r in rows):
+        mine = [r for r in rows if (r["label"], r["model"], r["dataset"]) == (lab, model, d)]
+        misses = [r["agreement_s"] for r in mine if r.get("agreement_s") is not None and not r.get("agreement_cached")]
+        first, last = _mean(r.get("loss_first") for r in mine), _mean(r.get("loss_last") for r in mine)
+        t.rows.append([lab, model, d, _fmt(_mean(r.get("candidate_vocab") for r in mine), digits=0),
+                       mean_std((r.get("mean_agreement_chosen") for r in mine), digits=3),
+                       "—" if not misses else f"{_fmt(_mean(misses), digits=0)} ({len(misses)})",
+                       str(mine[0]["pez_steps"]), mean_std((r.get("steps_per_s") for r in mine), digits=2),
+                       ", ".join(str(r.get("best_step", "?")) for r in sorted(mine, key=lambda r: r["seed"])),
+                       "—" if first is None or last is None else f"{first:.3f} → {last:.3f}"])
+    return t
+
+
 def proxy_table(records: list[dict[str, Any]]) -> Table | None:
     """Proxy-Tuning next to the numbers it is about — the large model alone, the untuned small model
     and the tuned small expert alone — read from the proxy cell's own passes over the same examples

@@ -107,3 +107,5 @@ def test_transfer_cells_evaluate_the_source_prompt_on_each_target(tmp_path):
     report = (run / "report.md").read_text()
     assert "### Transfer — sst2" in report and "| pez-neighbour | smollm2-135m |" in report and "smol-copy" in report
     assert "### Tuned prompts" in report and "### Dictionary words in tuned prompts" in report and (run / "report_transfer.png").exists()
+    search = report.split("### PEZ search")[1].split("###")[0]
+    assert "| pez-neighbour | smollm2-135m | sst2 | 2,000 |" in search  # s candidates, and how the dev set chose
