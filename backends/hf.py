@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GenerationConfig
+from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
+from boxbench.backends.tokens import encode_pair, split_pair
 from boxbench.registry import UserError
 
 
@@ -248,14 +249,6 @@ def vocabulary_fingerprint(tok: Any) -> str:
     return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:16]
 
 
-def cut_at_stop(text: str, stop: list[str]) -> str:
-    """Text up to the first stop string that follows some content (leading blank lines are kept
-    out of the answer rather than ending it: chat models often open with a newline)."""
-    body = text.lstrip()
-    cut = min((body.find(s) for s in stop if s and s in body), default=-1)
-    return body[:cut] if cut >= 0 else body
-
-
 class HFBackend(Backend):
     """A transformers causal LM in this process; gives up to white access."""
 
@@ -265,7 +258,7 @@ class HFBackend(Backend):
     MIN_PREFIX = 16  # shared prompt prefixes shorter than this are not worth a cache
 
     def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 16, settings: dict[str, Any] | None = None,
-                 prefix_cache: bool = True, chat: bool = False) -> None:
+                 prefix_cache: bool = True, chat: bool = CHAT_DEFAULT) -> None:
         super().__init__()
         self.name = name
         self._model = model
@@ -298,7 +291,7 @@ class HFBackend(Backend):
 
     @classmethod
     def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True,
-             prefix_cache: bool = True, chat: bool = False) -> "HFBackend":
+             prefix_cache: bool = True, chat: bool = CHAT_DEFAULT) -> "HFBackend":
         """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file.
 
         ``chat``: send ``generate`` prompts as one user turn through the tokenizer's chat template
@@ -441,6 +434,17 @@ class HFBackend(Backend):
             self._vocab_id = vocabulary_fingerprint(self._tok)
         return self._vocab_id
 
+    def end_token_ids(self) -> set[int]:
+        """Every token that ends a generation: the tokenizer's EOS and all of the model's
+        ``generation_config.eos_token_id`` (a list on models with several, e.g. Qwen's <|im_end|>)."""
+        ids: set[int] = set()
+        for value in (self._tok.eos_token_id, getattr(getattr(self._model, "generation_config", None), "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
     def chat_text(self, prompt: str) -> str:
         """``prompt`` as one user turn, rendered by the chat template up to the assistant's answer."""
         return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
@@ -463,18 +467,18 @@ class HFBackend(Backend):
         for batch in self._batches([len(e) for e in encoded]):
             new = self._decode([encoded[i][n_prefix:] for i in batch], prefix, config, gen)
             for toks, i in zip(new, batch):
-                outputs[i] = cut_at_stop(self._tok.decode(toks, skip_special_tokens=True), config.stop)
+                outputs[i] = self._tok.decode(toks, skip_special_tokens=True)
                 self.usage.add(calls=1, prompt=len(encoded[i]), completion=len(toks))
         return outputs
 
     def _decode(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None, config: GenerationConfig,
                 gen: Any) -> list[list[int]]:
-        """New token ids per row until EOS, a stop string after some content, or max_new_tokens."""
+        """New token ids per row until an end token or max_new_tokens (stop strings are the view's job)."""
         import torch
 
         inputs = self._batch_inputs(rows, prefix)
         mask, last_pos = inputs["attention_mask"], inputs["position_ids"][:, -1]
-        eos = self._tok.eos_token_id
+        eos = self.end_token_ids()
         new: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
         with torch.inference_mode():
@@ -493,13 +497,10 @@ class HFBackend(Backend):
                 for i, t in enumerate(nxt.tolist()):
                     if done[i]:
                         continue
-                    if t == eos:
+                    if t in eos:
                         done[i] = True
                         continue
                     new[i].append(t)
-                    if config.stop:
-                        text = self._tok.decode(new[i], skip_special_tokens=True)
-                        done[i] = cut_at_stop(text, config.stop) != text.lstrip()
                 if all(done):
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
@@ -522,10 +523,15 @@ class HFBackend(Backend):
                 self.usage.add(calls=1, prompt=len(encoded[i]))
         return result
 
+    def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+        """The token ids this backend scores for ``continuation`` after ``prompt`` (the one rule)."""
+        return encode_pair(lambda t: self._encode(t, True), prompt, continuation)
+
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         """Sum log-prob of each continuation, all continuations of a prompt from one forward row.
 
-        Continuation c (tokens c1..cm) needs the row prompt+c1..c(m-1); rows that are prefixes of
+        Each continuation is encoded together with its prompt (``tokens.encode_pair``); continuation c
+        (tokens c1..cm after prompt ids p) needs the row p+c1..c(m-1); rows that are prefixes of
         another row are merged, so single-token label words cost one row per prompt and multi-token
         ones share it where they can. Rows are left-padded (position ids from the mask) and only the
         positions that are read are projected to the vocabulary.
@@ -533,11 +539,9 @@ class HFBackend(Backend):
         rows: list[list[int]] = []
         reads: list[list[tuple[int, int, list[int]]]] = []  # per prompt: (row, offset-from-end, cont ids)
         for prompt, conts in zip(prompts, continuations):
-            p = self._encode(prompt, True)
-            cids = [self._encode(c, False) for c in conts]
-            if any(not c for c in cids):
-                raise UserError(f"a continuation tokenises to nothing: {conts!r}")
-            needed = sorted({tuple(p + c[:-1]) for c in cids}, key=len, reverse=True)
+            p_ids = self._encode(split_pair(prompt, "")[0], True)
+            pairs = [encode_pair(lambda t: self._encode(t, True), prompt, c, p_ids) for c in conts]
+            needed = sorted({tuple(p + c[:-1]) for p, c in pairs}, key=len, reverse=True)
             kept: list[tuple[int, ...]] = []
             for cand in needed:
                 if not any(k[: len(cand)] == cand for k in kept):
@@ -545,13 +549,13 @@ class HFBackend(Backend):
             base = len(rows)
             rows.extend(list(k) for k in kept)
             mine = []
-            for c in cids:
+            for p, c in pairs:
                 want = tuple(p + c[:-1])
                 r = next(j for j, k in enumerate(kept) if k[: len(want)] == want)
                 # position (from the row's end) whose logits predict c[0]
                 mine.append((base + r, len(kept[r]) - (len(p) - 1), c))
             reads.append(mine)
-            self.usage.add(calls=1, prompt=sum(len(k) for k in kept))
+            self.usage.add(calls=1, prompt=len(p_ids) + sum(len(c) for _, c in pairs))
         need_keep = [0] * len(rows)
         by_row: dict[int, list[tuple[int, int, int, list[int]]]] = {}  # row -> (prompt, cont, off, ids)
         for pi, per in enumerate(reads):

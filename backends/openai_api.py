@@ -1,7 +1,9 @@
 """Any OpenAI-compatible HTTP server (OpenAI, ``vllm serve``, llama.cpp's server) as a backend.
 
-Black access: generated text, through ``chat.completions`` (``chat: true``, the default) or
-``completions``. Grey access only where the server returns logprobs, and the capability is
+Black access: generated text, through ``completions`` or, with ``chat: true``, ``chat.completions``
+(default off, as for every backend). No stop strings are sent to the server: it generates to its
+end token or ``max_new_tokens`` and the view cuts the answer by the one stop rule, as for every
+backend (a server-side stop would end an answer that opens with a newline). Grey access only where the server returns logprobs, and the capability is
 *measured* at load, not assumed:
 
 * ``echo``  — ``completions(prompt + continuation, echo=True, logprobs=...)``: the server's own
@@ -29,7 +31,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
-from boxbench.backends.base import Access, AccessError, Backend, GenerationConfig
+from boxbench.backends.base import Access, AccessError, Backend, CHAT_DEFAULT, GenerationConfig, Usage
 from boxbench.registry import UserError
 
 T = TypeVar("T")
@@ -60,7 +62,7 @@ class OpenAIBackend(Backend):
             if key in options and options[key] < 1:
                 raise UserError(f"{where}.{key}: must be at least 1, got {options[key]}")
 
-    def __init__(self, client: Any, model: str, base_url: str, *, chat: bool = True, concurrency: int = 4,
+    def __init__(self, client: Any, model: str, base_url: str, *, chat: bool = CHAT_DEFAULT, concurrency: int = 4,
                  top_logprobs: int = 20, max_retries: int = 5) -> None:
         super().__init__()
         self.name = model
@@ -72,12 +74,15 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.score_method = "none"
         self.labels_missing = 0  # top_k scoring: labels not among the top-k (scored at the floor)
+        self.billed = Usage()  # what the server was sent and said it used: HTTP requests, its own token counts
+        self._tokenize_url: str | None | bool = False  # False: not probed yet; None: the server has none
+        self._cont_tokens: dict[str, int] = {}
         self._lock = threading.Lock()
         self.settings = {"base_url": base_url, "chat": chat, "concurrency": concurrency, "top_logprobs": top_logprobs,
                          "max_retries": max_retries}
 
     @classmethod
-    def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = True,
+    def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = CHAT_DEFAULT,
              concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0, top_logprobs: int = 100,
              score: str = "auto", **_runner_settings: Any) -> "OpenAIBackend":
         """Connect, check the server answers, and detect how (whether) it can score continuations.
@@ -123,17 +128,61 @@ class OpenAIBackend(Backend):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _count(self, usage: Any, calls: int = 1) -> None:
+    def _bill(self, usage: Any) -> None:
+        """One HTTP request and the server's own token counts (recorded apart, in ``describe``)."""
         with self._lock:
-            self.usage.add(calls=calls, prompt=getattr(usage, "prompt_tokens", 0) or 0,
-                           completion=getattr(usage, "completion_tokens", 0) or 0)
+            self.billed.add(1, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
+
+    def _count(self, calls: int = 0, prompt: int = 0, completion: int = 0) -> None:
+        """``Usage`` by its one definition (a call per prompt, whatever the requests were)."""
+        with self._lock:
+            self.usage.add(calls, prompt, completion)
+
+    # ----- tokens -----
+    def _tokenize(self, text: str) -> list[int] | None:
+        """The server's token ids for ``text`` (llama.cpp ``/extras/tokenize``, vLLM ``/tokenize``);
+        None when the server has no tokenize endpoint (OpenAI's API)."""
+        import json
+        import urllib.request
+
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        candidates = [self._tokenize_url] if self._tokenize_url else [] if self._tokenize_url is None else [
+            f"{root}/extras/tokenize", f"{root}/tokenize"]
+        for url in candidates:
+            body = json.dumps({"input": text, "prompt": text, "model": self.name}).encode()
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    ids = json.loads(r.read()).get("tokens")
+            except (OSError, ValueError):
+                continue
+            if isinstance(ids, list):
+                self._tokenize_url = url
+                return [int(i) for i in ids]
+        self._tokenize_url = None
+        return None
+
+    def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]] | None:
+        from boxbench.backends.tokens import encode_pair
+
+        if self._tokenize(prompt) is None:
+            return None
+        return encode_pair(lambda t: self._tokenize(t) or [], prompt, continuation)
+
+    def _continuation_tokens(self, prompt: str, continuation: str) -> int:
+        """How many tokens a continuation adds to its prompt (for ``Usage``; cached per continuation
+        text: label words tokenise the same after any prompt that does not end in whitespace)."""
+        if continuation not in self._cont_tokens:
+            pair = self.encode_pair(prompt, continuation)
+            self._cont_tokens[continuation] = len(pair[1]) if pair else max(1, len(continuation.split()))
+        return self._cont_tokens[continuation]
 
     # ----- capability detection -----
     def _detect_score_method(self, wanted: str) -> str:
         if wanted == "none":
             return "none"
         probe = "The capital of France is"
-        top = self._top_k([probe], 5, count=False)[0] if wanted in ("auto", "top_k", "echo") else {}
+        top = self._top_k([probe], 5)[0][0] if wanted in ("auto", "top_k", "echo") else {}
         if not top:
             if wanted != "auto":
                 raise UserError(f"model {self.name!r}: score: {wanted}, but the server at {self.base_url} returns no logprobs")
@@ -141,47 +190,46 @@ class OpenAIBackend(Backend):
         if wanted == "top_k":
             return "top_k"
         token, lp = max(top.items(), key=lambda kv: kv[1])
-        echoed = self._echo([probe + token], count=False)[0]
-        ok = echoed is not None and echoed[-1][0] == token and abs(echoed[-1][1] - lp) < 0.05
+        echoed = self._echo([probe + token])[0]
+        ok = bool(echoed) and echoed[-1][0] == token and echoed[-1][1] is not None and abs(echoed[-1][1] - lp) < 0.05
         if ok:
             return "echo"
         if wanted == "echo":
-            got = "none" if echoed is None else f"{echoed[-1][1]:.3f} for {echoed[-1][0]!r}"
+            got = "none" if not echoed or echoed[-1][1] is None else f"{echoed[-1][1]:.3f} for {echoed[-1][0]!r}"
             raise UserError(f"model {self.name!r}: score: echo, but the server's echoed log-probs disagree with its "
                             f"next-token log-probs ({lp:.3f} for {token!r} vs {got}); use score: top_k")
         return "top_k"
 
     # ----- requests -----
-    def _top_k(self, prompts: Sequence[str], k: int, count: bool = True) -> list[dict[str, float]]:
-        def one(prompt: str) -> dict[str, float]:
+    def _top_k(self, prompts: Sequence[str], k: int) -> list[tuple[dict[str, float], int]]:
+        """Per prompt: the next-token top-k and the prompt's token count (the server's usage)."""
+        def one(prompt: str) -> tuple[dict[str, float], int]:
             r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, max_tokens=1,
                                                                   temperature=0, logprobs=k))
-            if count:
-                self._count(r.usage)
+            self._bill(r.usage)
             lp = r.choices[0].logprobs
-            return dict(lp.top_logprobs[0]) if lp and lp.top_logprobs else {}
+            return (dict(lp.top_logprobs[0]) if lp and lp.top_logprobs else {}), getattr(r.usage, "prompt_tokens", 0) or 0
 
         return self._map(one, prompts)
 
-    def _echo(self, texts: Sequence[str], count: bool = True) -> list[list[tuple[str, float, int]] | None]:
+    def _echo(self, texts: Sequence[str]) -> list[list[tuple[str, float | None, int]] | None]:
         """Per text: (token, logprob, char offset) for every token the server echoes (None: no echo)."""
-        def one(text: str) -> list[tuple[str, float, int]] | None:
+        def one(text: str) -> list[tuple[str, float | None, int]] | None:
             r = self._call(lambda: self.client.completions.create(model=self.name, prompt=text, max_tokens=1,
                                                                   temperature=0, logprobs=1, echo=True))
-            if count:
-                self._count(r.usage)
+            self._bill(r.usage)
             lp = r.choices[0].logprobs
             if not lp or not lp.token_logprobs or not lp.text_offset:
                 return None
-            rows = [(t, v if v is not None else 0.0, o) for t, v, o in zip(lp.tokens, lp.token_logprobs, lp.text_offset)]
+            rows = list(zip(lp.tokens, lp.token_logprobs, lp.text_offset))
             return [row for row in rows if row[2] < len(text)]  # drop the generated token
 
         return self._map(one, texts)
 
     # ----- black -----
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        sampling = {"max_tokens": config.max_new_tokens, "temperature": config.temperature, "top_p": config.top_p,
-                    "stop": config.stop or None}
+        """Raw text to the server's end token or ``max_new_tokens`` (no server-side stop: see the module doc)."""
+        sampling = {"max_tokens": config.max_new_tokens, "temperature": config.temperature, "top_p": config.top_p}
 
         def one(item: tuple[int, str]) -> str:
             i, prompt = item
@@ -194,7 +242,8 @@ class OpenAIBackend(Backend):
             else:
                 r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, **kw))
                 text = r.choices[0].text or ""
-            self._count(r.usage)
+            self._bill(r.usage)
+            self._count(1, getattr(r.usage, "prompt_tokens", 0) or 0, getattr(r.usage, "completion_tokens", 0) or 0)
             return text
 
         return self._map(one, list(enumerate(prompts)))
@@ -206,18 +255,48 @@ class OpenAIBackend(Backend):
 
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
         self._grey()
-        return [dict(sorted(d.items(), key=lambda kv: -kv[1])[:k]) for d in self._top_k(prompts, max(k, 1))]
+        out = []
+        for top, n_prompt in self._top_k(prompts, max(k, 1)):
+            self._count(1, n_prompt)
+            out.append(dict(sorted(top.items(), key=lambda kv: -kv[1])[:k]))
+        return out
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """Each continuation after its prompt (``tokens.split_pair`` first: a prompt's trailing
+        whitespace belongs to the continuation, as in every backend). Echo: one request per label,
+        the continuation = the echoed tokens that end after the prompt; a request without echoed
+        log-probs is an error, never a score. Top-k: one request per prompt."""
+        from boxbench.backends.tokens import split_pair
+
         self._grey()
         if self.score_method == "echo":
-            pairs = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
+            pairs = [split_pair(p, c) for p, cs in zip(prompts, continuations) for c in cs]
             echoed = self._echo([p + c for p, c in pairs])
-            # the continuation's tokens: every echoed token that ends after the prompt does
-            flat = iter([sum(lp for tok, lp, off in rows or [] if off + len(tok) > len(p)) for (p, _), rows in zip(pairs, echoed)])
-            return [[next(flat) for _ in cs] for cs in continuations]
-        tops = self._top_k(prompts, self.top_logprobs)
-        return [self._from_top_k(top, conts) for top, conts in zip(tops, continuations)]
+            flat = iter(self._continuation_score(p, c, rows) for (p, c), rows in zip(pairs, echoed))
+            out = []
+            for p, cs in zip(prompts, continuations):
+                row = [next(flat) for _ in cs]
+                self._count(1, row[0][1] + sum(n for _, _, n in row) if row else 0)
+                out.append([v for v, _, _ in row])
+            return out
+        stripped = [[split_pair(p, c) for c in cs] for p, cs in zip(prompts, continuations)]
+        tops = self._top_k([split_pair(p, "")[0] for p in prompts], self.top_logprobs)
+        out = []
+        for (top, n_prompt), p, pairs in zip(tops, prompts, stripped):
+            self._count(1, n_prompt + sum(self._continuation_tokens(p, c) for _, c in pairs))
+            out.append(self._from_top_k(top, [c for _, c in pairs]))
+        return out
+
+    def _continuation_score(self, prompt: str, cont: str, rows: list[tuple[str, float | None, int]] | None) -> tuple[float, int, int]:
+        """(sum of the continuation's echoed log-probs, prompt tokens, continuation tokens)."""
+        if rows is None:
+            raise BackendError(f"server {self.base_url} returned no echoed log-probs for a scoring request "
+                               f"({cont!r} after a prompt of {len(prompt)} characters); it cannot score at grey access")
+        mine = [(tok, lp) for tok, lp, off in rows if off + len(tok) > len(prompt)]
+        if not mine or any(lp is None for _, lp in mine):
+            raise BackendError(f"server {self.base_url} echoed no log-prob for the continuation {cont!r}; "
+                               f"it cannot score at grey access")
+        return float(sum(lp for _, lp in mine)), len(rows) - len(mine), len(mine)
 
     def _from_top_k(self, top: dict[str, float], conts: list[str]) -> list[float]:
         """Each continuation's score from one next-token top-k: the log-prob of the longest listed
@@ -234,4 +313,6 @@ class OpenAIBackend(Backend):
         return scores
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing}
+        return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing,
+                "billed": {"requests": self.billed.model_calls, "prompt_tokens": self.billed.prompt_tokens,
+                           "completion_tokens": self.billed.completion_tokens}}

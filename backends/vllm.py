@@ -1,6 +1,7 @@
 """In-process vLLM (GPU): black and grey views. Imported lazily; vLLM is an optional extra.
 
-* ``generate`` — ``LLM.generate`` (or ``LLM.chat`` with ``chat: true``) with ``SamplingParams``.
+* ``generate`` — ``LLM.generate`` (or ``LLM.chat`` with ``chat: true``) with ``SamplingParams``;
+  no engine-side stop strings (the view applies them, as for every backend).
 * ``next_token_logprobs`` — ``SamplingParams(max_tokens=1, logprobs=k)``; k is capped by the
   engine's ``max_logprobs`` (an option here, vLLM's default is 20).
 * ``score`` — exact: ``prompt_logprobs=0`` returns the log-prob of every prompt token, so
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GenerationConfig
+from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
 from boxbench.registry import UserError
 
 INSTALL = "pip install 'boxbench[vllm]' on a machine with a CUDA GPU"
@@ -38,7 +39,7 @@ class VLLMBackend(Backend):
     OPTIONS = {"chat": bool, "gpu_memory_utilization": float, "max_model_len": int, "max_logprobs": int,
                "tensor_parallel_size": int}
 
-    def __init__(self, llm: Any, name: str, *, chat: bool = False, max_logprobs: int = 20, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, llm: Any, name: str, *, chat: bool = CHAT_DEFAULT, max_logprobs: int = 20, settings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.llm = llm
         self.name = name
@@ -47,7 +48,7 @@ class VLLMBackend(Backend):
         self.settings = {"chat": chat, "max_logprobs": max_logprobs, **(settings or {})}
 
     @classmethod
-    def load(cls, model: str, *, dtype: str = "auto", chat: bool = False, gpu_memory_utilization: float = 0.85,
+    def load(cls, model: str, *, dtype: str = "auto", chat: bool = CHAT_DEFAULT, gpu_memory_utilization: float = 0.85,
              max_model_len: int | None = None, max_logprobs: int = 20, tensor_parallel_size: int = 1,
              **_runner_settings: Any) -> "VLLMBackend":
         """``model``: ``hf:ORG/NAME`` or a local folder (vLLM loads it itself)."""
@@ -70,15 +71,23 @@ class VLLMBackend(Backend):
 
         return vocabulary_fingerprint(self.llm.get_tokenizer())
 
+    def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+        from boxbench.backends.tokens import encode_pair
+
+        tok = self.llm.get_tokenizer()
+        return encode_pair(lambda t: tok(t).input_ids, prompt, continuation)
+
     def _count(self, outputs: list[Any]) -> None:
+        """A call per prompt (``Usage``): generate and next-token requests are one output each."""
         for out in outputs:
             self.usage.add(calls=1, prompt=len(out.prompt_token_ids or []), completion=sum(len(o.token_ids) for o in out.outputs))
 
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
         from vllm import SamplingParams
 
+        # no engine-side stop strings: the view applies them to every backend's raw text alike
         sp = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                            stop=config.stop or None, seed=config.seed)
+                            seed=config.seed)
         if self.chat:
             outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
         else:
@@ -102,17 +111,19 @@ class VLLMBackend(Backend):
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         from vllm import SamplingParams
 
-        tok = self.llm.get_tokenizer()
         requests, spans = [], []
         for p, conts in zip(prompts, continuations):
-            p_ids = tok(p).input_ids
             for c in conts:
-                ids = tok(p + c).input_ids
-                start = next((i for i, (a, b) in enumerate(zip(p_ids, ids)) if a != b), len(p_ids))
+                ctx, cont = self.encode_pair(p, c)
+                ids = ctx + cont
                 requests.append({"prompt_token_ids": ids})
-                spans.append((start, ids))
+                spans.append((len(ctx), ids))
         outs = self.llm.generate(requests, SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
-        self._count(outs)
+        # one call per prompt (not per label): its prompt tokens once, plus each continuation's
+        it = iter(spans)
+        for conts in continuations:
+            mine = [next(it) for _ in conts]
+            self.usage.add(calls=1, prompt=(mine[0][0] if mine else 0) + sum(len(ids) - start for start, ids in mine))
         flat = iter([sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(max(start, 1), len(ids)))
                      for o, (start, ids) in zip(outs, spans)])
         return [[next(flat) for _ in conts] for conts in continuations]

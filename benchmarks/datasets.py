@@ -83,6 +83,7 @@ class Splits:
     test: list[Example]
     source: str
     sizes: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # data file -> sha256 (local source)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,35 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _rows(ds: Any, text: Callable[[dict[str, Any]], str], label: Callable[[dict[str, Any]], int]) -> list[Example]:
-    return [Example(text(r), label(r)) for r in ds]
+def _rows(ds: Any, text: Callable[[dict[str, Any]], str], label: Callable[[dict[str, Any]], int],
+          where: str = "") -> list[Example]:
+    """Examples from rows; a row that does not convert is a UserError naming the file and the row."""
+    out = []
+    for i, r in enumerate(ds):
+        try:
+            out.append(Example(text(r), int(label(r))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"data file {where or 'rows'}: row {i + 2} (header = line 1) is malformed ({type(e).__name__}: {e}); "
+                            f"fix the file or set BOXBENCH_DATA to an intact copy") from None
+    return out
+
+
+def _read_table(path: Path, **kw: Any) -> Any:
+    """One local CSV/TSV file through ``datasets``; a clear one-line error naming the file when it
+    is missing or does not parse (the library's own message names neither)."""
+    import datasets
+
+    if not path.is_file():
+        raise UserError(f"data file {path} is missing; set BOXBENCH_DATA to a folder that holds it")
+    try:
+        return datasets.load_dataset("csv", data_files={"rows": str(path)}, **kw)["rows"]
+    except Exception as e:  # DatasetGenerationError wraps the parser's error: report the innermost cause
+        cause: BaseException = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        msg = " ".join(str(cause).split())[:200]
+        raise UserError(f"data file {path} does not parse ({type(cause).__name__}: {msg}); "
+                        f"fix the file or set BOXBENCH_DATA to an intact copy") from None
 
 
 # ---------------------------------------------------------------- SST-2
@@ -145,16 +173,17 @@ def _sst2_hub() -> tuple[list[Example], list[Example]]:
 
     d = datasets.load_dataset("glue", "sst2")
     f = lambda r: r["sentence"].strip()  # noqa: E731
-    return _rows(d["train"], f, lambda r: int(r["label"])), _rows(d["validation"], f, lambda r: int(r["label"]))
+    return _rows(d["train"], f, lambda r: r["label"]), _rows(d["validation"], f, lambda r: r["label"])
 
 
 def _sst2_local(root: Path) -> tuple[list[Example], list[Example]]:
-    import datasets
-
-    files = {"train": str(root / "sst2" / "train.tsv"), "test": str(root / "sst2" / "validation.tsv")}
-    d = datasets.load_dataset("csv", data_files=files, delimiter="\t", quoting=3)  # quoting=3: QUOTE_NONE, as GLUE
     f = lambda r: str(r["sentence"]).strip()  # noqa: E731
-    return _rows(d["train"], f, lambda r: int(r["label"])), _rows(d["test"], f, lambda r: int(r["label"]))
+    out = []
+    for name in ("train.tsv", "validation.tsv"):
+        path = root / "sst2" / name
+        rows = _read_table(path, delimiter="\t", quoting=3)  # quoting=3: QUOTE_NONE, as GLUE
+        out.append(_rows(rows, f, lambda r: r["label"], str(path)))
+    return out[0], out[1]
 
 
 # ---------------------------------------------------------------- AG News
@@ -176,21 +205,29 @@ def clean_agnews(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(text)).strip()
 
 
+def agnews_text(title: str, description: str) -> str:
+    """The one canonical AG News text, whatever the source: the hub's ``text`` field is the title and
+    the description joined by one space, so the local files (title, description) are joined the
+    same way; both then go through ``clean_agnews``."""
+    title, description = str(title or "").strip(), str(description or "").strip()
+    return clean_agnews(f"{title} {description}" if title else description)
+
+
 def _agnews_hub() -> tuple[list[Example], list[Example]]:
     import datasets
 
     d = datasets.load_dataset("fancyzhx/ag_news")
-    f = lambda r: clean_agnews(r["text"])  # noqa: E731
-    return _rows(d["train"], f, lambda r: int(r["label"])), _rows(d["test"], f, lambda r: int(r["label"]))
+    f = lambda r: agnews_text("", r["text"])  # noqa: E731  (already "title description")
+    return _rows(d["train"], f, lambda r: r["label"]), _rows(d["test"], f, lambda r: r["label"])
 
 
 def _agnews_local(root: Path) -> tuple[list[Example], list[Example]]:
-    import datasets
-
-    files = {"train": str(root / "agnews" / "train.csv"), "test": str(root / "agnews" / "test.csv")}
-    d = datasets.load_dataset("csv", data_files=files, keep_default_na=False)
-    f = lambda r: clean_agnews(f"{r['title']}. {r['description']}" if str(r["title"]).strip() else str(r["description"]))  # noqa: E731
-    return _rows(d["train"], f, lambda r: int(r["label"])), _rows(d["test"], f, lambda r: int(r["label"]))
+    f = lambda r: agnews_text(r["title"], r["description"])  # noqa: E731
+    out = []
+    for name in ("train.csv", "test.csv"):
+        path = root / "agnews" / name
+        out.append(_rows(_read_table(path, keep_default_na=False), f, lambda r: r["label"], str(path)))
+    return out[0], out[1]
 
 
 register_dataset("sst2")(DatasetDef("sst2", SST2, _sst2_hub, _sst2_local, ("sst2/train.tsv", "sst2/validation.tsv")))
@@ -212,6 +249,40 @@ def check_dataset(name: str, where: str = "datasets") -> DatasetDef:
         if not (root / f).is_file():
             raise UserError(f"{where}: {name}: missing data file {root / f}; set BOXBENCH_DATA to a folder that holds {f}")
     return d
+
+
+@lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime: float) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_files(name: str) -> dict[str, str]:
+    """The data a dataset loads from: ``{relative file: sha256}`` for local files, ``{"hub": NAME}``
+    where the hub is used. Recorded with every cell and part of its key (``data_identity``)."""
+    d = check_dataset(name)
+    if hub_reachable():
+        return {"hub": d.task.hub}
+    root = local_data_dir()
+    assert root is not None
+    out = {}
+    for f in d.local_files:
+        st = (root / f).stat()
+        out[f] = _file_sha256(str(root / f), st.st_size, st.st_mtime)
+    return out
+
+
+def data_identity(name: str) -> str:
+    """A short fingerprint of ``data_files``: cells on different data never share a key."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(data_files(name), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=8)
@@ -251,4 +322,4 @@ def load_splits(name: str, train: int | None = None, dev: int | None = None, tes
         random.Random(data_seed + 1).shuffle(test_rows)
         test_rows = test_rows[:test]
     sizes = {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows), "train_total": len(tr), "test_total": len(te)}
-    return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes)
+    return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes, data_files(name))

@@ -59,18 +59,26 @@ def argmax_labels(scores: Sequence[Sequence[float]]) -> list[int]:
     return [max(range(len(s)), key=s.__getitem__) for s in scores]
 
 
-def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens: int = 8) -> tuple[list[int | None], list[str]]:
-    """Predicted label per prompt by the view's protocol (plus the raw answers at black access).
+def predict_with_evidence(view: BlackView, task: Task, prompts: Sequence[str],
+                          max_new_tokens: int = 8) -> tuple[list[int | None], list[str], list[list[float]]]:
+    """Predicted label per prompt by the view's protocol, with its evidence: the raw answers
+    (black) or every label's score (grey/white).
 
     This is the one place a prediction is made: the final evaluation and every method that scores
-    candidates on its dev set (APE, USP, ...) call it, so all are measured the same way.
+    candidates on its dev set (APE, USP, ...) come here, so all are measured the same way.
     """
     if view.access >= Access.grey:
         scores = view.score(list(prompts), [list(task.label_words)] * len(prompts))  # type: ignore[attr-defined]
-        return argmax_labels(scores), []
+        return list(argmax_labels(scores)), [], scores
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
     answers = view.generate([with_hint(task, p) for p in prompts], config)
-    return [parse_label(a, task) for a in answers], answers
+    return [parse_label(a, task) for a in answers], answers, []
+
+
+def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens: int = 8) -> tuple[list[int | None], list[str]]:
+    """Predicted label per prompt (plus the raw answers at black access); see ``predict_with_evidence``."""
+    preds, answers, _ = predict_with_evidence(view, task, prompts, max_new_tokens)
+    return preds, answers
 
 
 def accuracy(gold: Sequence[int], pred: Sequence[int | None]) -> float:
@@ -82,16 +90,19 @@ def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example]
     """Accuracy, macro-F1, n, invalid_rate and protocol of ``artifact`` on ``test`` through ``view``.
 
     The protocol follows the view's access: logprob scoring at grey/white, generation at black.
-    Also returns ``predictions`` (label index or None per example) for the runner to store.
+    Also returns ``predictions`` (label index or None per example), ``answers`` (black) and
+    ``scores`` (each label's score, grey/white) for the runner to store.
     """
     prompts = artifact.prompts(task, [e.text for e in test])
     preds: list[int | None] = []
     answers: list[str] = []
+    scores: list[list[float]] = []
     for start in range(0, len(prompts), CHUNK):
         chunk = prompts[start : start + CHUNK]
-        p, a = predict(view, task, chunk, max_new_tokens)
+        p, a, sc = predict_with_evidence(view, task, chunk, max_new_tokens)
         preds += p
         answers += a
+        scores += sc
         if progress:
             progress(len(chunk))
     gold = [e.label for e in test]
@@ -104,4 +115,5 @@ def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example]
         "protocol": "logprob" if view.access >= Access.grey else "generate",
         "predictions": preds,
         "answers": answers,
+        "scores": scores,
     }

@@ -134,3 +134,20 @@ def device_info(device: str) -> dict[str, Any]:
     if cuda is not None:
         info["gpu"] = cuda.get_device_name(0)
     return info
+
+
+def code_version() -> dict[str, Any]:
+    """Which boxbench produced the record: its git commit and whether the tree had uncommitted
+    changes (from the checkout the package runs from), else the installed version only."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out: dict[str, Any] = {"version": versions().get("boxbench"), "commit": None, "dirty": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = git("rev-parse", "HEAD")
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            out["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    return out

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -82,11 +84,21 @@ def _error_record(cell: Cell, reason: str, started: str) -> dict[str, Any]:
             "finished_at": _now()}
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder; a UserError naming ``--out`` when it is a file or cannot be made."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir}: is a file, not a folder; give a folder for the run (created if missing)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {run_dir}: cannot create the folder ({e.strerror or e}); pick a writable path") from None
+
+
 def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False) -> dict[str, int]:
     """Run every cell not already ok in ``run_dir``; returns counts of ok / error / skipped."""
     from tqdm import tqdm
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(run_dir)
     counts = {"ok": 0, "error": 0, "skipped": 0}
     with run_lock(run_dir):
         store = ResultStore(run_dir)
@@ -126,7 +138,17 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
                             stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
     record: dict[str, Any] | None = None
     bar = None
-    t0 = time.monotonic()
+    phase = "start"
+    fired = threading.Event()
+
+    def on_timeout() -> None:
+        fired.set()
+        proc.kill()
+
+    timer = threading.Timer(float(timeout), on_timeout) if timeout else None  # fires whatever the child is doing
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -134,6 +156,8 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
                 msg = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if msg.get("event") in ("phase", "progress"):
+                phase = msg["phase"]
             if msg.get("event") == "progress" and not quiet:
                 if bar is None or bar.desc != msg["phase"]:
                     if bar is not None:
@@ -142,11 +166,10 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
                 bar.update(msg["n"])
             elif msg.get("event") == "result":
                 record = msg["record"]
-            if timeout and time.monotonic() - t0 > timeout:
-                proc.kill()
-                break
         proc.wait()
     finally:
+        if timer is not None:
+            timer.cancel()
         if bar is not None:
             bar.close()
         if proc.poll() is None:
@@ -155,8 +178,9 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
         log.close()
     if record is not None:
         return record
-    if timeout and time.monotonic() - t0 > timeout:
-        return _error_record(cell, f"timed out after {timeout} s (settings.cell_timeout_s)", started)
+    if fired.is_set():
+        return {**_error_record(cell, f"timed out after {timeout} s while in phase {phase!r} (settings.cell_timeout_s)", started),
+                "timed_out_phase": phase}
     code = proc.returncode
     why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
     hint = " (out of memory?)" if code in (-9, 137) else ""
@@ -198,23 +222,42 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def component_accuracy(backend: Any, gold: list[int], protocol: str) -> dict[str, float] | None:
+def component_accuracy(view: Any, gold: list[int], protocol: str) -> dict[str, float] | None:
     """Accuracy of each model a combining backend reads (its ``component_scores``), on the very
     examples the cell was scored on; None for a single model or when the rows do not line up."""
     from boxbench.benchmarks.evaluate import accuracy, argmax_labels
 
-    parts = backend.component_scores() if protocol == "logprob" else {}
+    parts = view.component_scores() if protocol == "logprob" else {}
     if not parts or any(len(rows) != len(gold) for rows in parts.values()):
         return None
     return {name: accuracy(gold, argmax_labels(rows)) for name, rows in parts.items()}
 
 
+def write_predictions(path: Path, test: list[Any], res: dict[str, Any], prompts: list[str]) -> None:
+    """One line per test example: text, gold, prediction, each label's score (logprob protocol) or
+    the raw answer (generate protocol), and the prompt's sha256, so that any two cells can be
+    compared example by example."""
+    with open(path, "w") as f:
+        for i, (ex, p) in enumerate(zip(test, res["predictions"])):
+            row: dict[str, Any] = {"text": ex.text, "label": ex.label, "pred": p,
+                                   "prompt_sha256": hashlib.sha256(prompts[i].encode()).hexdigest()[:16]}
+            if res["scores"]:
+                row["scores"] = [round(v, 6) for v in res["scores"][i]]
+            if res["answers"]:
+                row["answer"] = res["answers"][i]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
-    """Load, tune, evaluate one cell in this process and return its record."""
+    """Load, tune, evaluate one cell in this process and return its record.
+
+    Only this function holds the raw backend: the method gets the view of its access, the artifact
+    gets the view of the cell's access (``Artifact.attach``) and returns the view to evaluate through.
+    """
     from boxbench.backends import load_backend
     from boxbench.benchmarks.datasets import load_splits
     from boxbench.benchmarks.evaluate import evaluate
-    from boxbench.benchmarks.metering import Meter, device_info, peak_accelerator_bytes, versions
+    from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes, versions
     from boxbench.methods.base import Artifact, build_params
     from boxbench.methods.registry import get_method
 
@@ -230,15 +273,17 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
                              cell.limits.get("test"), cell.settings.get("data_seed", 0))
         task = splits.task.with_overrides(**cell.dataset)
-        record.update(data_source=splits.source, sizes=splits.sizes)
+        record.update(data_source=splits.source, data_files=splits.files, sizes=splits.sizes)
+        _emit({"event": "phase", "phase": "load"})
         with meter.phase("load"):
             backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
                                    batch_size=cell.settings["batch_size"])
-        eval_view = backend.view(cell.access)  # access errors before any work
+        cell_view = backend.view(cell.access)  # access errors before any work
         tune_view = backend.view(method_cls.access) if cell.source is None else None  # a transfer cell does not tune
         record["backend"] = backend.describe()
         record["device"] = device_info(backend.settings.get("device", "cpu"))
 
+        _emit({"event": "phase", "phase": "tune"})
         if cell.source is None:
             with meter.phase("tune"):
                 artifact = method_cls().tune(tune_view, task, splits.train, splits.dev, params, cell.seed)
@@ -250,20 +295,17 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
 
         total = len(splits.test)
         _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
-        eval_backend = artifact.attach(backend)  # an adapter, a soft prompt, a proxy ... (the same object or a wrapper)
-        eval_view = eval_backend.view(cell.access)
+        eval_view = artifact.attach(cell_view)  # an adapter, a soft prompt, a proxy ... (the same view or a wrapper's)
+        if eval_view.access != cell.access:
+            raise UserError(f"artifact {artifact.kind}: evaluates at {eval_view.access.name} access, the cell at {cell.access.name}")
+        prompts = artifact.prompts(task, [e.text for e in splits.test])
         with meter.phase("eval"):
             res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
-        usage = eval_backend.usage.snapshot()
-        record["backend"] = eval_backend.describe()  # again: some backends count things during the run
-        record["component_accuracy"] = component_accuracy(eval_backend, [e.label for e in splits.test], res["protocol"])
-        with open(cell_dir / "predictions.jsonl", "w") as f:
-            for i, (ex, p) in enumerate(zip(splits.test, res["predictions"])):
-                row = {"text": ex.text, "label": ex.label, "pred": p}
-                if res["answers"]:
-                    row["answer"] = res["answers"][i]
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        usage = eval_view.usage.snapshot()
+        record["backend"] = eval_view.describe()  # again: some backends count things during the run
+        record["component_accuracy"] = component_accuracy(eval_view, [e.label for e in splits.test], res["protocol"])
+        write_predictions(cell_dir / "predictions.jsonl", splits.test, res, prompts)
         record.update(
             {k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},
             tune_wall_s=meter.walls["tune"], eval_wall_s=meter.walls["eval"], load_wall_s=meter.walls["load"],
@@ -284,7 +326,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         meter.stop()
     record.update(peak_host_rss_bytes=meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
                   peak_accelerator_nvml_bytes=meter.peak_accelerator_nvml_bytes,
-                  versions=versions(), finished_at=_now())
+                  versions=versions(), code=code_version(), finished_at=_now())
     return record
 
 

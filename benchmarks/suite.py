@@ -41,7 +41,7 @@ import yaml
 
 from boxbench.backends import ModelSpec, parse_model_spec
 from boxbench.backends.base import Access
-from boxbench.benchmarks.datasets import Task, check_dataset
+from boxbench.benchmarks.datasets import Task, check_dataset, data_identity
 from boxbench.methods.base import build_params
 from boxbench.methods.registry import get_method
 from boxbench.registry import UserError
@@ -67,11 +67,12 @@ class Cell:
     limits: dict[str, int | None]
     settings: dict[str, Any]
     source: "Cell | None" = None  # a transfer cell: the cell whose artifact it evaluates on ``model``
+    data: str = ""  # fingerprint of the data files (``datasets.data_identity``): part of the key
 
     def to_json(self) -> dict[str, Any]:
         d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
              "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
-             "limits": self.limits, "settings": self.settings}
+             "limits": self.limits, "settings": self.settings, "data": self.data}
         if self.source is not None:
             d["source"] = self.source.to_json()
         return d
@@ -79,7 +80,8 @@ class Cell:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
-                   d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None)
+                   d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None,
+                   d.get("data", ""))
 
     @property
     def key(self) -> str:
@@ -189,6 +191,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         _unknown(d, DATASET_KEYS, f"suite.datasets[{i}]")
         check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(**d)
         datasets.append(dict(d))
+    data_ids = {d["name"]: data_identity(d["name"]) for d in datasets}
     seeds = _seeds(raw.get("seeds", [0]), "suite.seeds")
     base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
     limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
@@ -253,7 +256,8 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         for spec in method_models:
             for ds in datasets:
                 for seed in method_seeds:
-                    src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings)
+                    src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings,
+                               data=data_ids[ds["name"]])
                     cells.append(src)
                     for tgt in method_targets:  # after their source: the artifact must exist
                         cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), access, Access.grey), source=src))

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from boxbench.backends.base import Access, Backend, BlackView
+from boxbench.backends.base import Access, BlackView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.registry import UserError
 
@@ -36,10 +36,11 @@ class Artifact:
         """The prompt for each test input (default: the task template alone)."""
         return [render_prompt(task, t) for t in texts]
 
-    def attach(self, backend: Backend) -> Backend:
-        """The backend to evaluate with. Called by the runner (not by methods) before it hands out
-        the evaluation view, so that an adapter artifact can attach itself to the model."""
-        return backend
+    def attach(self, view: BlackView) -> BlackView:
+        """The view to evaluate through, given the view of the cell's access. The runner calls it
+        (methods do not); an artifact gets no more than that view gives: an adapter needs a white
+        view (``view.backend``), a proxy wraps a grey one. Default: the view unchanged."""
+        return view
 
     def to_json(self) -> dict[str, Any]:
         return {}
@@ -57,7 +58,11 @@ class Artifact:
     @staticmethod
     def load(folder: Path) -> "Artifact":
         data = json.loads((Path(folder) / "artifact.json").read_text())
-        cls = ARTIFACT_KINDS.get(data.pop("kind"), Artifact)
+        kind = data.pop("kind", None)
+        cls = ARTIFACT_KINDS.get(kind)  # type: ignore[arg-type]
+        if cls is None:
+            raise UserError(f"artifact {folder}: unknown kind {kind!r}; known kinds: {', '.join(sorted(ARTIFACT_KINDS))} "
+                            f"(load the plugin that defines it with --plugin)")
         stats = data.pop("stats", {})
         art = cls.from_json(data, Path(folder))
         art.stats = stats

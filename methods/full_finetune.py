@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, train
@@ -26,9 +26,10 @@ class FullFinetuneParams(TrainParams):
 
 
 def estimate_extra_bytes(model: Any, params: TrainParams) -> int:
-    """Gradients + AdamW (two fp32 moments) + a rough activation term, on top of the loaded weights."""
+    """fp32 master weights (where the model was loaded in 16 bits) + fp32 gradients + AdamW (two fp32
+    moments) + a rough activation term, on top of the loaded weights."""
     n = sum(p.numel() for p in model.parameters())
-    grads = n * next(model.parameters()).element_size()
+    grads = n * 4 + n * max(0, 4 - next(model.parameters()).element_size())
     adam = n * 8
     cfg = model.config
     hidden = getattr(cfg, "hidden_size", 1024)
@@ -73,15 +74,18 @@ class FullWeightsArtifact(ModelArtifact):
     def from_json(cls, data: dict[str, Any], folder: Path) -> "FullWeightsArtifact":
         return cls(None, folder if data.get("weights") else None, cls.prompt_from(data))
 
-    def attach(self, backend: Backend) -> Backend:
+    def attach(self, view: BlackView) -> BlackView:
+        if view.access < Access.white:
+            raise UserError(f"fine-tuned weights need white access to {view.model_name}; this cell has {view.access.name}")
+        backend = view.backend  # type: ignore[attr-defined]
         if self.model is not None and backend.module is self.model:
-            return backend
+            return view
         if self.folder is None:
             raise UserError("these fully fine-tuned weights were not saved (save_weights: false); nothing to attach")
         from safetensors.torch import load_model
 
         load_model(backend.module, str(self.folder / "model.safetensors"), device=str(backend.module.device))
-        return backend
+        return view
 
 
 class FullFinetune(Method):
@@ -97,10 +101,15 @@ class FullFinetune(Method):
         if need > 0.9 * have:
             raise UserError(f"full_finetune: needs about {need / GIB:.1f} GiB more {device.type} memory for gradients, "
                             f"optimizer states and activations, but only {have / GIB:.1f} GiB is free; use lora or a smaller model/batch")
+        loaded = next(module.parameters()).dtype
+        # fp32 master weights: AdamW updates at lr 2e-5 round away in bf16/fp16 weights (a bf16
+        # weight near 1.0 moves in steps of 2^-8); on GPU the forward still runs in bf16 autocast.
+        module.float()
         for p in module.parameters():
             p.requires_grad_(True)
         stats = train(module, model.tokenizer, task, train_set, params, seed, instruction=task.instruction)
-        stats["estimated_extra_bytes"] = need
+        stats.update(estimated_extra_bytes=need, master_weights="float32",
+                     loaded_dtype=str(loaded).removeprefix("torch."))
         art = FullWeightsArtifact(module, prompt=PromptArtifact(task.instruction), save_weights=params.save_weights)
         art.stats = stats
         return art

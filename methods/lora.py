@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, freeze, train
@@ -68,11 +68,12 @@ class AdapterArtifact(ModelArtifact):
     def from_json(cls, data: dict[str, Any], folder: Path) -> "AdapterArtifact":
         return cls(None, folder / data.get("adapter", "adapter"), cls.prompt_from(data))
 
-    def attach(self, backend: Backend) -> Backend:
+    def attach(self, view: BlackView) -> BlackView:
         from peft import PeftModel
 
-        if backend.max_access < Access.white:
-            raise UserError(f"a peft adapter needs a model with white access; {backend.name} gives {backend.max_access.name}")
+        if view.access < Access.white:
+            raise UserError(f"a peft adapter needs white access to {view.model_name}; this cell has {view.access.name}")
+        backend = view.backend  # type: ignore[attr-defined]
         module = backend.module
         if self.model is not None and (module is self.model or module is self.model.get_base_model()):
             backend.module = self.model  # the model it was trained on, in this process
@@ -84,7 +85,7 @@ class AdapterArtifact(ModelArtifact):
             self.model = PeftModel.from_pretrained(module, str(self.folder))
             backend.module = self.model
         backend.module.eval()
-        return backend
+        return view
 
 
 class LoRA(Method):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boxbench.backends.base import Access, WhiteView
+from boxbench.backends.tokens import encode_pair
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, PromptArtifact, render_prompt
 from boxbench.registry import UserError
@@ -203,8 +204,8 @@ class Pez(Method):
         bos_emb = emb[torch.tensor(bos, dtype=torch.long, device=emb.device)].detach() if bos else None
         rows = []
         for ex in train:
-            x = tok("\n\n" + task.template.format(text=ex.text), add_special_tokens=False).input_ids
-            y = tok(task.label_words[ex.label], add_special_tokens=False).input_ids
+            x, y = encode_pair(lambda t: tok(t, add_special_tokens=False).input_ids,
+                               "\n\n" + task.template.format(text=ex.text), task.label_words[ex.label])
             rows.append((x + y, len(y)))
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         history: list[dict[str, Any]] = []

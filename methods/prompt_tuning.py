@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, forward_tail, freeze, train
@@ -58,14 +58,17 @@ class SoftPromptArtifact(ModelArtifact):
         return cls(load_file(str(folder / "prefix_embeds.safetensors"))["prefix_embeds"], None,
                    cls.prompt_from(data))
 
-    def attach(self, backend: Backend) -> Backend:
+    def attach(self, view: BlackView) -> BlackView:
+        if view.access < Access.white:
+            raise UserError(f"a soft prompt needs white access to {view.model_name}; this cell has {view.access.name}")
+        backend = view.backend  # type: ignore[attr-defined]
         if not hasattr(backend, "prefix_embeds"):
             raise UserError(f"a soft prompt needs a backend that takes input embeddings; {backend.name} does not")
         hidden = backend.module.get_input_embeddings().weight.shape[1]
         if self.embeds.shape[1] != hidden:
             raise UserError(f"soft prompt width {self.embeds.shape[1]} does not match {backend.name}'s embeddings ({hidden})")
         backend.prefix_embeds = self.embeds
-        return backend
+        return view
 
 
 class PromptTuning(Method):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView, Usage
+from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, Usage
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Artifact, Method, PromptArtifact, build_params
 from boxbench.registry import UserError
@@ -53,16 +53,16 @@ class ProxyBackend(Backend):
 
     name = "proxy"
 
-    def __init__(self, large: Backend, small: Backend, alpha: float) -> None:
+    def __init__(self, large: GreyView, small: Backend, alpha: float) -> None:
         super().__init__()
-        self.large, self.small, self.alpha = large, small, alpha
-        self.name = f"proxy({large.name} + {small.name})"
-        self.max_access = min(large.max_access, Access.grey)
+        self.large, self.small, self.alpha = large, small, alpha  # the large model only through its grey view
+        self.name = f"proxy({large.model_name} + {small.name})"
+        self.max_access = Access.grey
         self.usage = large.usage  # the runner's totals: all three models' calls and tokens
         self.by_model = {"large": Usage(), "expert": Usage(), "antiexpert": Usage()}
         self.parts: dict[str, list[list[float]]] = {"large": [], "expert": [], "antiexpert": []}
 
-    def _timed(self, who: str, backend: Backend, fn: Any) -> Any:
+    def _timed(self, who: str, backend: Any, fn: Any) -> Any:
         before = backend.usage.snapshot()
         out = fn()
         after = backend.usage.snapshot()
@@ -109,7 +109,7 @@ class ProxyBackend(Backend):
         import math
         import random
 
-        from boxbench.backends.hf import cut_at_stop
+        from boxbench.backends.tokens import answer_ended
 
         rng = random.Random(config.seed)
         ends = set(getattr(getattr(self.small, "tokenizer", None), "all_special_tokens", []) or [])
@@ -132,10 +132,10 @@ class ProxyBackend(Backend):
                 if pick in ends:  # end of sequence
                     continue
                 out[i] += pick
-                if not any(s and s in out[i].lstrip() for s in config.stop):
+                if not answer_ended(out[i], config.stop):
                     still.append(i)
             live = still
-        return [cut_at_stop(t, config.stop) for t in out]
+        return out  # raw text: the view applies the stop rule, as for every backend
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "proxy", "alpha": self.alpha, "large": self.large.describe(), "small": self.small.describe(),
@@ -168,10 +168,13 @@ class ProxyArtifact(Artifact):
         return cls(data["small"], data["alpha"], Artifact.load(folder / data.get("expert", "expert")),
                    PromptArtifact.from_json(data.get("prompt", {}), folder))
 
-    def attach(self, backend: Backend) -> Backend:
+    def attach(self, view: BlackView) -> BlackView:
+        if view.access < Access.grey:
+            raise UserError(f"proxy_tuning needs grey access to {view.model_name} (its log-probabilities); this cell has {view.access.name}")
         small = self.small_backend or load_small(self.small)
-        check_vocabulary(backend, small)
-        return ProxyBackend(backend, self.expert.attach(small), self.alpha)
+        check_vocabulary(view, small)
+        self.expert.attach(small.view(Access.white))
+        return ProxyBackend(view, small, self.alpha).view(Access.grey)  # type: ignore[arg-type]
 
 
 def load_small(spec: str) -> Backend:

@@ -41,11 +41,14 @@ class TrainParams:
 
 
 def encode_examples(tok: Any, task: Task, examples: Sequence[Example], max_length: int, instruction: str = "") -> list[tuple[list[int], int]]:
-    """(prompt+label token ids, number of label tokens) per example, as the scorer tokenises them."""
+    """(prompt+label token ids, number of label tokens) per example, encoded as the scorer
+    encodes them (``tokens.encode_pair``: prompt and label word together, split where the prompt ends)."""
+    from boxbench.backends.tokens import encode_pair
+
     out = []
     for ex in examples:
-        p = tok(render_prompt(task, ex.text, instruction), add_special_tokens=True).input_ids
-        y = tok(task.label_words[ex.label], add_special_tokens=False).input_ids
+        p, y = encode_pair(lambda t: tok(t, add_special_tokens=True).input_ids,
+                           render_prompt(task, ex.text, instruction), task.label_words[ex.label])
         p = p[-(max_length - len(y)) :] if len(p) + len(y) > max_length else p
         out.append((p + y, len(y)))
     return out

@@ -24,7 +24,39 @@ def test_black_view_exposes_no_logprob_score_or_module(smol):
     with pytest.raises(AccessError, match="needs white access"):
         view.module  # noqa: B018
     public = {n for n in dir(view) if not n.startswith("_")}
-    assert public == {"access", "generate", "model_name", "usage", "vocabulary_id"}  # a vocabulary fingerprint is not a parameter
+    # a vocabulary fingerprint, a description of the model and a combining backend's per-model scores are no parameters
+    assert public == {"access", "component_scores", "describe", "generate", "model_name", "usage", "vocabulary_id"}
+
+
+def _reaches_backend(obj, backend, depth: int = 0) -> bool:
+    """Does any attribute of ``obj`` (public or underscored, bound methods' targets included) lead
+    to ``backend`` within two steps?"""
+    if obj is backend:
+        return True
+    if depth == 2:
+        return False
+    for name in dir(obj):
+        if name.startswith("__"):
+            continue
+        try:
+            value = getattr(obj, name)
+        except AccessError:
+            continue
+        if value is backend or (depth < 2 and not callable(value) and _reaches_backend(value, backend, depth + 1)):
+            return True
+        if getattr(value, "__self__", None) is backend:
+            return True
+    return False
+
+
+def test_no_view_below_white_hands_out_its_backend(smol):
+    """Issue 12.12: ``BlackView._backend(Access.black)`` returned the raw backend to any caller."""
+    for access in (Access.black, Access.grey):
+        view = smol.view(access)
+        assert not hasattr(view, "_backend")
+        assert not any(v is smol for v in vars(view).values())
+        assert not _reaches_backend(view, smol), access
+    assert smol.view("white").backend is smol  # white access is the whole model, by definition
 
 
 def test_grey_view_has_logprobs_but_no_parameters(smol):

@@ -50,14 +50,14 @@ def test_base_parameters_stay_frozen(trained):
 
 def test_saved_adapter_reapplied_gives_identical_predictions(trained):
     backend, splits, art, folder, _, _ = trained
-    first = evaluate(art, art.attach(backend).view("grey"), splits.task, splits.test)
+    first = evaluate(art, art.attach(backend.view("white")), splits.task, splits.test)
     fresh = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8)
     prompts = art.prompts(splits.task, [e.text for e in splits.test[:4]])
     words = [list(splits.task.label_words)] * len(prompts)
     base_scores = fresh.score(prompts, words)
     loaded = Artifact.load(folder)
     assert isinstance(loaded, AdapterArtifact) and loaded.model is None
-    again = evaluate(loaded, loaded.attach(fresh).view("grey"), splits.task, splits.test)
+    again = evaluate(loaded, loaded.attach(fresh.view("white")), splits.task, splits.test)
     assert again["predictions"] == first["predictions"]
     assert again["accuracy"] == first["accuracy"]
     assert fresh.score(prompts, words) != base_scores  # the adapter is really attached

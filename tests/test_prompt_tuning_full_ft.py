@@ -27,11 +27,11 @@ def test_prompt_tuning_trains_only_the_prompt_and_reapplies(tmp_path):
     art.save(tmp_path / "a")
     assert (tmp_path / "a" / "adapter" / "adapter_config.json").exists()  # a peft adapter folder too
     backend.batch_size = 1
-    one = evaluate(art, art.attach(backend).view("grey"), splits.task, splits.test)
+    one = evaluate(art, art.attach(backend.view("white")), splits.task, splits.test)
     fresh = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8)
     loaded = Artifact.load(tmp_path / "a")
     assert isinstance(loaded, SoftPromptArtifact)
-    many = evaluate(loaded, loaded.attach(fresh).view("grey"), splits.task, splits.test)
+    many = evaluate(loaded, loaded.attach(fresh.view("white")), splits.task, splits.test)
     assert one["predictions"] == many["predictions"]  # batch 1 vs 8, reloaded: same predictions
     gen = fresh.view("black").generate(art.prompts(splits.task, [splits.test[0].text]))
     assert isinstance(gen[0], str)  # generation works with the soft prompt in front
@@ -47,4 +47,4 @@ def test_full_finetune_refuses_when_memory_does_not_fit():
                               FullFinetuneParams(max_steps=1, batch_size=4, save_weights=False), seed=0)
     assert art.stats["trainable_params"] == art.stats["total_params"] > 100_000_000
     with pytest.raises(UserError, match="not saved"):
-        type(art)(None, None).attach(backend)
+        type(art)(None, None).attach(backend.view("white"))
