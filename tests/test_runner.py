@@ -32,7 +32,15 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
         assert r["model_calls"] >= 8 and r["prompt_tokens"] > 0
         assert r["protocol"] == ("logprob" if r["access"] == "grey" else "generate")
         assert (run / "cells" / r["cell_id"] / "artifact" / "artifact.json").exists()
-        assert len((run / "cells" / r["cell_id"] / "predictions.jsonl").read_text().splitlines()) == 8
+        rows = [json.loads(x) for x in (run / "cells" / r["cell_id"] / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 8 and all(len(x["prompt_sha256"]) == 16 for x in rows)
+        if r["protocol"] == "logprob":  # each label's score, so two cells compare example by example
+            assert all(len(x["scores"]) == 2 and x["pred"] == max(range(2), key=x["scores"].__getitem__) for x in rows)
+        else:
+            assert all(isinstance(x["answer"], str) for x in rows)
+        assert r["code"]["version"] and set(r["data_files"]) >= {"sst2/train.tsv", "sst2/validation.tsv"} or \
+            set(r["data_files"]) >= {"agnews/train.csv", "agnews/test.csv"}
+        assert all(len(v) == 64 for v in r["data_files"].values())
     few = [r for r in recs if r["method"] == "few_shot"]
     assert all(r["completion_tokens"] > 0 for r in few)  # generation counted
     report = (run / "report.md").read_text()
