@@ -102,7 +102,8 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     counts = {"ok": 0, "error": 0, "skipped": 0}
     with run_lock(run_dir):
         store = ResultStore(run_dir)
-        (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw}, indent=2, default=str))
+        (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys},
+                                                       indent=2, default=str))
         done = store.ok_keys()
         todo = [c for c in suite.cells if c.key not in done]
         counts["skipped"] = len(suite.cells) - len(todo)
@@ -248,6 +249,17 @@ def write_predictions(path: Path, test: list[Any], res: dict[str, Any], prompts:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[str, Any]:
+    """What the report's intervals and paired tests need, in the record itself: the 95 % Wilson
+    interval of the accuracy, each example's correctness ('1'/'0' in test order) and a hash of the
+    test examples (paired comparisons only between cells scored on the very same examples)."""
+    from boxbench.reports.stats import wilson
+
+    correct = "".join("1" if p == ex.label else "0" for ex, p in zip(test, predictions))
+    digest = hashlib.sha256(json.dumps([[ex.text, ex.label] for ex in test], ensure_ascii=False).encode()).hexdigest()[:16]
+    return {"accuracy_ci95": list(wilson(correct.count("1"), len(correct))), "correct": correct, "test_sha256": digest}
+
+
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process and return its record.
 
@@ -306,6 +318,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
         record["component_accuracy"] = component_accuracy(eval_view, [e.label for e in splits.test], res["protocol"])
         write_predictions(cell_dir / "predictions.jsonl", splits.test, res, prompts)
+        record.update(per_example_record(splits.test, res["predictions"]))
         record.update(
             {k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},
             tune_wall_s=meter.walls["tune"], eval_wall_s=meter.walls["eval"], load_wall_s=meter.walls["load"],

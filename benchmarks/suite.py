@@ -102,6 +102,11 @@ class Suite:
     name: str
     cells: list[Cell] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    all_keys: list[str] = field(default_factory=list)  # every cell of the suite, before --only (the report's "current" cells)
+
+    def __post_init__(self) -> None:
+        if not self.all_keys:
+            self.all_keys = [c.key for c in self.cells]
 
 
 def _list(raw: dict[str, Any], key: str) -> list[Any]:
@@ -159,7 +164,7 @@ def select_cells(suite: Suite, only: list[str]) -> Suite:
         cells = [c for c in cells if value(c) & want]
     if not cells:
         raise UserError(f"--only {' '.join(only)}: no cell of suite {suite.name!r} matches")
-    return Suite(suite.name, cells, suite.raw)
+    return Suite(suite.name, cells, suite.raw, suite.all_keys)
 
 
 def load_suite(path: str | Path, limit: int | None = None, only: list[str] | None = None) -> Suite:

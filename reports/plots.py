@@ -10,6 +10,19 @@ ACCESS_COLOURS = {"black": "#222222", "grey": "#8c8c8c", "white": "#1f77b4"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
+def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0) -> bytes:
+    """The figure as PNG bytes (with a legend row above the panels when ``handles`` are given); closes it."""
+    import matplotlib.pyplot as plt
+
+    if handles:
+        fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     """Two panels: accuracy vs tuning wall time, accuracy vs peak memory. None if nothing to plot."""
     ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None]
@@ -42,19 +55,15 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
     handles += [plt.Line2D([], [], color="k", marker=MARKERS[i % len(MARKERS)], linestyle="", fillstyle="none", label=d) for i, d in enumerate(datasets)]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig, handles, top=0.92)
 
 
 def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
-    """One heatmap per dataset: methods × (Original + targets), mean accuracy over seeds."""
-    from boxbench.reports.tables import transfer_matrix
+    """One heatmap per dataset and source model: methods × (Original + targets), mean accuracy over seeds."""
+    from boxbench.reports.tables import transfer_matrix, transfer_sources
 
-    mats = [(d, m) for d in dict.fromkeys(r["dataset"] for r in records) if (m := transfer_matrix(records, d))]
+    mats = [(f"{d}, from {src}", m) for d in dict.fromkeys(r["dataset"] for r in records)
+            for src in transfer_sources(records, d) if (m := transfer_matrix(records, d, src))]
     if not mats:
         return None
     import matplotlib
@@ -74,8 +83,37 @@ def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
                     ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black")
         ax.set_title(f"transfer — {dataset} (accuracy %)", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
+    """The survey's Table 1 drawn: one panel per model and dataset, a bar per method grouped by access
+    class (colour), with its 95 % interval (``tables.accuracy_cell``'s) as the error bar."""
+    from boxbench.reports.tables import accuracy_interval, is_transfer, row_order
+
+    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)]
+    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in ok))
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(len(row_order([r for r in ok if (r["model"], r["dataset"]) == p])) for p in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 0.45 * width + 1.5) * len(panels), 4.4), squeeze=False)
+    for ax, (model, dataset) in zip(axes[0], panels):
+        mine = [r for r in ok if (r["model"], r["dataset"]) == (model, dataset)]
+        keys = row_order(mine)
+        for i, key in enumerate(keys):
+            mean, lo, hi = accuracy_interval([r for r in mine if (r["access"], r["label"]) == key])
+            ax.bar(i, 100 * mean, color=ACCESS_COLOURS.get(key[0], "red"), alpha=0.85)
+            ax.errorbar(i, 100 * mean, yerr=[[100 * (mean - lo)], [100 * (hi - mean)]], color="#d62728", capsize=3, lw=1)
+        ax.set_xticks(range(len(keys)), [k[1] for k in keys], rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{dataset} — {model}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="s", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="#d62728", label="95 % interval"))
+    return _png(fig, handles, top=0.9)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.registry import UserError
-from boxbench.reports.plots import cost_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, cost_table, dictionary_table, error_table, is_transfer, pez_table,
-                                     prompts_table, proxy_table, training_table, transfer_table)
+from boxbench.reports.plots import accuracy_plot, cost_plot, transfer_heatmap
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, dictionary_table, error_table,
+                                     is_transfer, pez_table, prompts_table, proxy_table, stale_table, training_table,
+                                     transfer_sources, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -20,40 +21,65 @@ tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;fo
 
 
 def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of ``results.jsonl``; a record written before per-example correctness was kept
+    gets it from its cell's predictions.jsonl (for the paired tests)."""
     from boxbench.benchmarks.runner import ResultStore
 
     store = ResultStore(run_dir)
     if not store.path.is_file():
         raise UserError(f"run dir {str(run_dir)!r} has no results.jsonl; run a suite into it with boxbench run SUITE --out {run_dir}")
-    return store.records()
+    records = store.records()
+    for r in records:
+        preds = run_dir / "cells" / str(r.get("cell_id")) / "predictions.jsonl"
+        if r.get("status") == "ok" and "correct" not in r and preds.is_file():
+            rows = [json.loads(x) for x in preds.read_text().splitlines() if x.strip()]
+            r["correct"] = "".join("1" if x.get("pred") == x.get("label") else "0" for x in rows)
+    return records
 
 
-def build_tables(records: list[dict[str, Any]]) -> list[Table]:
+def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(cells of the suite now in the run dir, stale records): the suite's cell keys are written to
+    suite.json by every run; a run dir without them (older boxbench) counts every record as current."""
+    meta = run_dir / "suite.json"
+    keys = json.loads(meta.read_text()).get("cell_keys") if meta.is_file() else None
+    if not keys:
+        return records, []
+    want = set(keys)
+    return [r for r in records if r.get("cell_key") in want], [r for r in records if r.get("cell_key") not in want]
+
+
+def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None) -> list[Table]:
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
     tables: list[Table | None] = []
     for m in models:
-        tables += [accuracy_table(records, m), cost_table(records, m), training_table(records, m)]
-    tables += [transfer_table(records, d) for d in dict.fromkeys(r["dataset"] for r in records)]
-    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), error_table(records)]
+        tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
+    tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
+               for src in transfer_sources(records, d)]
+    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), error_table(records),
+               stale_table(stale or [])]
     return [t for t in tables if t is not None]
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write report.md (+ report_cost.png) and report.html (plot embedded); returns both paths."""
-    records = load_records(run_dir)
-    tables = build_tables(records)
+    records, stale = split_current(load_records(run_dir), run_dir)
+    tables = build_tables(records, stale)
     png = cost_plot(records)
     heat = transfer_heatmap(records)
+    bars = accuracy_plot(records)
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions = next((r.get("versions") for r in records if r.get("versions")), {})
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
     suite = json.loads((run_dir / "suite.json").read_text()).get("name", "?") if (run_dir / "suite.json").exists() else "?"
-    header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
+    header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
               f"Devices: {'; '.join(devices)}\n")
     md_parts = [f"# boxbench report — {run_dir.name}\n", header]
     md_parts += [t.markdown() for t in tables]
+    if bars:
+        (run_dir / "report_accuracy.png").write_bytes(bars)
+        md_parts.append("### Accuracy with 95 % intervals\n\n![accuracy with intervals](report_accuracy.png)\n")
     if png:
         (run_dir / "report_cost.png").write_bytes(png)
         md_parts.append("### Accuracy against cost\n\n![accuracy against cost](report_cost.png)\n")
@@ -62,7 +88,9 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md_parts.append("### Transfer\n\n![transfer heatmap](report_transfer.png)\n")
     md = run_dir / "report.md"
     md.write_text("\n".join(md_parts))
-    img = f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    img = (f'<h3>Accuracy with 95 % intervals</h3><img alt="accuracy with intervals" '
+           f'src="data:image/png;base64,{base64.b64encode(bars).decode()}">') if bars else ""
+    img += f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     if heat:
         img += f'<h3>Transfer</h3><img alt="transfer heatmap" src="data:image/png;base64,{base64.b64encode(heat).decode()}">'
     body = "".join(t.html() for t in tables)

@@ -72,30 +72,191 @@ def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return sorted(seen, key=lambda k: ACCESS_ORDER.index(k[0]) if k[0] in ACCESS_ORDER else 99)
 
 
+@dataclass
+class Comparison:
+    """A paired comparison of two methods on the same model, dataset, seeds and test examples."""
+
+    dataset: str
+    a: tuple[str, str]  # (access, label)
+    b: tuple[str, str]
+    kind: str  # "vs zero-shot" or "best of class"
+    delta: float  # mean accuracy a - b over the paired seeds
+    only_a: int  # discordant: a right, b wrong (pooled over seeds)
+    only_b: int
+    seeds: int
+    p: float = 1.0
+    p_holm: float = 1.0
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm < 0.05
+
+
+def _correct(r: dict[str, Any]) -> str | None:
+    return r.get("correct") if isinstance(r.get("correct"), str) else None
+
+
+def _paired(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+    """(correct a, correct b, acc a, acc b) for the seeds both have on the same test examples."""
+    out = []
+    for x in xs:
+        for y in ys:
+            cx, cy = _correct(x), _correct(y)
+            if (x["seed"] == y["seed"] and cx and cy and len(cx) == len(cy)
+                    and x.get("test_sha256", "?") == y.get("test_sha256", "?")):
+                out.append((cx, cy, x["accuracy"], y["accuracy"]))
+    return out
+
+
+def _compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs: list[dict[str, Any]],
+             ys: list[dict[str, Any]]) -> Comparison | None:
+    from boxbench.reports.stats import discordant, mcnemar_exact
+
+    pairs = _paired(xs, ys)
+    if not pairs:
+        return None
+    only_a = only_b = 0
+    for cx, cy, _, _ in pairs:
+        u, v = discordant([c == "1" for c in cx], [c == "1" for c in cy])
+        only_a, only_b = only_a + u, only_b + v
+    delta = statistics.fmean(p[2] for p in pairs) - statistics.fmean(p[3] for p in pairs)
+    return Comparison(dataset, a, b, kind, delta, only_a, only_b, len(pairs), mcnemar_exact(only_a, only_b))
+
+
+def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The zero-shot cells a method is compared with: same protocol (generate for black, logprob else)."""
+    protocol = group[0]["protocol"]
+    return [r for r in ok if r["method"] == "zero_shot" and r["protocol"] == protocol]
+
+
+def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
+    """Every method against zero-shot at its protocol, and the best method of each access class
+    against the others' bests, per dataset; Holm-adjusted within each dataset's family."""
+    from boxbench.reports.stats import holm
+
+    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and r.get("accuracy") is not None]
+    out: list[Comparison] = []
+    for d in dict.fromkeys(r["dataset"] for r in ok):
+        mine = [r for r in ok if r["dataset"] == d]
+        groups = {key: [r for r in mine if (r["access"], r["label"]) == key] for key in row_order(mine)}
+        family: list[Comparison] = []
+        for key, group in groups.items():
+            if group[0]["method"] == "zero_shot":
+                continue
+            base = _zero_shot_for(group, mine)
+            if base:
+                c = _compare(d, key, (base[0]["access"], base[0]["label"]), "vs zero-shot", group, base)
+                if c:
+                    family.append(c)
+        best: dict[str, tuple[str, str]] = {}
+        for key, group in groups.items():
+            mean = statistics.fmean(r["accuracy"] for r in group)
+            if key[0] not in best or mean > statistics.fmean(r["accuracy"] for r in groups[best[key[0]]]):
+                best[key[0]] = key
+        classes = [a for a in ACCESS_ORDER if a in best]
+        for i, x in enumerate(classes):
+            for y in classes[i + 1:]:
+                c = _compare(d, best[y], best[x], "best of class", groups[best[y]], groups[best[x]])
+                if c:
+                    family.append(c)
+        for c, adj in zip(family, holm([c.p for c in family])):
+            c.p_holm = adj
+        out += family
+    return out
+
+
+def accuracy_interval(group: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """(mean, low, high) of a method's accuracy: one seed — the Wilson interval over its test
+    examples; several — over seeds and test examples together (``stats.seed_interval``)."""
+    from boxbench.reports.stats import seed_interval, wilson
+
+    accs = [r["accuracy"] for r in group if r.get("accuracy") is not None]
+    n = group[0].get("n") or 0
+    if len(accs) == 1:
+        lo, hi = group[0].get("accuracy_ci95") or wilson(round(accs[0] * n), n)
+        return accs[0], lo, hi
+    return seed_interval(accs, n)
+
+
+def accuracy_cell(group: list[dict[str, Any]]) -> str:
+    """'mean ± std [low, high] (n=k)' in % (``accuracy_interval``)."""
+    accs = [r["accuracy"] for r in group if r.get("accuracy") is not None]
+    if not accs:
+        return "—"
+    mean, lo, hi = accuracy_interval(group)
+    spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
+    seeds = f" (n={len(accs)})" if len(accs) > 1 else ""
+    return f"{100 * mean:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]{seeds}"
+
+
 def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
-    """The survey's Table 1 layout: methods grouped by access class × datasets, mean ± std over seeds."""
+    """The survey's Table 1 layout: methods grouped by access class × datasets, with a 95 % interval,
+    a mark where a method differs significantly from zero-shot, and the published figures beside."""
+    from boxbench.reports import published
+
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    t = Table(f"Accuracy (%) — {model}", ["method", "protocol", *datasets],
-              note="mean ± std over seeds; protocol: logprob = label words scored by log-probability, generate = greedy answer parsed")
+    marks = {(c.dataset, c.a): ("▲" if c.delta > 0 else "▼") for c in comparisons(records, model)
+             if c.kind == "vs zero-shot" and c.significant}
+    keys = row_order(ok)
+    has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
+    headers = ["method", "protocol"]
+    for d in datasets:
+        headers += [d] + ([f"{d} · {published.SOURCE}"] if d in has_paper else [])
+    t = Table(f"Accuracy (%) — {model}", headers,
+              note="mean ± std over seeds [95 % interval: one seed — Wilson over the test examples; several — "
+                   "mean ± 1.96·sqrt(s²/k + p(1−p)/n), the seeds' spread and the shared test sample]; "
+                   "▲/▼ = better/worse than zero-shot with the same protocol, McNemar's exact test on the paired "
+                   "test examples (pooled over seeds), Holm-adjusted p < 0.05 within each dataset; protocol: logprob = "
+                   "label words scored by log-probability, generate = greedy answer parsed; the published column is "
+                   "another model and budget: context, not a target")
     current = None
-    for access, label in row_order(ok):
+    for access, label in keys:
         if access != current:
             t.groups.append((len(t.rows), f"{access}-box"))
             current = access
         mine = [r for r in ok if r["label"] == label and r["access"] == access]
         protocol = ", ".join(sorted({r["protocol"] for r in mine}))
-        cells = [mean_std([r["accuracy"] for r in mine if r["dataset"] == d], 100) for d in datasets]
+        cells = []
+        for d in datasets:
+            group = [r for r in mine if r["dataset"] == d]
+            cells.append(accuracy_cell(group) + (" " + marks[(d, (access, label))] if (d, (access, label)) in marks else ""))
+            if d in has_paper:
+                ref = published.accuracy(mine[0]["method"], d)
+                cells.append("—" if ref is None else f"{ref:.1f}")
         t.rows.append([label, protocol, *cells])
+    return t
+
+
+def _method_of(ok: list[dict[str, Any]], key: tuple[str, str]) -> str:
+    return next(r["method"] for r in ok if (r["access"], r["label"]) == key)
+
+
+def comparison_table(records: list[dict[str, Any]], model: str) -> Table | None:
+    cs = comparisons(records, model)
+    if not cs:
+        return None
+    t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)",
+                                                "only method right", "only other right", "seeds", "p (McNemar)", "p (Holm)", ""],
+              note="McNemar's exact test on the examples where exactly one of the two is right, pooled over the seeds "
+                   "both have on the same test examples; Holm–Bonferroni over every comparison of a dataset; * = p (Holm) < 0.05")
+    for c in cs:
+        t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), str(c.seeds),
+                       f"{c.p:.3g}", f"{c.p_holm:.3g}", "*" if c.significant else ""])
     return t
 
 
 def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     """The survey's Table 2 layout: memory, wall time, calls and tokens per method and dataset."""
+    from boxbench.reports import published
+
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
+    paper = any(published.cost(r["method"], r["dataset"]) for r in ok)
     t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
-                                  "calls", "prompt tok", "gen tok", "invalid %", "n"],
-              note="means over seeds; peak RSS sampled over the whole cell (model load included)")
+                                  "calls", "prompt tok", "gen tok", "invalid %", "n"]
+              + ([f"{published.SOURCE}: memory · time"] if paper else []),
+              note="means over seeds; peak RSS sampled over the whole cell (model load included)"
+                   + ("; the published column: peak GPU memory and wall time of one SST-2 run (another model and hardware)" if paper else ""))
     gib = 1024**3
     for access, label in row_order(ok):
         for d in dict.fromkeys(r["dataset"] for r in ok):
@@ -111,7 +272,7 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
                 _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
                 mean_std([r["invalid_rate"] for r in mine], 100),
                 str(mine[0]["n"]),
-            ])
+            ] + ([published.cost(mine[0]["method"], d) or "—"] if paper else []))
     return t
 
 
@@ -145,35 +306,54 @@ def is_transfer(r: dict[str, Any]) -> bool:
     return r.get("source_model", r.get("model")) != r.get("target_model", r.get("model"))
 
 
-def transfer_matrix(records: list[dict[str, Any]], dataset: str) -> tuple[list[str], list[str], list[list[list[float]]]] | None:
-    """(row labels, column names, accuracies per row × column over seeds) for one dataset: the study's
-    layout, rows = methods with transfer cells, columns = "Original" (the source model) + each target."""
+def transfer_sources(records: list[dict[str, Any]], dataset: str) -> list[str]:
+    """The source models of a dataset's transfer cells, in order of appearance (one matrix each)."""
+    return list(dict.fromkeys(r["source_model"] for r in records
+                              if r["status"] == "ok" and r["dataset"] == dataset and is_transfer(r)))
+
+
+def transfer_matrix(records: list[dict[str, Any]], dataset: str, source: str) -> tuple[list[str], list[str], list[list[list[float]]]] | None:
+    """(row labels, column names, accuracies per row × column over seeds) for one dataset and one
+    source model: the study's layout, rows = methods with transfer cells from ``source``, columns =
+    "Original" (``source`` itself) + each target."""
     ok = [r for r in records if r["status"] == "ok" and r["dataset"] == dataset]
-    moved = [r for r in ok if is_transfer(r)]
+    moved = [r for r in ok if is_transfer(r) and r["source_model"] == source]
     if not moved:
         return None
     labels = list(dict.fromkeys(r["label"] for r in moved))
     targets = list(dict.fromkeys(r["target_model"] for r in moved))
-    sources = {r["label"]: r["source_model"] for r in moved}
     cols = ["Original", *targets]
     grid = []
     for lab in labels:
-        row = [[r["accuracy"] for r in ok if r["label"] == lab and not is_transfer(r) and r["model"] == sources[lab]]]
+        row = [[r["accuracy"] for r in ok if r["label"] == lab and not is_transfer(r) and r["model"] == source]]
         row += [[r["accuracy"] for r in moved if r["label"] == lab and r["target_model"] == t] for t in targets]
         grid.append(row)
     return labels, cols, grid
 
 
-def transfer_table(records: list[dict[str, Any]], dataset: str) -> Table | None:
-    m = transfer_matrix(records, dataset)
+def transfer_table(records: list[dict[str, Any]], dataset: str, source: str) -> Table | None:
+    m = transfer_matrix(records, dataset, source)
     if m is None:
         return None
     labels, cols, grid = m
-    sources = {r["label"]: r["source_model"] for r in records if is_transfer(r)}
-    t = Table(f"Transfer — {dataset}", ["method", "source", *cols],
-              note="accuracy (%), mean ± std over seeds; the prompt tuned on the source model, evaluated unchanged as text on each target")
+    t = Table(f"Transfer — {dataset} — from {source}", ["method", *cols],
+              note=f"accuracy (%), mean ± std over seeds; the prompt tuned on {source} (Original), evaluated unchanged as text on each target")
     for lab, row in zip(labels, grid):
-        t.rows.append([lab, sources.get(lab, "?"), *[mean_std(v, 100) for v in row]])
+        t.rows.append([lab, *[mean_std(v, 100) for v in row]])
+    return t
+
+
+def stale_table(stale: list[dict[str, Any]]) -> Table | None:
+    """Records in results.jsonl that are not cells of the suite now in the run dir (an earlier
+    --limit, edited params): listed, never averaged in."""
+    if not stale:
+        return None
+    t = Table("Stale cells (not in the current suite; left out of every other table)",
+              ["method", "model", "dataset", "seed", "test n", "accuracy %", "finished"])
+    for r in stale:
+        acc = r.get("accuracy")
+        t.rows.append([str(r.get("label", "?")), str(r.get("model", "?")), str(r.get("dataset", "?")), str(r.get("seed", "?")),
+                       str(r.get("n", "—")), "—" if acc is None else f"{100 * acc:.1f}", str(r.get("finished_at", ""))])
     return t
 
 

@@ -47,9 +47,21 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
     assert "zero_shot@grey" in report and "few_shot" in report and "| sst2 | agnews |" in report
     assert "data:image/png;base64," in (run / "report.html").read_text()
 
+    assert "[" in report and "### Paired comparisons" in report and "### Accuracy with 95 % intervals" in report
+    assert (run / "report_accuracy.png").is_file()
+
     again = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet")
     assert again.returncode == 0 and "0 ok, 0 error, 4 already done" in again.stdout
     assert records_of(run) == recs
+
+    # a --limit run into the same folder: other cells (the test limit is in the key); the report
+    # shows only the suite's current cells and lists the earlier ones as stale
+    limited = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet", "--limit", "4", "--report")
+    assert limited.returncode == 0 and "4 ok" in limited.stdout
+    report = (run / "report.md").read_text()
+    assert "4 stale cells listed at the end" in report and "### Stale cells" in report
+    accuracy = report.split("### Accuracy (%)")[1].split("###")[0]
+    assert "(n=" not in accuracy  # one seed per cell: the 8-example cells were not averaged in as extra seeds
 
 
 def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):

@@ -1,0 +1,39 @@
+"""Published figures shown beside boxbench's own, labelled with their model and source.
+
+The access-class survey's Table 1 (accuracy %, Llama-2-13B; Proxy-Tuning: a Llama-2-7B expert
+steering 13B) and Table 2 (SST-2 cost of one run: peak accelerator memory and wall time), as
+quoted in issue 13. A survey.yaml run on a GPU reads side by side with them; on the CPU suites they
+are context, not a target (other model, other budgets).
+"""
+
+from __future__ import annotations
+
+SOURCE = "survey (Llama-2-13B)"
+
+ACCURACY: dict[str, dict[str, float]] = {  # method -> dataset -> accuracy %
+    "lora": {"sst2": 96.8, "agnews": 94.0},
+    "ape": {"sst2": 95.1, "agnews": 75.2},
+    "kate": {"sst2": 89.1, "agnews": 81.4},
+    "usp": {"sst2": 95.0, "agnews": 71.0},
+    "proxy_tuning": {"sst2": 95.4, "agnews": 93.2},
+}
+
+COST_SST2: dict[str, tuple[int, str]] = {  # method -> (peak memory MB, wall time) on SST-2
+    "lora": (83_968, "7 h 20 min"),
+    "ape": (55_790, "40 min"),
+    "kate": (60_650, "1 h 30 min"),
+    "usp": (50_380, "25 min"),
+    "proxy_tuning": (50_802, "2 h 50 min"),
+}
+
+
+def accuracy(method: str, dataset: str) -> float | None:
+    return ACCURACY.get(method, {}).get(dataset)
+
+
+def cost(method: str, dataset: str) -> str | None:
+    """'83,968 MB · 7 h 20 min' for a method with a published SST-2 cost, else None."""
+    if dataset != "sst2" or method not in COST_SST2:
+        return None
+    mb, wall = COST_SST2[method]
+    return f"{mb:,} MB · {wall}"

@@ -1,0 +1,79 @@
+"""Which differences are real: intervals for accuracy and paired tests between methods.
+
+* ``wilson`` — the 95 % Wilson score interval of one cell's accuracy over its n test examples.
+* ``seed_interval`` — the interval of a mean over seeds that accounts for both sources of error:
+  the seeds' spread (tuning randomness, ``s² / k``) and the test sample (every seed is scored on
+  the SAME test examples, so that error does not shrink with k: ``p̄(1 − p̄) / n``); normal
+  approximation, ``mean ± 1.96 · sqrt(s²/k + p̄(1−p̄)/n)``.
+* ``mcnemar_exact`` — McNemar's exact (binomial) test on paired per-example correctness: only the
+  discordant examples count (b: A right and B wrong, c: the reverse); two-sided p =
+  ``min(1, 2 · P(X ≤ min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. Over several seeds the discordant
+  counts are pooled (each seed's pairs are on the same test examples).
+* ``holm`` — Holm–Bonferroni step-down adjustment of a family of p-values (family-wise error 5 %).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Sequence
+
+Z95 = 1.959963984540054
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``correct / n`` (``(0, 1)`` when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def seed_interval(accuracies: Sequence[float], n: int, z: float = Z95) -> tuple[float, float, float]:
+    """(mean, low, high) over seeds, with the seeds' spread and the test sample's error (see module doc)."""
+    k = len(accuracies)
+    if k == 0:
+        raise ValueError("no accuracies")
+    mean = statistics.fmean(accuracies)
+    between = statistics.variance(accuracies) / k if k > 1 else 0.0
+    within = mean * (1 - mean) / n if n > 0 else 0.0
+    half = z * math.sqrt(between + within)
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def binom_cdf_half(k: int, n: int) -> float:
+    """P(X ≤ k) for X ~ Bin(n, 1/2), exactly (integer arithmetic, no overflow)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b and c (1.0 when there are none)."""
+    if b + c == 0:
+        return 1.0
+    return min(1.0, 2 * binom_cdf_half(min(b, c), b + c))
+
+
+def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
+    """(A right and B wrong, A wrong and B right) over paired examples."""
+    if len(a) != len(b):
+        raise ValueError("paired comparisons need the same examples")
+    return sum(1 for x, y in zip(a, b) if x and not y), sum(1 for x, y in zip(a, b) if y and not x)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the input order (monotone, capped at 1)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

@@ -1,0 +1,92 @@
+"""The report's statistics against known values, the stale-cell rule and per-source transfer matrices.
+
+The statistics are pure functions checked against hand-computed and published values; the report
+rules are checked on records shaped as the runner writes them (what a report reads: results.jsonl).
+A real run's report (intervals, paired tests, stale cells after --limit) is in test_runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from boxbench.reports.stats import binom_cdf_half, holm, mcnemar_exact, seed_interval, wilson
+from boxbench.reports.tables import accuracy_table, comparisons, transfer_matrix, transfer_sources, transfer_table
+
+
+def test_wilson_interval_known_values():
+    # Wilson (1927) / Newcombe (1998) table values, 95 %
+    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(0, 0) == (0.0, 1.0)
+
+
+def test_seed_interval_has_both_sources_of_error():
+    mean, lo, hi = seed_interval([0.8, 0.9], 100)
+    half = 1.959964 * math.sqrt(0.005 / 2 + 0.85 * 0.15 / 100)  # s²/k + p(1-p)/n
+    assert (mean, lo, hi) == pytest.approx((0.85, 0.85 - half, 0.85 + half), abs=1e-6)
+    # one seed: only the test sample's error; identical seeds: no spread term
+    assert seed_interval([0.5, 0.5], 100)[1:] == pytest.approx((0.5 - 1.959964 * 0.05, 0.5 + 1.959964 * 0.05), abs=1e-6)
+
+
+def test_mcnemar_exact_and_holm_known_values():
+    assert binom_cdf_half(2, 12) == pytest.approx(79 / 4096)
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * 79 / 4096)  # 0.03857
+    assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
+    acc = correct.count("1") / len(correct)
+    return {"cell_key": f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}", "status": "ok", "label": label,
+            "method": method, "access": access, "protocol": protocol, "model": kw.get("target_model", model),
+            "dataset": dataset, "seed": seed, "accuracy": acc, "n": len(correct), "correct": correct, "test_sha256": "t",
+            "source_model": model, "target_model": kw.get("target_model", model), "invalid_rate": 0.0,
+            "tune_wall_s": 1.0, "eval_wall_s": 1.0, "peak_host_rss_bytes": 2**30, "peak_accelerator_bytes": None,
+            "model_calls": len(correct), "prompt_tokens": 10 * len(correct), "completion_tokens": 0}
+
+
+def test_significance_marks_and_comparisons():
+    zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "0" * 20 + "1" * 20)
+    lora = rec("lora", "lora", "white", "logprob", "1" * 40)  # right on all 20 the baseline misses
+    usp = rec("usp", "usp", "grey", "logprob", "1" + "0" * 19 + "1" * 20)  # one better: not significant
+    cs = {(c.a[1], c.b[1]): c for c in comparisons([zs, lora, usp], "m")}
+    assert cs[("lora", "zero_shot@grey")].only_a == 20 and cs[("lora", "zero_shot@grey")].significant
+    assert not cs[("usp", "zero_shot@grey")].significant
+    assert ("lora", "usp") in cs  # best white vs best grey
+    table = accuracy_table([zs, lora, usp], "m")
+    rows = {r[0]: r for r in table.rows}
+    assert rows["lora"][2].endswith("▲") and "▲" not in rows["usp"][2]
+    assert rows["lora"][2].startswith("100.0 [91.2, 100.0]")  # Wilson for one seed (40/40)
+    assert table.headers[-1].startswith("sst2 · survey") and rows["lora"][-1] == "96.8"  # the published column
+
+
+def test_transfer_has_one_matrix_per_source_model():
+    recs = [rec("pez", "pez", "white", "logprob", "1" * 8 + "0" * 2, model="A"),
+            rec("pez", "pez", "white", "logprob", "1" * 2 + "0" * 8, model="B"),
+            rec("pez", "pez", "grey", "logprob", "1" * 5 + "0" * 5, model="A", target_model="C"),
+            rec("pez", "pez", "grey", "logprob", "1" * 1 + "0" * 9, model="B", target_model="C")]
+    assert transfer_sources(recs, "sst2") == ["A", "B"]
+    for src, original, to_c in (("A", 0.8, 0.5), ("B", 0.2, 0.1)):
+        labels, cols, grid = transfer_matrix(recs, "sst2", src)
+        assert cols == ["Original", "C"] and grid == [[[original], [to_c]]]
+        assert src in transfer_table(recs, "sst2", src).title
+
+
+def test_stale_cells_are_listed_not_averaged(tmp_path):
+    from boxbench.reports.report import write_report
+
+    now = [rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 6 + "0" * 2, seed=0)]
+    old = [rec("zero_shot@grey", "zero_shot", "grey", "logprob", "0" * 4, seed=0)]
+    old[0]["cell_key"] = "an-old-key"
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in now + old))
+    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0]["cell_key"]]}))
+    md = write_report(tmp_path)[0].read_text()
+    assert "| zero_shot@grey | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
+    assert "1 stale cells listed at the end" in md and "### Stale cells" in md
