@@ -78,7 +78,7 @@ class VLLMBackend(Backend):
         return encode_pair(lambda t: tok(t).input_ids, prompt, continuation)
 
     def _count(self, outputs: list[Any]) -> None:
-        """A call per prompt (``Usage``): generate and next-token requests are one output each."""
+        """A call per prompt (``Usage``): one output per generate request."""
         for out in outputs:
             self.usage.add(calls=1, prompt=len(out.prompt_token_ids or []), completion=sum(len(o.token_ids) for o in out.outputs))
 
@@ -100,7 +100,8 @@ class VLLMBackend(Backend):
 
         k = min(k, self.max_logprobs)
         outs = self.llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0.0, logprobs=k), use_tqdm=False)
-        self._count(outs)
+        for out in outs:  # the one token the engine generated to read the logprobs is no completion (``Usage``)
+            self.usage.add(calls=1, prompt=len(out.prompt_token_ids or []))
         result = []
         for o in outs:
             first = o.outputs[0].logprobs[0] if o.outputs[0].logprobs else {}

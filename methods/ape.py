@@ -1,7 +1,8 @@
 """APE, Automatic Prompt Engineer (Zhou et al., ICLR 2023), black-box.
 
 1. Proposal (forward generation): ``num_subsamples`` draws of ``demos_per_proposal`` training
-   pairs, each shown to the model in the reference's "I gave a friend an instruction ..." template;
+   pairs, each shown to the proposer (``proposer``: another model, as the paper's strong LLM; empty:
+   the tuned model itself, see methods/proposer.py) in the reference's "I gave a friend an instruction ..." template;
    ``prompts_per_subsample`` sampled completions (temperature 0.9, at most 50 tokens) each, de-duplicated.
 2. Scoring: every candidate instruction is evaluated on one dev subsample of ``eval_size`` examples
    by the shared scorer at black access (generate + parse: execution accuracy, as the reference
@@ -24,6 +25,7 @@ from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.benchmarks.evaluate import accuracy, predict
 from boxbench.methods.base import Method, PromptArtifact, render_prompt
+from boxbench.methods.proposer import HELP, Proposer, check_proposer
 from boxbench.registry import UserError
 
 FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
@@ -43,6 +45,7 @@ class ApeParams:
     temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases"})
     max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction"})
     max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
+    proposer: Any = field(default="", metadata={"help": HELP})
 
     def __post_init__(self) -> None:
         for name in ("num_subsamples", "prompts_per_subsample", "demos_per_proposal", "eval_size", "keep"):
@@ -63,10 +66,15 @@ class Ape(Method):
     Params = ApeParams
     description = "LLM-proposed instructions, scored on dev by execution accuracy, iteratively resampled"
 
+    @classmethod
+    def check(cls, params: ApeParams, model: Any, where: str) -> None:
+        check_proposer(params.proposer, where)
+
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: ApeParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)
         if not dev:
             raise UserError("ape: needs a dev set to score candidates on; set limits.dev above 0")
+        proposer = Proposer(params.proposer, model)  # writes the instructions; ``model`` only answers
         eval_set = rng.sample(dev, min(params.eval_size, len(dev)))  # dev and train are disjoint
         history: list[dict[str, Any]] = []
         sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
@@ -86,7 +94,7 @@ class Ape(Method):
             demos = rng.sample(train, min(params.demos_per_proposal, len(train)))
             pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
             query = FORWARD.format(n=len(demos), pairs=pairs)
-            outs = model.generate([query] * params.prompts_per_subsample, _reseed(sample, seed * 1000 + i))
+            outs = proposer.generate([query] * params.prompts_per_subsample, _reseed(sample, seed * 1000 + i))
             proposals += [clean_instruction(o) for o in outs]
         score(proposals, "proposal", 0)
         if not history:
@@ -94,11 +102,12 @@ class Ape(Method):
         for r in range(1, params.rounds + 1):
             best = sorted(history, key=lambda h: -h["dev_accuracy"])[: params.keep]
             queries = [RESAMPLE.format(instruction=h["instruction"]) for h in best for _ in range(params.resamples_per_candidate)]
-            outs = model.generate(queries, _reseed(sample, seed * 1000 + 100 + r))
+            outs = proposer.generate(queries, _reseed(sample, seed * 1000 + 100 + r))
             score([clean_instruction(o) for o in outs], "resample", r)
         winner = max(history, key=lambda h: h["dev_accuracy"])  # max keeps the first of equals
         art = ApeArtifact(winner["instruction"], history=history)
-        art.stats.update(candidates_scored=len(history), winner_dev_accuracy=winner["dev_accuracy"], eval_size=len(eval_set))
+        art.stats.update(candidates_scored=len(history), winner_dev_accuracy=winner["dev_accuracy"], eval_size=len(eval_set),
+                         **proposer.stats())
         return art
 
 

@@ -108,7 +108,8 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
         for i, key in enumerate(keys):
             mean, lo, hi = accuracy_interval([r for r in mine if (r["access"], r["label"]) == key])
             ax.bar(i, 100 * mean, color=ACCESS_COLOURS.get(key[0], "red"), alpha=0.85)
-            ax.errorbar(i, 100 * mean, yerr=[[100 * (mean - lo)], [100 * (hi - mean)]], color="#d62728", capsize=3, lw=1)
+            below, above = max(0.0, mean - lo), max(0.0, hi - mean)  # float rounding at 0 % / 100 %
+            ax.errorbar(i, 100 * mean, yerr=[[100 * below], [100 * above]], color="#d62728", capsize=3, lw=1)
         ax.set_xticks(range(len(keys)), [k[1] for k in keys], rotation=45, ha="right", fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")

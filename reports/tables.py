@@ -252,10 +252,14 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
 
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     paper = any(published.cost(r["method"], r["dataset"]) for r in ok)
+    proposing = any(r.get("proposer_model") for r in ok)
     t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
                                   "calls", "prompt tok", "gen tok", "invalid %", "n"]
+              + (["proposer", "proposer calls", "proposer tok in / out"] if proposing else [])
               + ([f"{published.SOURCE}: memory · time"] if paper else []),
               note="means over seeds; peak RSS sampled over the whole cell (model load included)"
+                   + ("; proposer: the model that wrote the instructions ('self': the tuned model, whose calls then "
+                      "include these) and what it cost, apart from the tuned model's calls" if proposing else "")
                    + ("; the published column: peak GPU memory and wall time of one SST-2 run (another model and hardware)" if paper else ""))
     gib = 1024**3
     for access, label in row_order(ok):
@@ -272,8 +276,16 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
                 _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
                 mean_std([r["invalid_rate"] for r in mine], 100),
                 str(mine[0]["n"]),
-            ] + ([published.cost(mine[0]["method"], d) or "—"] if paper else []))
+            ] + (_proposer_cells(mine) if proposing else []) + ([published.cost(mine[0]["method"], d) or "—"] if paper else []))
     return t
+
+
+def _proposer_cells(mine: list[dict[str, Any]]) -> list[str]:
+    if not mine[0].get("proposer_model"):
+        return ["—", "—", "—"]
+    return [str(mine[0]["proposer_model"]), _fmt(_mean(r.get("proposer_calls") for r in mine), digits=0),
+            f"{_fmt(_mean(r.get('proposer_prompt_tokens') for r in mine), digits=0)} / "
+            f"{_fmt(_mean(r.get('proposer_completion_tokens') for r in mine), digits=0)}"]
 
 
 def training_table(records: list[dict[str, Any]], model: str) -> Table | None:

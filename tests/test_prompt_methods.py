@@ -38,6 +38,22 @@ def test_kate_puts_the_nearest_example_next_to_the_query_and_reloads(sst2, smol,
     assert again.prompts(sst2.task, [query]) == art.prompts(sst2.task, [query])
 
 
+def test_ape_with_its_own_proposer_counts_its_calls_apart(sst2, smol):
+    """A second model writes the instructions (here a second SmolLM2 instance: what matters is that
+    it is another backend); the tuned model only answers, and the record gets the proposer's cost."""
+    params = ApeParams(num_subsamples=1, prompts_per_subsample=3, demos_per_proposal=3, eval_size=6, rounds=1, keep=1,
+                       resamples_per_candidate=2, max_instruction_tokens=20, proposer="smollm2-135m")
+    before = smol.usage.snapshot()
+    art = Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, params, 0)
+    hist = art.history
+    assert smol.usage.model_calls - before["model_calls"] == 6 * len(hist)  # scoring only: no proposal on the target
+    assert art.stats["proposer_model"] == "smollm2-135m" and art.stats["proposer_calls"] == 3 + 2
+    assert art.stats["proposer_prompt_tokens"] > 0 and 0 < art.stats["proposer_completion_tokens"] <= 5 * 20
+    self_art = Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, ApeParams(
+        num_subsamples=1, prompts_per_subsample=3, demos_per_proposal=3, eval_size=6, rounds=0), 0)
+    assert self_art.stats["proposer_model"] == "self" and self_art.stats["proposer_calls"] == 3
+
+
 def test_ape_proposes_scores_and_keeps_the_best_with_a_black_view_only(sst2, smol):
     black = smol.view(Access.black)
     with pytest.raises(AccessError):
@@ -182,7 +198,7 @@ def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
     from boxbench.methods.proxy_tuning import ProxyBackend
 
     small = small_with_adapter()
-    proxy = ProxyBackend(smol, small, alpha=0.5)
+    proxy = ProxyBackend(smol.view("grey"), small, alpha=0.5)
     prompts = ["Review: a gorgeous, moving film.\nThe sentiment of this review is", "Review: dull and long.\nThe sentiment of this review is"]
     large_top = smol.next_token_logprobs(prompts, 5)
     got = proxy.next_token_logprobs(prompts, 5)
@@ -208,10 +224,10 @@ def test_proxy_generates_with_the_steered_scores(smol):
     small = small_with_adapter()
     prompts = ["Question: What is the capital of France?\nAnswer:", "Review: dull and long.\nIs this review positive or negative? Answer:"]
     cfg = GenerationConfig(max_new_tokens=5, stop=["\n"])
-    plain = smol.generate(prompts, cfg)
-    assert ProxyBackend(smol, small, alpha=0.0).view("black").generate(prompts, cfg) == plain
+    plain = smol.view("black").generate(prompts, cfg)
+    assert ProxyBackend(smol.view("grey"), small, alpha=0.0).view("black").generate(prompts, cfg) == plain
     for alpha in (0.5, 2.0):
-        steered = ProxyBackend(smol, small, alpha=alpha)
+        steered = ProxyBackend(smol.view("grey"), small, alpha=alpha)
         outs = steered.generate(prompts, GenerationConfig(max_new_tokens=3, stop=[]))
         assert steered.by_model["expert"].snapshot()["model_calls"] > 0
         for prompt, out in zip(prompts, outs):
@@ -219,4 +235,4 @@ def test_proxy_generates_with_the_steered_scores(smol):
             if best in small.tokenizer.all_special_tokens:  # the steered model ends at once
                 assert out == ""
             else:
-                assert out.startswith(best.lstrip()), (alpha, out, best)
+                assert out.startswith(best), (alpha, out, best)  # raw text: the view cuts and strips

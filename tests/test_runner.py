@@ -35,7 +35,8 @@ def test_smoke_suite_end_to_end_and_resume(tmp_path):
         rows = [json.loads(x) for x in (run / "cells" / r["cell_id"] / "predictions.jsonl").read_text().splitlines()]
         assert len(rows) == 8 and all(len(x["prompt_sha256"]) == 16 for x in rows)
         if r["protocol"] == "logprob":  # each label's score, so two cells compare example by example
-            assert all(len(x["scores"]) == 2 and x["pred"] == max(range(2), key=x["scores"].__getitem__) for x in rows)
+            labels = {"sst2": 2, "agnews": 4}[r["dataset"]]
+            assert all(len(x["scores"]) == labels and x["pred"] == max(range(labels), key=x["scores"].__getitem__) for x in rows)
         else:
             assert all(isinstance(x["answer"], str) for x in rows)
         assert r["code"]["version"] and set(r["data_files"]) >= {"sst2/train.tsv", "sst2/validation.tsv"} or \

@@ -38,6 +38,10 @@ CASES = {
                           "suite.methods[0].limits: unknown field 'tset'"),
     "bad method seeds": (GOOD.replace("[zero_shot]", "[{name: zero_shot, seeds: 0}]"),
                          "suite.methods[0].seeds: must be a non-empty list of integers"),
+    "unloadable proposer": (GOOD.replace("[zero_shot]", "[{name: ape, params: {proposer: gpt-17}}]"),
+                            "suite.methods[0].params.proposer: model 'gpt-17' is not an alias"),
+    "bad proposer option": (GOOD.replace("[zero_shot]", "[{name: ape, params: {proposer: {backend: openai, model: m, temprature: 1}}}]"),
+                            "suite.methods[0].params.proposer: unknown option(s) temprature for a openai model"),
     "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
                        "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }

@@ -1,0 +1,61 @@
+"""The model that writes prompts, apart from the model being tuned (DSPy's prompt_model / task_model).
+
+A method that asks a model to write or rewrite instructions (APE, and any later prompt optimiser)
+takes a ``proposer`` param: empty — the tuned model proposes, as in a self-contained run; otherwise
+any model spec (alias, ``hf:ORG/NAME``, a path, or ``{backend: openai, model: ..., base_url: ...}``)
+that is loaded once per cell and used at black access only (text in, text out). Its calls and
+tokens are counted apart from the tuned model's (``proposer_calls``, ``proposer_prompt_tokens``,
+``proposer_completion_tokens`` in the record; with no proposer they count the tuned model's own
+proposal calls, which are then also part of its ``model_calls``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boxbench.backends.base import Access, BlackView, GenerationConfig
+from boxbench.registry import UserError
+
+HELP = ("model that writes the instructions (alias, hf:NAME, path or an API model spec), at black access; "
+        "empty: the tuned model proposes")
+
+
+def check_proposer(spec: Any, where: str) -> None:
+    """Suite-time check, one line naming the field: a proposer spec that cannot be loaded (unknown
+    alias, weights not installed, missing path, unknown backend or option). Black access is the
+    least any backend gives, and all a proposer is handed."""
+    if not spec:
+        return
+    from boxbench.backends import parse_model_spec
+
+    if not isinstance(spec, (str, dict)):
+        raise UserError(f"{where}.params.proposer: expected a model spec (alias, hf:NAME, path or mapping), got {spec!r}")
+    parse_model_spec(spec, f"{where}.params.proposer")  # unknown alias, missing weights or path, bad options
+
+
+class Proposer:
+    """Generates through the proposer's black view and keeps count of what it cost."""
+
+    def __init__(self, spec: Any, target: BlackView) -> None:
+        if spec:
+            from boxbench.backends import load_backend, parse_model_spec
+
+            backend = load_backend(parse_model_spec(spec, "params.proposer"), device="auto", dtype="auto", batch_size=16)
+            self.view = backend.view(Access.black)
+            self.name = parse_model_spec(spec, "params.proposer").display
+        else:
+            self.view, self.name = target, "self"
+        self.calls = self.prompt_tokens = self.completion_tokens = 0
+
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        before = self.view.usage.snapshot()
+        out = self.view.generate(prompts, config)
+        after = self.view.usage.snapshot()
+        self.calls += after["model_calls"] - before["model_calls"]
+        self.prompt_tokens += after["prompt_tokens"] - before["prompt_tokens"]
+        self.completion_tokens += after["completion_tokens"] - before["completion_tokens"]
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {"proposer_model": self.name, "proposer_calls": self.calls, "proposer_prompt_tokens": self.prompt_tokens,
+                "proposer_completion_tokens": self.completion_tokens}
