@@ -154,8 +154,11 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
             if key[0] not in best or mean > statistics.fmean(r["accuracy"] for r in groups[best[key[0]]]):
                 best[key[0]] = key
         classes = [a for a in ACCESS_ORDER if a in best]
+        done = {(c.a, c.b) for c in family}
         for i, x in enumerate(classes):
             for y in classes[i + 1:]:
+                if (best[y], best[x]) in done:  # already tested against zero-shot: once per family
+                    continue
                 c = _compare(d, best[y], best[x], "best of class", groups[best[y]], groups[best[x]])
                 if c:
                     family.append(c)
