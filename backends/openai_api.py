@@ -75,7 +75,7 @@ class OpenAIBackend(Backend):
         self.score_method = "none"
         self.labels_missing = 0  # top_k scoring: labels not among the top-k (scored at the floor)
         self.billed = Usage()  # what the server was sent and said it used: HTTP requests, its own token counts
-        self._tokenize_url: str | None | bool = False  # False: not probed yet; None: the server has none
+        self._tokenize_url: str | None = ""  # "": not probed yet; None: the server has none
         self._cont_tokens: dict[str, int] = {}
         self._lock = threading.Lock()
         self.settings = {"base_url": base_url, "chat": chat, "concurrency": concurrency, "top_logprobs": top_logprobs,
@@ -145,9 +145,10 @@ class OpenAIBackend(Backend):
         import json
         import urllib.request
 
+        if self._tokenize_url is None:  # probed before: the server has none
+            return None
         root = self.base_url.rstrip("/").removesuffix("/v1")
-        candidates = [self._tokenize_url] if self._tokenize_url else [] if self._tokenize_url is None else [
-            f"{root}/extras/tokenize", f"{root}/tokenize"]
+        candidates = [self._tokenize_url] if self._tokenize_url else [f"{root}/extras/tokenize", f"{root}/tokenize"]
         for url in candidates:
             body = json.dumps({"input": text, "prompt": text, "model": self.name}).encode()
             req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
@@ -159,15 +160,17 @@ class OpenAIBackend(Backend):
             if isinstance(ids, list):
                 self._tokenize_url = url
                 return [int(i) for i in ids]
-        self._tokenize_url = None
+        if not self._tokenize_url:  # a failed probe: the server has no such endpoint (a known one may fail once)
+            self._tokenize_url = None
         return None
 
     def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]] | None:
-        from boxbench.backends.tokens import encode_pair
+        from boxbench.backends.tokens import encode_pair, split_pair
 
-        if self._tokenize(prompt) is None:
+        prompt_ids = self._tokenize(split_pair(prompt, continuation)[0])  # also probes for the endpoint
+        if prompt_ids is None:
             return None
-        return encode_pair(lambda t: self._tokenize(t) or [], prompt, continuation)
+        return encode_pair(lambda t: self._tokenize(t) or [], prompt, continuation, prompt_ids)
 
     def _continuation_tokens(self, prompt: str, continuation: str) -> int:
         """How many tokens a continuation adds to its prompt (for ``Usage``; cached per continuation

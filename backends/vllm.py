@@ -71,11 +71,11 @@ class VLLMBackend(Backend):
 
         return vocabulary_fingerprint(self.llm.get_tokenizer())
 
-    def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, prompt: str, continuation: str, prompt_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
         from boxbench.backends.tokens import encode_pair
 
         tok = self.llm.get_tokenizer()
-        return encode_pair(lambda t: tok(t).input_ids, prompt, continuation)
+        return encode_pair(lambda t: tok(t).input_ids, prompt, continuation, prompt_ids)
 
     def _count(self, outputs: list[Any]) -> None:
         """A call per prompt (``Usage``): one output per generate request."""
@@ -113,9 +113,13 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
 
         requests, spans = [], []
+        from boxbench.backends.tokens import split_pair
+
+        tok = self.llm.get_tokenizer()
         for p, conts in zip(prompts, continuations):
+            p_ids = tok(split_pair(p, "")[0]).input_ids  # once per prompt, not once per label
             for c in conts:
-                ctx, cont = self.encode_pair(p, c)
+                ctx, cont = self.encode_pair(p, c, p_ids)
                 ids = ctx + cont
                 requests.append({"prompt_token_ids": ids})
                 spans.append((len(ctx), ids))

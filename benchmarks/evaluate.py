@@ -116,4 +116,5 @@ def evaluate(artifact: Any, view: BlackView, task: Task, test: Sequence[Example]
         "predictions": preds,
         "answers": answers,
         "scores": scores,
+        "prompts": prompts,
     }

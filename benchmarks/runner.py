@@ -310,14 +310,13 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         eval_view = artifact.attach(cell_view)  # an adapter, a soft prompt, a proxy ... (the same view or a wrapper's)
         if eval_view.access != cell.access:
             raise UserError(f"artifact {artifact.kind}: evaluates at {eval_view.access.name} access, the cell at {cell.access.name}")
-        prompts = artifact.prompts(task, [e.text for e in splits.test])
         with meter.phase("eval"):
             res = evaluate(artifact, eval_view, task, splits.test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_view.usage.snapshot()
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
         record["component_accuracy"] = component_accuracy(eval_view, [e.label for e in splits.test], res["protocol"])
-        write_predictions(cell_dir / "predictions.jsonl", splits.test, res, prompts)
+        write_predictions(cell_dir / "predictions.jsonl", splits.test, res, res["prompts"])
         record.update(per_example_record(splits.test, res["predictions"]))
         record.update(
             {k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},

@@ -40,9 +40,9 @@ class Proposer:
         if spec:
             from boxbench.backends import load_backend, parse_model_spec
 
-            backend = load_backend(parse_model_spec(spec, "params.proposer"), device="auto", dtype="auto", batch_size=16)
-            self.view = backend.view(Access.black)
-            self.name = parse_model_spec(spec, "params.proposer").display
+            parsed = parse_model_spec(spec, "params.proposer")
+            self.view = load_backend(parsed, device="auto", dtype="auto", batch_size=16).view(Access.black)
+            self.name = parsed.display
         else:
             self.view, self.name = target, "self"
         self.calls = self.prompt_tokens = self.completion_tokens = 0
