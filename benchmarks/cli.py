@@ -73,9 +73,11 @@ def cmd_list() -> None:
     from boxbench.benchmarks.datasets import DATASETS
     from boxbench.methods.registry import METHODS
 
-    print("methods:")
+    from boxbench.methods.base import family_of
+
+    print("methods (access/sub-class in the survey's taxonomy):")
     for name, cls in METHODS.items():
-        print(f"  {name:<16} {cls.access.name:<6} {cls.description}")
+        print(f"  {name:<16} {family_of(cls):<18} {cls.description}")
     print("backends:")
     for name, cls in BACKENDS.items():
         print(f"  {name:<16} up to {cls.max_access.name} access")

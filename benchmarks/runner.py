@@ -270,7 +270,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
     from boxbench.benchmarks.datasets import load_splits
     from boxbench.benchmarks.evaluate import evaluate
     from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes, versions
-    from boxbench.methods.base import Artifact, build_params
+    from boxbench.methods.base import Artifact, build_params, family_of
     from boxbench.methods.registry import get_method
 
     record = base_record(cell)
@@ -281,6 +281,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             load_plugin_file(plugin)
         _seed_everything(cell.seed)
         method_cls = get_method(cell.method)
+        record["family"] = family_of(method_cls)
         params = build_params(method_cls, cell.params)
         splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
                              cell.limits.get("test"), cell.settings.get("data_seed", 0))

@@ -65,6 +65,7 @@ class Ape(Method):
     access = Access.black
     Params = ApeParams
     description = "LLM-proposed instructions, scored on dev by execution accuracy, iteratively resampled"
+    family = "multi-pass"
 
     @classmethod
     def check(cls, params: ApeParams, model: Any, where: str) -> None:

@@ -119,6 +119,22 @@ class ModelArtifact(Artifact):
         return PromptArtifact.from_json(data.get("prompt", {}), Path("."))
 
 
+FAMILIES: dict[Access, tuple[str, ...]] = {
+    Access.white: ("full", "partial"),
+    Access.grey: ("prompt", "module", "logprob"),
+    Access.black: ("multi-pass", "single-pass"),
+}
+"""The survey's taxonomy (its Figure 2), the sub-classes of each access class: white — full or partial
+parameter optimisation; grey — intermediate-layer optimisation of a prompt or of a module, or
+log-probability transfer; black — multi-pass prompt optimisation or single-pass demonstration
+selection. ``baseline`` (no tuning, or random demonstrations) sits outside it at any access."""
+
+
+def family_of(method: type["Method"]) -> str:
+    """``access/sub-class`` of a method, e.g. ``grey/module`` (``access/baseline`` for baselines)."""
+    return f"{method.access.name}/{method.family}"
+
+
 @dataclasses.dataclass
 class NoParams:
     """This method has no hyperparameters."""
@@ -131,6 +147,7 @@ class Method(ABC):
     access: ClassVar[Access]  # the least access it needs; tune() gets a view of exactly this
     Params: ClassVar[type] = NoParams
     description: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
 
     @abstractmethod
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:

@@ -21,6 +21,7 @@ class FewShot(Method):
     access = Access.black
     Params = FewShotParams
     description = "k random training demonstrations (seeded)"
+    family = "baseline"
 
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: FewShotParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)

@@ -93,6 +93,7 @@ class FullFinetune(Method):
     access = Access.white
     Params = FullFinetuneParams
     description = "all parameters trained on the label-word loss (AdamW)"
+    family = "full"
 
     def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: FullFinetuneParams, seed: int) -> FullWeightsArtifact:  # type: ignore[override]
         module = model.module

@@ -114,6 +114,7 @@ class Kate(Method):
     access = Access.black
     Params = KateParams
     description = "k nearest training examples (sentence embeddings) as each input's demonstrations"
+    family = "single-pass"
 
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: KateParams, seed: int) -> KNNPromptArtifact:
         import random

@@ -93,6 +93,7 @@ class LoRA(Method):
     access = Access.white
     Params = LoraParams
     description = "LoRA adapters (peft) trained on the label-word loss"
+    family = "partial"
 
     def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: LoraParams, seed: int) -> AdapterArtifact:  # type: ignore[override]
         import torch

@@ -172,6 +172,7 @@ class Pez(Method):
     access = Access.white
     Params = PezParams
     description = "hard prompt by projected gradient descent (PEZ), optionally on a cross-model agreeing vocabulary"
+    family = "partial"
 
     def tune(self, model: WhiteView, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
         import torch

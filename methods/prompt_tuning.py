@@ -76,6 +76,7 @@ class PromptTuning(Method):
     access = Access.white
     Params = PromptTuningParams
     description = "soft prompt tuning (peft PromptTuningConfig), model frozen"
+    family = "partial"
 
     def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> SoftPromptArtifact:  # type: ignore[override]
         import torch

@@ -201,6 +201,7 @@ class ProxyTuning(Method):
     access = Access.grey
     Params = ProxyParams
     description = "a small LoRA expert minus its untuned self steers a large model's logprobs"
+    family = "logprob"
 
     @classmethod
     def check(cls, params: ProxyParams, model: Any, where: str) -> None:

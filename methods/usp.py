@@ -88,6 +88,7 @@ class Usp(Method):
     access = Access.grey
     Params = UspParams
     description = "zero-shot pseudo-labels on unlabelled texts; confident, diverse ones become demonstrations"
+    family = "prompt"
 
     def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: UspParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)

@@ -13,6 +13,7 @@ class ZeroShot(Method):
     name = "zero_shot"
     access = Access.black
     description = "task template only, no tuning"
+    family = "baseline"
 
     def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> PromptArtifact:
         return PromptArtifact(task.instruction)

@@ -203,7 +203,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
              if c.kind == "vs zero-shot" and c.significant}
     keys = row_order(ok)
     has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
-    headers = ["method", "protocol"]
+    headers = ["method", "sub-class", "protocol"]
     for d in datasets:
         headers += [d] + ([f"{d} · {published.SOURCE}"] if d in has_paper else [])
     t = Table(f"Accuracy (%) — {model}", headers,
@@ -212,7 +212,9 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
                    "▲/▼ = better/worse than zero-shot with the same protocol, McNemar's exact test on the paired "
                    "test examples (pooled over seeds), Holm-adjusted p < 0.05 within each dataset; protocol: logprob = "
                    "label words scored by log-probability, generate = greedy answer parsed; the published column is "
-                   "another model and budget: context, not a target")
+                   "another model and budget: context, not a target; sub-class: the survey's taxonomy within the "
+                   "access class (white: full / partial; grey: prompt / module / logprob; black: multi-pass / "
+                   "single-pass; baseline: no tuning)")
     current = None
     for access, label in keys:
         if access != current:
@@ -227,8 +229,14 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
             if d in has_paper:
                 ref = published.accuracy(mine[0]["method"], d)
                 cells.append("—" if ref is None else f"{ref:.1f}")
-        t.rows.append([label, protocol, *cells])
+        t.rows.append([label, sub_class(mine), protocol, *cells])
     return t
+
+
+def sub_class(records: list[dict[str, Any]]) -> str:
+    """The method's sub-class in the survey's taxonomy (``family`` in the record: ``grey/module`` -> ``module``)."""
+    fams = {str(r.get("family") or "").split("/")[-1] for r in records} - {""}
+    return ", ".join(sorted(fams)) or "—"
 
 
 def _method_of(ok: list[dict[str, Any]], key: tuple[str, str]) -> str:

@@ -28,7 +28,10 @@ def test_methods_have_params_with_help_and_defaults():
 
     from boxbench.methods.registry import METHODS
 
+    from boxbench.methods.base import FAMILIES
+
     for name, cls in METHODS.items():
         assert cls.name == name and cls.description
+        assert cls.family in FAMILIES[cls.access] + ("baseline",), f"{name}: sub-class {cls.family!r}"
         for f in dataclasses.fields(cls.Params):
             assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING

@@ -60,10 +60,12 @@ def test_significance_marks_and_comparisons():
     assert cs[("lora", "zero_shot@grey")].only_a == 20 and cs[("lora", "zero_shot@grey")].significant
     assert not cs[("usp", "zero_shot@grey")].significant
     assert ("lora", "usp") in cs  # best white vs best grey
+    lora["family"] = "white/partial"
     table = accuracy_table([zs, lora, usp], "m")
     rows = {r[0]: r for r in table.rows}
-    assert rows["lora"][2].endswith("▲") and "▲" not in rows["usp"][2]
-    assert rows["lora"][2].startswith("100.0 [91.2, 100.0]")  # Wilson for one seed (40/40)
+    assert rows["lora"][1] == "partial" and rows["usp"][1] == "—"  # the survey's sub-class (none in an old record)
+    assert rows["lora"][3].endswith("▲") and "▲" not in rows["usp"][3]
+    assert rows["lora"][3].startswith("100.0 [91.2, 100.0]")  # Wilson for one seed (40/40)
     assert table.headers[-1].startswith("sst2 · survey") and rows["lora"][-1] == "96.8"  # the published column
 
 
