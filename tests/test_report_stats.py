@@ -90,5 +90,5 @@ def test_stale_cells_are_listed_not_averaged(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in now + old))
     (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0]["cell_key"]]}))
     md = write_report(tmp_path)[0].read_text()
-    assert "| zero_shot@grey | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
+    assert "| zero_shot@grey | — | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
     assert "1 stale cells listed at the end" in md and "### Stale cells" in md
