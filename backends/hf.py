@@ -275,12 +275,15 @@ class HFBackend(Backend):
         # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
         self.prefix_embeds: Any = None
 
-    OPTIONS = {"chat": bool}
+    OPTIONS = {"chat": bool, "quantize": str}
+    QUANTIZE = ("none", "4bit")
 
     # ----- construction -----
     @classmethod
     def check_spec(cls, model: str, options: dict[str, Any], where: str) -> None:
         super().check_spec(model, options, where)
+        if options.get("quantize", "none") not in cls.QUANTIZE:
+            raise UserError(f"{where}.quantize: {options['quantize']!r} is not supported; use none or 4bit (QLoRA's NF4, CUDA only)")
         if model in ALIASES:
             check_alias(model)
         elif not model.startswith("hf:") and not Path(model).exists():
@@ -291,8 +294,11 @@ class HFBackend(Backend):
 
     @classmethod
     def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True,
-             prefix_cache: bool = True, chat: bool = CHAT_DEFAULT) -> "HFBackend":
+             prefix_cache: bool = True, chat: bool = CHAT_DEFAULT, quantize: str = "none") -> "HFBackend":
         """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file.
+
+        ``quantize: 4bit``: weights in NF4 with double quantisation and bf16 compute through
+        bitsandbytes, QLoRA's setting (Dettmers et al., 2023); CUDA only, refused elsewhere in one line.
 
         ``chat``: send ``generate`` prompts as one user turn through the tokenizer's chat template
         (default off: measured on SST-2 with SmolLM2-135M-Instruct, the plain prompt answered better —
@@ -307,16 +313,41 @@ class HFBackend(Backend):
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
         gguf, name = _resolve(spec)
-        if gguf is not None:
+        if quantize == "4bit":
+            tok, model = cls._load_4bit(spec, gguf, name, dev)
+            info = {"load_source": "hub" if spec.startswith("hf:") else "folder", "quantize": "4bit-nf4"}
+        elif gguf is not None:
             tok, model, info = load_gguf_cached(gguf, torch_dtype, use_cache)
         else:
             tok = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
             info = {"load_source": "hub" if spec.startswith("hf:") else "folder"}
-        model.to(dev).eval()
+        if quantize != "4bit":  # a bitsandbytes model is placed at load and cannot be moved
+            model.to(dev)
+        model.eval()
         settings = {"device": dev, "dtype": str(torch_dtype).removeprefix("torch."), **info,
                     "load_wall_s": round(time.perf_counter() - t0, 3)}
         return cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache, chat=chat)
+
+    @staticmethod
+    def _load_4bit(spec: str, gguf: Path | None, name: str, dev: str) -> tuple[Any, Any]:
+        """QLoRA's base model: NF4 weights, double quantisation, bf16 compute (bitsandbytes, CUDA)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        if not dev.startswith("cuda"):
+            raise UserError(f"model {spec!r}: quantize: 4bit (QLoRA) needs a CUDA device, this cell runs on {dev}; "
+                            f"drop quantize (plain LoRA) or run the suite on a GPU")
+        if gguf is not None:
+            raise UserError(f"model {spec!r}: quantize: 4bit takes a hub name or a folder of safetensors, not a GGUF file")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise UserError("quantize: 4bit needs bitsandbytes; pip install bitsandbytes") from None
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(name, quantization_config=config, device_map={"": dev})
+        return AutoTokenizer.from_pretrained(name), model
 
     @staticmethod
     def load_tokenizer(spec: str) -> Any:
@@ -410,7 +441,7 @@ class HFBackend(Backend):
         with its KV cache computed once; None when caching is off or the prefix is short."""
         import torch
 
-        if not self.prefix_cache or self.prefix_embeds is not None or len(rows) < 2:
+        if not self.prefix_cache or self.prefix_embeds is not None or self._carries_prompt() or len(rows) < 2:
             return None
         limit = min(len(r) - k for r, k in zip(rows, need_keep))
         first = rows[0]
@@ -423,6 +454,12 @@ class HFBackend(Backend):
         with torch.inference_mode():
             out = self._model(input_ids=torch.tensor([p_ids], device=self.device), use_cache=True, logits_to_keep=1)
         return p_ids, getattr(out, "cache", None) or out.past_key_values
+
+    def _carries_prompt(self) -> bool:
+        """True when the module puts its own learned prompt or prefix in front (a peft prompt-learning
+        adapter, e.g. prefix tuning): no shared-prefix cache then (its keys and values would lack the
+        learned prefix) and no incremental decoding (peft inserts the prefix again at every call)."""
+        return bool(getattr(getattr(self._model, "active_peft_config", None), "is_prompt_learning", False))
 
     def _cache_kwarg(self) -> str:
         model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
@@ -479,11 +516,12 @@ class HFBackend(Backend):
         inputs = self._batch_inputs(rows, prefix)
         mask, last_pos = inputs["attention_mask"], inputs["position_ids"][:, -1]
         eos = self.end_token_ids()
+        own = self._carries_prompt()
         new: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
         with torch.inference_mode():
             for _ in range(config.max_new_tokens):
-                out = self._forward(inputs, 1, use_cache=True)
+                out = self._forward(inputs, 1, use_cache=not own)
                 logits = out.logits[:, -1].float()
                 if config.temperature > 0:
                     probs = torch.softmax(logits / config.temperature, dim=-1)
@@ -505,6 +543,9 @@ class HFBackend(Backend):
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
                 last_pos = last_pos + 1
+                if own:  # the whole sequence again, no cache (see _carries_prompt)
+                    inputs = self.model_inputs(torch.cat([inputs["input_ids"], nxt[:, None]], 1), mask)
+                    continue
                 inputs = {"input_ids": nxt[:, None], "attention_mask": mask, "position_ids": last_pos[:, None],
                           self._cache_kwarg(): getattr(out, "cache", None) or out.past_key_values}
         return new

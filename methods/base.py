@@ -59,6 +59,10 @@ class Artifact:
     def load(folder: Path) -> "Artifact":
         data = json.loads((Path(folder) / "artifact.json").read_text())
         kind = data.pop("kind", None)
+        if kind not in ARTIFACT_KINDS:  # defined by a method module not imported yet: import them all
+            from boxbench.methods.registry import METHODS
+
+            dict(METHODS.items())
         cls = ARTIFACT_KINDS.get(kind)  # type: ignore[arg-type]
         if cls is None:
             raise UserError(f"artifact {folder}: unknown kind {kind!r}; known kinds: {', '.join(sorted(ARTIFACT_KINDS))} "

@@ -19,6 +19,11 @@ METHODS: Registry[Any] = Registry(
         "usp": "boxbench.methods.usp:Usp",
         "proxy_tuning": "boxbench.methods.proxy_tuning:ProxyTuning",
         "pez": "boxbench.methods.pez:Pez",
+        "adalora": "boxbench.methods.adapters:AdaLora",
+        "ia3": "boxbench.methods.adapters:IA3",
+        "loha": "boxbench.methods.adapters:LoHa",
+        "lokr": "boxbench.methods.adapters:LoKr",
+        "prefix_tuning": "boxbench.methods.adapters:PrefixTuning",
     },
 )
 

@@ -107,14 +107,24 @@ def count_params(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def planned_steps(pool_size: int, params: TrainParams) -> int:
+    """Optimizer steps ``train`` will plan for a pool of ``pool_size`` examples (``max_steps`` or epochs)."""
+    n = min(pool_size, params.max_train_examples) if params.max_train_examples else pool_size
+    per_epoch = math.ceil(n / (params.batch_size * params.grad_accum))
+    return params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
+
+
 def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
           forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
-          instruction: str = "") -> dict[str, Any]:
+          instruction: str = "", extra_loss: Callable[[], Any] | None = None,
+          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
 
     ``forward(model, ids, mask, keep)`` returns the logits of the last ``keep`` positions (default:
-    ``forward_tail``); prompt tuning passes its own to prepend the soft prompt. Returns the stats the
-    runner records.
+    ``forward_tail``); prompt tuning passes its own to prepend the soft prompt. ``extra_loss()`` is
+    added to every forward pass's loss (a method's regulariser, e.g. AdaLoRA's orthogonality term);
+    ``after_step(step)`` runs after each optimizer step, gradients still present (AdaLoRA's rank
+    allocation). Returns the stats the runner records.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -128,8 +138,7 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
     if not pool:
         raise ValueError("the training pool is empty; raise limits.train in the suite")
     data = encode_examples(tok, task, pool, params.max_length, instruction)
-    per_epoch = math.ceil(len(data) / (params.batch_size * params.grad_accum))
-    steps = params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
+    steps = planned_steps(len(data), params)
     trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
@@ -159,7 +168,10 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
             ids, mask, labels = collate(batch, pad, device)
             keep = max(n for _, n in batch) + 1
             with autocast():
-                loss = label_loss(fwd(model, ids, mask, keep), labels) / params.grad_accum
+                loss = label_loss(fwd(model, ids, mask, keep), labels)
+                if extra_loss is not None:
+                    loss = loss + extra_loss()
+                loss = loss / params.grad_accum
             loss.backward()
             step_loss += float(loss.detach())
             seen += len(batch)
@@ -168,6 +180,8 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
         opt.step()
         sched.step()
         step += 1
+        if after_step is not None:
+            after_step(step)
         losses.append(step_loss)
         if params.time_budget_s and time.perf_counter() - t0 >= params.time_budget_s:
             stopped = "time_budget"
