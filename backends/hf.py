@@ -455,6 +455,10 @@ class HFBackend(Backend):
             out = self._model(input_ids=torch.tensor([p_ids], device=self.device), use_cache=True, logits_to_keep=1)
         return p_ids, getattr(out, "cache", None) or out.past_key_values
 
+    def _n_soft(self) -> int:
+        """Positions of a soft prompt in front of every input (read at every call, so counted as prompt tokens)."""
+        return 0 if self.prefix_embeds is None else int(self.prefix_embeds.shape[0])
+
     def _carries_prompt(self) -> bool:
         """True when the module puts its own learned prompt or prefix in front (a peft prompt-learning
         adapter, e.g. prefix tuning): no shared-prefix cache then (its keys and values would lack the
@@ -505,7 +509,7 @@ class HFBackend(Backend):
             new = self._decode([encoded[i][n_prefix:] for i in batch], prefix, config, gen)
             for toks, i in zip(new, batch):
                 outputs[i] = self._tok.decode(toks, skip_special_tokens=True)
-                self.usage.add(calls=1, prompt=len(encoded[i]), completion=len(toks))
+                self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft(), completion=len(toks))
         return outputs
 
     def _decode(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None, config: GenerationConfig,
@@ -561,8 +565,26 @@ class HFBackend(Backend):
             top = torch.topk(lp, k, dim=-1)
             for row, i in enumerate(batch):
                 result[i] = {self._tok.decode([t]): float(v) for v, t in zip(top.values[row].tolist(), top.indices[row].tolist())}
-                self.usage.add(calls=1, prompt=len(encoded[i]))
+                self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft())
         return result
+
+    def input_embeddings(self, text: str) -> Any:
+        """The input embeddings (tokens × width, float32, CPU) the model reads for ``text``."""
+        import torch
+
+        ids = torch.tensor([self._encode(text, False)], device=self.device)
+        with torch.inference_mode():
+            return self._model.get_input_embeddings()(ids)[0].float().cpu()
+
+    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """``score`` with ``prefix`` (n × width input embeddings) in front of every prompt."""
+        if self.prefix_embeds is not None:
+            raise UserError(f"model {self.name!r} already carries a soft prompt; load it fresh to score another in front")
+        self.prefix_embeds = prefix
+        try:
+            return self.score(prompts, continuations)
+        finally:
+            self.prefix_embeds = None
 
     def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """The token ids this backend scores for ``continuation`` after ``prompt`` (the one rule)."""
@@ -596,7 +618,7 @@ class HFBackend(Backend):
                 # position (from the row's end) whose logits predict c[0]
                 mine.append((base + r, len(kept[r]) - (len(p) - 1), c))
             reads.append(mine)
-            self.usage.add(calls=1, prompt=len(p_ids) + sum(len(c) for _, c in pairs))
+            self.usage.add(calls=1, prompt=self._n_soft() + len(p_ids) + sum(len(c) for _, c in pairs))
         need_keep = [0] * len(rows)
         by_row: dict[int, list[tuple[int, int, int, list[int]]]] = {}  # row -> (prompt, cont, off, ids)
         for pi, per in enumerate(reads):

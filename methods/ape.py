@@ -23,9 +23,8 @@ from typing import Any
 
 from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.benchmarks.evaluate import accuracy, predict
-from boxbench.methods.base import Method, PromptArtifact, render_prompt
-from boxbench.methods.proposer import HELP, Proposer, check_proposer
+from boxbench.methods.base import Method, PromptArtifact
+from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracy
 from boxbench.registry import UserError
 
 FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
@@ -85,9 +84,7 @@ class Ape(Method):
             seen = {h["instruction"] for h in history}
             fresh = [c for c in dict.fromkeys(candidates) if c and c not in seen]
             for cand in fresh:
-                prompts = [render_prompt(task, e.text, cand) for e in eval_set]
-                preds, _ = predict(model, task, prompts, params.max_new_tokens)
-                history.append({"instruction": cand, "dev_accuracy": accuracy([e.label for e in eval_set], preds),
+                history.append({"instruction": cand, "dev_accuracy": instruction_accuracy(model, task, cand, eval_set, params.max_new_tokens),
                                 "origin": origin, "round": round_no})
 
         proposals: list[str] = []

@@ -1,4 +1,5 @@
-"""The model that writes prompts, apart from the model being tuned (DSPy's prompt_model / task_model).
+"""The model that writes prompts, apart from the model being tuned (DSPy's prompt_model / task_model),
+and the dev score every prompt optimiser ranks its candidate instructions by (``instruction_accuracy``).
 
 A method that asks a model to write or rewrite instructions (APE, and any later prompt optimiser)
 takes a ``proposer`` param: empty — the tuned model proposes, as in a self-contained run; otherwise
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from boxbench.backends.base import Access, BlackView, GenerationConfig
+from boxbench.benchmarks.datasets import Example, Task
 from boxbench.registry import UserError
 
 HELP = ("model that writes the instructions (alias, hf:NAME, path or an API model spec), at black access; "
@@ -59,3 +61,13 @@ class Proposer:
     def stats(self) -> dict[str, Any]:
         return {"proposer_model": self.name, "proposer_calls": self.calls, "proposer_prompt_tokens": self.prompt_tokens,
                 "proposer_completion_tokens": self.completion_tokens}
+
+
+def instruction_accuracy(model: BlackView, task: Task, instruction: str, examples: list[Example], max_new_tokens: int) -> float:
+    """Accuracy of ``instruction`` in front of each example's prompt, through the shared scorer at
+    ``model``'s access (black: generated answers parsed — execution accuracy)."""
+    from boxbench.benchmarks.evaluate import accuracy, predict
+    from boxbench.methods.base import render_prompt
+
+    preds, _ = predict(model, task, [render_prompt(task, e.text, instruction) for e in examples], max_new_tokens)
+    return accuracy([e.label for e in examples], preds)

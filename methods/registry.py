@@ -24,6 +24,8 @@ METHODS: Registry[Any] = Registry(
         "loha": "boxbench.methods.adapters:LoHa",
         "lokr": "boxbench.methods.adapters:LoKr",
         "prefix_tuning": "boxbench.methods.adapters:PrefixTuning",
+        "bbt": "boxbench.methods.bbt:Bbt",
+        "evoprompt": "boxbench.methods.evoprompt:EvoPrompt",
     },
 )
 

@@ -1,0 +1,221 @@
+"""BBT, Black-Box Tuning (Sun et al., ICML 2022): a continuous prompt tuned from the model's outputs
+alone, no gradients. Grey box: it sends input embeddings in and reads label log-probabilities out
+(``GreyView.input_embeddings`` / ``score_with_embeddings``), never the parameters.
+
+The prompt of L positions is P = P₀ + A·z: P₀ the input embeddings of a text (the task instruction's
+tokens, repeated to L), A a fixed random projection from R^d to R^(L×width), and z ∈ R^d optimised
+by CMA-ES (the ``cma`` package) on the cross-entropy of the label words over a balanced few-shot
+training batch. A is drawn N(0, σ_A²) with σ_A = std(E)/(√d · σ) as the reference, E the input
+embeddings (the reference reads the whole embedding matrix; at grey access we read those of the
+training texts). Every ``eval_every`` candidate evaluations the generation's best is scored on the
+dev set, and the prompt with the best dev accuracy (ties: the lower training loss) is the artifact.
+
+Budget in model calls, as the paper counts them: ``budget`` candidate evaluations, each one
+forward pass of the training batch (the reference's 8,000 API calls over a 32-example batch). The
+record's ``model_calls`` count one per prompt, so a candidate evaluation of a 32-example batch is 32
+of them; ``candidate_evaluations`` in the record is the paper's count.
+
+Defaults: the reference's (github.com/txsun1997/Black-Box-Tuning, ``bbt.py`` arguments and fixed
+settings): L = 50 prompt tokens, d = 500, population 20, budget 8,000, σ = 1, no bound,
+16 examples per class, the 'add' mode (the projection is added to P₀), cross-entropy loss,
+dev evaluation every 100 calls.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.benchmarks.evaluate import accuracy, argmax_labels
+from boxbench.methods.base import Method, ModelArtifact, PromptArtifact, render_prompt
+from boxbench.registry import UserError
+
+
+@dataclass
+class BbtParams:
+    prompt_tokens: int = field(default=50, metadata={"help": "L, positions of the continuous prompt (reference: 50)"})
+    intrinsic_dim: int = field(default=500, metadata={"help": "d, dimension of the optimised vector z (reference: 500)"})
+    popsize: int = field(default=20, metadata={"help": "CMA-ES population per generation (reference: 20)"})
+    budget: int = field(default=8000, metadata={"help": "candidate evaluations, each a forward pass of the training batch (reference: 8,000 API calls)"})
+    sigma: float = field(default=1.0, metadata={"help": "CMA-ES initial step size (reference: 1)"})
+    shots_per_class: int = field(default=16, metadata={"help": "training examples per class in the batch every candidate is scored on (reference: 16)"})
+    eval_every: int = field(default=100, metadata={"help": "score the current best on dev every this many candidate evaluations (reference: 100)"})
+    dev_size: int = field(default=0, metadata={"help": "dev examples for that check; 0 = the whole dev split"})
+    init_text: str = field(default="", metadata={"help": "P₀: this text's input embeddings, repeated to L; empty = the task instruction"})
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "intrinsic_dim", "budget", "shots_per_class", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.popsize < 2:
+            raise UserError(f"params.popsize: CMA-ES needs at least 2 candidates per generation, got {self.popsize}")
+        if self.sigma <= 0:
+            raise UserError(f"params.sigma: must be positive, got {self.sigma}")
+
+
+def balanced_batch(train: list[Example], num_labels: int, per_class: int, rng: random.Random) -> list[Example]:
+    """Up to ``per_class`` examples of each label, drawn with ``rng`` (the few-shot training set)."""
+    out: list[Example] = []
+    for label in range(num_labels):
+        pool = [e for e in train if e.label == label]
+        out += rng.sample(pool, min(per_class, len(pool)))
+    rng.shuffle(out)
+    return out
+
+
+def label_cross_entropy(scores: list[list[float]], gold: list[int]) -> float:
+    """Mean cross-entropy of the gold label under the softmax over the label words' log-probabilities."""
+    total = 0.0
+    for row, g in zip(scores, gold):
+        top = max(row)
+        total += top + math.log(sum(math.exp(s - top) for s in row)) - row[g]
+    return total / len(gold)
+
+
+class Bbt(Method):
+    name = "bbt"
+    access = Access.grey
+    family = "module"
+    Params = BbtParams
+    description = "Black-Box Tuning: a continuous prompt P0 + A·z, z tuned by CMA-ES from label logprobs (no gradients)"
+
+    @classmethod
+    def check(cls, params: BbtParams, model: Any, where: str) -> None:
+        from boxbench.backends import BACKENDS
+
+        backend = BACKENDS.get(model.backend)
+        if backend.score_with_embeddings is Backend.score_with_embeddings:
+            raise UserError(f"{where}: bbt sends input embeddings, which a {model.backend} model does not take; "
+                            f"use a model served in process (backend: hf)")
+
+    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> "EmbeddingPromptArtifact":  # type: ignore[override]
+        import cma
+        import numpy as np
+        import torch
+
+        rng = random.Random(seed)
+        batch = balanced_batch(train, task.num_labels, params.shots_per_class, rng)
+        if not batch:
+            raise UserError("bbt: the training pool is empty; raise limits.train in the suite")
+        prompts = [render_prompt(task, e.text, task.instruction) for e in batch]
+        gold = [e.label for e in batch]
+        words = [list(task.label_words)] * len(prompts)
+        check = dev[: params.dev_size] if params.dev_size else dev
+        check_prompts = [render_prompt(task, e.text, task.instruction) for e in check]
+
+        init = model.input_embeddings(params.init_text or task.instruction or "Classify the text.")
+        if init.shape[0] == 0:
+            raise UserError("bbt: params.init_text encodes to no tokens; give a non-empty text")
+        reps = -(-params.prompt_tokens // init.shape[0])
+        p0 = init.repeat(reps, 1)[: params.prompt_tokens]
+        width = p0.shape[1]
+        seen = torch.cat([model.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
+        std = float(seen.std()) / (math.sqrt(params.intrinsic_dim) * params.sigma)
+        gen = torch.Generator().manual_seed(seed)
+        proj = torch.randn(params.prompt_tokens * width, params.intrinsic_dim, generator=gen) * std  # A, fixed
+
+        def prompt_of(z: Any) -> Any:
+            return p0 + (proj @ torch.as_tensor(np.asarray(z), dtype=torch.float32)).view(params.prompt_tokens, width)
+
+        def loss(z: Any) -> float:
+            return label_cross_entropy(model.score_with_embeddings(prompt_of(z), prompts, words), gold)
+
+        def dev_acc(z: Any) -> float:
+            if not check:
+                return 0.0
+            scores = model.score_with_embeddings(prompt_of(z), check_prompts, [list(task.label_words)] * len(check))
+            return accuracy([e.label for e in check], argmax_labels(scores))
+
+        zero = [0.0] * params.intrinsic_dim
+        first = loss(zero)
+        best = {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0}
+        history = [{"evaluations": 0, "best_loss": first, "dev_accuracy": best["dev_accuracy"]}]
+        es = cma.CMAEvolutionStrategy(zero, params.sigma, {"seed": seed + 1, "popsize": params.popsize, "verbose": -9,
+                                                           "maxfevals": params.budget})
+        done, next_check = 0, params.eval_every
+        while done < params.budget and not es.stop():
+            xs = es.ask()[: params.budget - done]
+            fits = [loss(x) for x in xs]
+            done += len(xs)
+            if len(xs) < params.popsize:  # the budget ran out mid-generation
+                break
+            es.tell(xs, fits)
+            i = int(np.argmin(fits))
+            if done >= next_check or done >= params.budget:
+                next_check += params.eval_every
+                acc = dev_acc(xs[i])
+                history.append({"evaluations": done, "best_loss": fits[i], "dev_accuracy": acc})
+                if (acc, -fits[i]) > (best["dev_accuracy"], -best["loss"]):
+                    best = {"z": list(map(float, xs[i])), "loss": fits[i], "dev_accuracy": acc, "evaluation": done}
+        art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction))
+        art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(batch), loss_first=first,
+                         loss_best=best["loss"], best_dev_accuracy=best["dev_accuracy"], best_at_evaluation=best["evaluation"],
+                         dev_checked=len(check), search_curve=history, prompt_tokens=params.prompt_tokens,
+                         intrinsic_dim=params.intrinsic_dim)
+        return art
+
+
+class EmbeddingPromptBackend(Backend):
+    """A grey view with a continuous prompt in front of every input: scores through
+    ``score_with_embeddings``; the model's own calls and tokens are this backend's."""
+
+    name = "embedding_prompt"
+
+    def __init__(self, grey: GreyView, prefix: Any) -> None:
+        super().__init__()
+        self.grey, self.prefix = grey, prefix
+        self.name = f"{grey.model_name} + continuous prompt"
+        self.max_access = Access.grey
+        self.usage = grey.usage
+
+    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
+        raise UserError("a continuous prompt is read through log-probabilities (grey access); generation with input "
+                        "embeddings in front is not offered")
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        return self.grey.score_with_embeddings(self.prefix, prompts, continuations)
+
+    def vocabulary_id(self) -> str | None:
+        return self.grey.vocabulary_id()
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.grey.describe(), "input_prefix_positions": int(self.prefix.shape[0])}
+
+
+class EmbeddingPromptArtifact(ModelArtifact):
+    """A continuous prompt (L × width input embeddings) put in front of every input through the grey
+    view; re-applies to any model with the same embedding width that takes input embeddings."""
+
+    kind = "embedding_prompt"
+
+    def __init__(self, embeds: Any = None, prompt: PromptArtifact | None = None) -> None:
+        super().__init__(prompt)
+        self.embeds = embeds
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        super().save(folder)
+        save_file({"prompt_embeds": self.embeds.contiguous()}, str(folder / "prompt_embeds.safetensors"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt_positions": int(self.embeds.shape[0]), **super().to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> "EmbeddingPromptArtifact":
+        from safetensors.torch import load_file
+
+        return cls(load_file(str(folder / "prompt_embeds.safetensors"))["prompt_embeds"], cls.prompt_from(data))
+
+    def attach(self, view: Any) -> Any:
+        if view.access < Access.grey:
+            raise UserError(f"a continuous prompt needs grey access to {view.model_name} (input embeddings); this cell has {view.access.name}")
+        width = view.input_embeddings("a").shape[1]
+        if width != self.embeds.shape[1]:
+            raise UserError(f"continuous prompt width {self.embeds.shape[1]} does not match {view.model_name}'s embeddings ({width})")
+        return EmbeddingPromptBackend(view, self.embeds).view(Access.grey)

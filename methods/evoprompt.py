@@ -1,0 +1,157 @@
+"""EvoPrompt, genetic-algorithm variant (Guo et al., ICLR 2024), black-box.
+
+A population of instructions evolves by LLM-driven crossover and mutation, selected by dev accuracy
+through the shared black-box scorer (generate + parse), exactly as APE scores its candidates:
+
+1. Initial population: ``init_size`` instructions proposed from training demonstrations (APE's
+   forward template, ``methods/ape.py``), plus the task's own instruction if it has one; each is
+   scored on the dev sample and the best ``popsize`` are kept (the reference's ``para_topk``).
+2. For ``iterations`` rounds: ``popsize`` children, each from two parents drawn by roulette wheel
+   (probability ∝ dev accuracy; the reference's ``sel_mode wheel``), written by the proposer from the
+   paper's two-step prompt — cross the two parents over, then mutate the result, and give the final
+   instruction between <prompt> and </prompt> — and scored the same way; the best ``popsize`` of
+   parents and children survive (``ga_mode topk``).
+3. The best instruction found (ties: the earlier) is the artifact's, with the whole history.
+
+Defaults: the reference's classification runs (github.com/beeevita/EvoPrompt, scripts/cls/run_ga_*.sh):
+population 10, 10 iterations, 500 dev examples (``sample_num``), roulette-wheel selection, top-k
+survival. The proposer (``proposer``) writes the instructions, the tuned model only answers
+(methods/proposer.py); black access only.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from boxbench.backends.base import Access, BlackView, GenerationConfig
+from boxbench.benchmarks.datasets import Example, Task
+from boxbench.methods.ape import FORWARD, ApeArtifact, clean_instruction
+from boxbench.methods.base import Method
+from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracy
+from boxbench.registry import UserError
+
+LEAD = re.compile(r"^\s*(\d\.\s*)?((final|mutated|mutation|crossover|new)\s+prompt\s*:)?\s*", re.I)
+EVOLVE = ("Please follow the instruction step-by-step to generate a better prompt.\n"
+          "1. Cross over the following prompts and generate a new prompt:\n"
+          "Prompt 1: {a}\nPrompt 2: {b}\n"
+          "2. Mutate the prompt generated in Step 1 and generate a final prompt bracketed with <prompt> and </prompt>.\n\n"
+          "1. Crossover Prompt:")
+
+
+@dataclass
+class EvoPromptParams:
+    popsize: int = field(default=10, metadata={"help": "instructions kept per generation (reference: 10)"})
+    iterations: int = field(default=10, metadata={"help": "generations of popsize children each (reference budget: 10)"})
+    init_size: int = field(default=10, metadata={"help": "instructions proposed for the initial population, the best popsize kept"})
+    demos_per_proposal: int = field(default=5, metadata={"help": "training pairs shown per initial proposal (APE's forward template)"})
+    eval_size: int = field(default=500, metadata={"help": "dev examples every candidate is scored on (reference: sample_num 500)"})
+    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and children (boxbench: APE's 0.9)"})
+    max_instruction_tokens: int = field(default=96, metadata={"help": "generation cap of one child (it writes both steps)"})
+    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
+    proposer: Any = field(default="", metadata={"help": HELP})
+
+    def __post_init__(self) -> None:
+        for name in ("popsize", "init_size", "demos_per_proposal", "eval_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.popsize < 2:
+            raise UserError(f"params.popsize: crossover needs at least 2 instructions, got {self.popsize}")
+        if self.iterations < 0:
+            raise UserError(f"params.iterations: must be 0 or more, got {self.iterations}")
+
+
+def final_prompt(text: str) -> str:
+    """The instruction a child completion ends with: inside the last <prompt>...</prompt> (an unclosed
+    tag runs to the end), else the last non-empty line, cleaned as APE cleans its proposals."""
+    found = [f.strip() for f in re.findall(r"<prompt>(.*?)(?:</prompt>|$)", text, flags=re.S | re.I)]
+    if found and found[-1]:
+        return clean_instruction(found[-1].replace("\n", " "))
+    lines = [ln for ln in re.sub(r"</?prompt>", "", text, flags=re.I).splitlines() if ln.strip()]
+    return clean_instruction(LEAD.sub("", lines[-1])) if lines else ""
+
+
+def roulette(rng: random.Random, scores: list[float], k: int = 2) -> list[int]:
+    """``k`` distinct indices drawn with probability ∝ score (uniform when every score is 0)."""
+    idx = list(range(len(scores)))
+    out: list[int] = []
+    for _ in range(min(k, len(idx))):
+        weights = [scores[i] + 1e-6 for i in idx]
+        pick = rng.choices(idx, weights=weights)[0]
+        out.append(pick)
+        idx.remove(pick)
+    return out
+
+
+class EvoPrompt(Method):
+    name = "evoprompt"
+    access = Access.black
+    family = "multi-pass"
+    Params = EvoPromptParams
+    description = "EvoPrompt (GA): instructions evolved by LLM crossover + mutation, roulette selection on dev accuracy"
+
+    @classmethod
+    def check(cls, params: EvoPromptParams, model: Any, where: str) -> None:
+        check_proposer(params.proposer, where)
+
+    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: EvoPromptParams, seed: int) -> ApeArtifact:
+        rng = random.Random(seed)
+        if not dev:
+            raise UserError("evoprompt: needs a dev set to score candidates on; set limits.dev above 0")
+        if not train:
+            raise UserError("evoprompt: needs training examples to propose the first instructions from; raise limits.train")
+        proposer = Proposer(params.proposer, model)
+        eval_set = rng.sample(dev, min(params.eval_size, len(dev)))
+        sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
+                                  stop=[], seed=seed)
+        history: list[dict[str, Any]] = []
+
+        def scored(candidates: list[str], origin: str, generation: int, parents: list[list[str]] | None = None) -> list[dict[str, Any]]:
+            known = {h["instruction"]: h for h in history}
+            out = []
+            for j, cand in enumerate(candidates):
+                if not cand:
+                    continue
+                if cand in known:  # a child equal to an earlier instruction: its score is known
+                    out.append(known[cand])
+                    continue
+                h = {"instruction": cand, "dev_accuracy": instruction_accuracy(model, task, cand, eval_set, params.max_new_tokens),
+                     "origin": origin, "generation": generation, **({"parents": parents[j]} if parents else {})}
+                history.append(h)
+                known[cand] = h
+                out.append(h)
+            return out
+
+        queries = []
+        for _ in range(params.init_size):
+            demos = rng.sample(train, min(params.demos_per_proposal, len(train)))
+            pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
+            queries.append(FORWARD.format(n=len(demos), pairs=pairs))
+        outs = proposer.generate(queries, replace(sample, max_new_tokens=50, stop=["\n"]))
+        initial = ([task.instruction] if task.instruction.strip() else []) + [clean_instruction(o) for o in outs]
+        population = _top(scored(list(dict.fromkeys(initial)), "initial", 0), params.popsize)
+        if len(population) < 2:
+            raise UserError("evoprompt: fewer than 2 usable initial instructions (the proposer's completions were empty)")
+        for g in range(1, params.iterations + 1):
+            pairs_of = [[population[i]["instruction"] for i in roulette(rng, [h["dev_accuracy"] for h in population])]
+                        for _ in range(params.popsize)]
+            outs = proposer.generate([EVOLVE.format(a=a, b=b) for a, b in pairs_of], replace(sample, seed=seed * 1000 + g))
+            children = scored([final_prompt(o) for o in outs], "child", g, pairs_of)
+            population = _top(_unique(population + children), params.popsize)
+        winner = max(history, key=lambda h: h["dev_accuracy"])  # max keeps the first of equals
+        art = ApeArtifact(winner["instruction"], history=history)
+        art.stats.update(candidates_scored=len(history), winner_dev_accuracy=winner["dev_accuracy"], eval_size=len(eval_set),
+                         generations=params.iterations, final_population=[h["instruction"] for h in population],
+                         **proposer.stats())
+        return art
+
+
+def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({h["instruction"]: h for h in items}.values())
+
+
+def _top(items: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The ``k`` best by dev accuracy (stable: earlier first among equals)."""
+    return sorted(items, key=lambda h: -h["dev_accuracy"])[:k]
