@@ -3,6 +3,8 @@ none); run on a lent GPU machine. The model is built from a config (no download,
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -35,3 +37,23 @@ def test_cuda_peak_memory_and_bf16_lora_steps():
     peak = peak_accelerator_bytes()
     assert peak is not None and peak > 135e6 * 2  # at least the bf16 weights
     print(f"\ncuda peak {peak / 2**20:.0f} MiB, nvml peak {meter.peak_accelerator_nvml_bytes}")
+
+
+def test_qlora_loads_in_4bit_and_trains_lora(tmp_path):
+    """QLoRA: a model folder loaded with quantize: 4bit (NF4 through bitsandbytes), then LoRA steps."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install bitsandbytes)")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from boxbench.backends.hf import HFBackend
+    from boxbench.benchmarks.datasets import load_splits
+    from boxbench.methods.lora import LoRA, LoraParams
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
+                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+    HFBackend.load("smollm2-135m", device="cpu").tokenizer.save_pretrained(tmp_path / "tiny")
+    backend = HFBackend.load(str(tmp_path / "tiny"), device="cuda", quantize="4bit")
+    assert backend.module.is_loaded_in_4bit and backend.settings["quantize"] == "4bit-nf4"
+    splits = load_splits("sst2", train=32, test=8)
+    art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], LoraParams(max_steps=3, batch_size=8), seed=0)
+    assert art.stats["train_steps"] == 3 and math.isfinite(art.stats["loss_last"])
