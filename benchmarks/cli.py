@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(p)
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one cell after another (default); ray: cells as Ray tasks, as resources allow")
+    p.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                   help="the Ray cluster to join (--executor ray; default: start one on this machine)")
     p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")
     _common(p)
     p.add_argument("run_dir")
@@ -106,7 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.limit, args.only)
     out = Path(args.out)
     plugins = [str(Path(p).resolve()) for p in args.plugin]
-    counts = run_suite(suite, out, plugins, quiet=args.quiet)
+    if args.address and args.executor != "ray":
+        raise UserError("--address: only with --executor ray")
+    counts = run_suite(suite, out, plugins, quiet=args.quiet, executor=args.executor, address=args.address)
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:
         cmd_report(str(out))

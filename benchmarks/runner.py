@@ -94,9 +94,17 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise UserError(f"--out {run_dir}: cannot create the folder ({e.strerror or e}); pick a writable path") from None
 
 
-def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False) -> dict[str, int]:
-    """Run every cell not already ok in ``run_dir``; returns counts of ok / error / skipped."""
+def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False,
+              executor: str = "local", address: str | None = None) -> dict[str, int]:
+    """Run every cell not already ok in ``run_dir`` through ``executor`` (``local``: one after another;
+    ``ray``: spread over a Ray cluster at ``address``); returns counts of ok / error / skipped.
+
+    This process is the only writer of ``results.jsonl``: a record lands as its cell finishes, in
+    any order. A cell waits for its source cell (transfer); a cell whose process died is run again
+    up to ``settings.max_retries`` times, and is recorded once, with its ``attempts``."""
     from tqdm import tqdm
+
+    from boxbench.benchmarks.executors import EXECUTORS
 
     prepare_run_dir(run_dir)
     counts = {"ok": 0, "error": 0, "skipped": 0}
@@ -104,24 +112,68 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         store = ResultStore(run_dir)
         (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys},
                                                        indent=2, default=str))
-        done = store.ok_keys()
-        todo = [c for c in suite.cells if c.key not in done]
+        ok = store.ok_keys()
+        todo = [c for c in suite.cells if c.key not in ok]
         counts["skipped"] = len(suite.cells) - len(todo)
+        runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
+        line = runner.start()
+        if line and not quiet:
+            print(line, flush=True)
         bar = tqdm(total=len(suite.cells), initial=counts["skipped"], desc=f"suite {suite.name}", unit="cell",
                    position=0, disable=quiet, dynamic_ncols=True)
-        for cell in todo:
-            bar.set_postfix_str(cell.cell_id[:60])
-            if cell.source is not None and cell.source.key not in store.ok_keys():
-                record = _error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", _now())
-            else:
-                record = run_cell_process(cell, run_dir, plugins or [], quiet)
-            store.put(record)
-            counts[record["status"]] += 1
-            bar.update(1)
-            if not quiet and record["status"] != "ok":
-                tqdm.write(f"cell {cell.cell_id}: error: {record['error']}")
-        bar.close()
+        attempts: dict[str, int] = {}
+        waiting = list(todo)
+        active: set[str] = set()
+        try:
+            while waiting or runner.busy():
+                for cell in list(waiting):  # submit what is ready; a transfer cell after its source
+                    if cell.source is not None and cell.source.key not in ok:
+                        if cell.source.key in active or any(c.key == cell.source.key for c in waiting):
+                            continue
+                        record = _error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", _now())
+                        waiting.remove(cell)
+                        _land(store, record, counts, bar, quiet)
+                        continue
+                    waiting.remove(cell)
+                    active.add(cell.key)
+                    attempts[cell.key] = attempts.get(cell.key, 0) + 1
+                    runner.submit(cell)
+                if not runner.busy():
+                    continue
+                cell, record = runner.next_done()
+                if record.pop("retryable", False) and attempts[cell.key] <= cell.settings.get("max_retries", 1):
+                    if not quiet:
+                        tqdm.write(f"retry {cell.cell_id} (attempt {attempts[cell.key] + 1}): {record['error']}")
+                    active.discard(cell.key)
+                    waiting.insert(0, cell)
+                    continue
+                active.discard(cell.key)
+                record["attempts"] = attempts[cell.key]
+                if record["status"] == "ok":
+                    ok.add(cell.key)
+                _land(store, record, counts, bar, quiet)
+        except KeyboardInterrupt:
+            runner.cancel()  # running cells stop; finished ones are in results.jsonl already
+            raise
+        finally:
+            bar.close()
+            runner.close()
     return counts
+
+
+def _land(store: ResultStore, record: dict[str, Any], counts: dict[str, int], bar: Any, quiet: bool) -> None:
+    """Write a finished cell's record and say so: one line per cell."""
+    from tqdm import tqdm
+
+    store.put(record)
+    counts[record["status"]] += 1
+    bar.update(1)
+    if not quiet:
+        if record["status"] == "ok":
+            tqdm.write(f"ok    {record['cell_id']}  accuracy {100 * record['accuracy']:.1f}  "
+                       f"tune {record['tune_wall_s'] or 0:.0f} s  eval {record['eval_wall_s'] or 0:.0f} s")
+        else:
+            tqdm.write(f"error {record['cell_id']}: {record['error']}")
 
 
 def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False) -> dict[str, Any]:
@@ -185,7 +237,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     code = proc.returncode
     why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
     hint = " (out of memory?)" if code in (-9, 137) else ""
-    return _error_record(cell, f"cell process {why}{hint}; see {cell_dir / 'log.txt'}", started)
+    return {**_error_record(cell, f"cell process {why}{hint}; see {cell_dir / 'log.txt'}", started), "retryable": True}
 
 
 # ------------------------------------------------------------------ child side

@@ -18,8 +18,11 @@ methods:
     transfer_to: [gemma3-270m]         # optional: also evaluate the tuned prompt, as text, on these
 seeds: [0]
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
-settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600}
+settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600,
+           max_retries: 1}             # a cell whose process (or Ray worker) dies is run again this many times
 transfer_to: [qwen2.5-coder-0.5b]      # optional: every method's artifact also evaluated on these models
+resources: {num_cpus: 1}               # optional, --executor ray: what each cell asks of the cluster (also
+                                       # per method, or in a model mapping); defaults: executors.default_resources
 ```
 
 A transfer cell evaluates the artifact of its source cell (same method, dataset, seed) unchanged,
@@ -46,11 +49,13 @@ from boxbench.methods.base import build_params
 from boxbench.methods.registry import get_method
 from boxbench.registry import UserError
 
-TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to"}
-METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds"}
+TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to", "resources"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
-SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None}
+SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None,
+            "max_retries": 1}
+RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries")  # how a cell is run, not what it measures: not in the key
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Cell:
     settings: dict[str, Any]
     source: "Cell | None" = None  # a transfer cell: the cell whose artifact it evaluates on ``model``
     data: str = ""  # fingerprint of the data files (``datasets.data_identity``): part of the key
+    resources: dict[str, Any] = field(default_factory=dict)  # what the Ray executor asks for (not in the key)
 
     def to_json(self) -> dict[str, Any]:
         d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
@@ -75,19 +81,24 @@ class Cell:
              "limits": self.limits, "settings": self.settings, "data": self.data}
         if self.source is not None:
             d["source"] = self.source.to_json()
+        if self.resources:
+            d["resources"] = dict(self.resources)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
                    d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None,
-                   d.get("data", ""))
+                   d.get("data", ""), d.get("resources", {}))
 
     @property
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
-        ident = {k: v for k, v in self.to_json().items() if k != "settings"}
-        ident["settings"] = {k: v for k, v in self.settings.items() if k != "cell_timeout_s"}
+        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources")}
+        ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS}
+        if self.source is not None:  # as keys were before max_retries and resources existed
+            src = {k: v for k, v in ident["source"].items() if k != "resources"}
+            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k != "max_retries"}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -186,8 +197,21 @@ def load_suite(path: str | Path, limit: int | None = None, only: list[str] | Non
 
 
 def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite") -> Suite:
+    from boxbench.benchmarks.executors import check_resources
+
     _unknown(raw, TOP_KEYS, "suite")
-    models = [parse_model_spec(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
+    model_resources: dict[str, dict[str, Any]] = {}
+
+    def model(value: Any, where: str) -> ModelSpec:
+        """A model spec; a mapping may carry ``resources`` (the Ray executor's, not the model's)."""
+        res = value.pop("resources", None) if isinstance(value, dict) else None
+        spec = parse_model_spec(value, where)
+        if res is not None:
+            model_resources[spec.display] = check_resources(res, f"{where}.resources")
+        return spec
+
+    suite_resources = check_resources(raw.get("resources"), "suite.resources")
+    models = [model(dict(m) if isinstance(m, dict) else m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
     datasets = []
     for i, d in enumerate(_list(raw, "datasets")):
         d = {"name": d} if isinstance(d, str) else d
@@ -236,7 +260,8 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         own = m.get("models")
         if own is not None and (not isinstance(own, list) or not own):
             raise UserError(f"{where}.models: must be a non-empty list of model specs")
-        method_models = [parse_model_spec(x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
+        method_models = [model(dict(x) if isinstance(x, dict) else x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
+        method_resources = check_resources(m.get("resources"), f"{where}.resources")
         own_limits = m.get("limits")
         _limits(own_limits, f"{where}.limits", {})  # validate
         for spec in method_models:
@@ -250,20 +275,23 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
         methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
-                        method_models, own_limits or {}, method_targets, method_seeds))
+                        method_models, own_limits or {}, method_targets, method_seeds, method_resources))
     pairs = [(m[1], spec.display) for m in methods for spec in m[4]]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
 
     cells = []
-    for (name, label, access, params, method_models, own_limits, method_targets, method_seeds) in methods:
+    for (name, label, access, params, method_models, own_limits, method_targets, method_seeds, method_resources) in methods:
         for spec in method_models:
+            res = {**suite_resources, **model_resources.get(spec.display, {}), **method_resources}
             for ds in datasets:
                 for seed in method_seeds:
                     src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings,
-                               data=data_ids[ds["name"]])
+                               data=data_ids[ds["name"]], resources=res)
                     cells.append(src)
                     for tgt in method_targets:  # after their source: the artifact must exist
-                        cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), access, Access.grey), source=src))
+                        cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), access, Access.grey), source=src,
+                                                         resources={**suite_resources, **model_resources.get(tgt.display, {}),
+                                                                    **method_resources}))
     return Suite(str(raw.get("name", default_name)), cells, raw)

@@ -13,7 +13,7 @@ methods: [zero_shot]
 """
 
 CASES = {
-    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: ape, few_shot"),
+    "unknown method": (GOOD.replace("[zero_shot]", "[no_such_method]"), "unknown method 'no_such_method'; known methods: adalora, ape, bbt"),
     "unknown top-level field": (GOOD + "seedz: [1]\n", "suite: unknown field 'seedz'"),
     "unknown method field": (GOOD.replace("[zero_shot]", "[{name: zero_shot, parms: {}}]"), "suite.methods[0]: unknown field 'parms'"),
     "unknown param": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {kk: 3}}]"), "few_shot has no parameter 'kk'; its parameters: k, balanced"),
@@ -42,6 +42,15 @@ CASES = {
                             "suite.methods[0].params.proposer: model 'gpt-17' is not an alias"),
     "bad proposer option": (GOOD.replace("[zero_shot]", "[{name: ape, params: {proposer: {backend: openai, model: m, temprature: 1}}}]"),
                             "suite.methods[0].params.proposer: unknown option(s) temprature for a openai model"),
+    "unknown resource": (GOOD + "resources: {num_gpu: 1}\n", "suite.resources: unknown field 'num_gpu'; allowed fields: num_cpus, num_gpus, memory"),
+    "bad resource size": (GOOD.replace("[zero_shot]", "[{name: zero_shot, resources: {memory: lots}}]"),
+                          "suite.methods[0].resources.memory: 'lots' is not a size; use bytes or e.g. 40GB"),
+    "bad model resources": (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, resources: {num_cpus: -1}}]"),
+                            "suite.models[0].resources.num_cpus: must be a non-negative number, got -1"),
+    "bbt on an api model": (GOOD.replace("[smollm2-135m]", "[{backend: openai, model: m}]").replace("[zero_shot]", "[bbt]"),
+                            "bbt sends input embeddings, which a openai model does not take"),
+    "quantize value": (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, quantize: 3bit}]"),
+                       "suite.models[0].quantize: '3bit' is not supported; use none or 4bit"),
     "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
                        "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }

@@ -1,0 +1,237 @@
+"""Where a suite's cells run: one after another here (``local``, the default) or spread over a Ray
+cluster (``ray``). Either way a cell is the same per-cell child process (``runner.run_cell_process``),
+so its peak memory and wall time stay its own, and the driver (``runner.run_suite``) stays the only
+writer of ``results.jsonl``: an executor only starts cells and hands back their records as they finish.
+
+Ray: each cell is one Ray task that starts the cell's process on whichever node Ray picks, with the
+cell's resources (``resources`` in the suite: suite-wide, per model, per method; defaults from the
+model's size and the device, ``default_resources``). Several nodes share nothing through boxbench:
+the run folder (``--out``: artifacts, predictions, logs; a transfer cell reads its source's
+artifact there) must be on a filesystem every node mounts at the same path, and every node needs
+the same Python environment, data and model weights. A worker that cannot reach the run folder fails
+its cell in one line naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from boxbench.benchmarks.suite import Cell
+from boxbench.registry import Registry, UserError
+
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+
+
+class Executor(ABC):
+    """Starts cells and returns their records as they finish (any order)."""
+
+    name = "executor"
+
+    def __init__(self, run_dir: Path, plugins: list[str], quiet: bool) -> None:
+        self.run_dir, self.plugins, self.quiet = run_dir, plugins, quiet
+
+    def start(self) -> str | None:
+        """Connect or start; a line for the user (e.g. the dashboard address), or None."""
+        return None
+
+    @abstractmethod
+    def submit(self, cell: Cell) -> None:
+        """Start ``cell`` (or queue it until resources allow)."""
+
+    @abstractmethod
+    def next_done(self) -> tuple[Cell, dict[str, Any]]:
+        """Block until a submitted cell finishes; its record (an error record if it died)."""
+
+    @abstractmethod
+    def busy(self) -> int:
+        """Cells submitted and not yet returned by ``next_done``."""
+
+    def cancel(self) -> None:
+        """Stop every running cell (Ctrl-C): finished ones are already recorded."""
+
+    def close(self) -> None:
+        """Release what ``start`` took."""
+
+
+class LocalExecutor(Executor):
+    """One cell after another, in submission order, on this machine."""
+
+    name = "local"
+
+    def __init__(self, run_dir: Path, plugins: list[str], quiet: bool, **_: Any) -> None:
+        super().__init__(run_dir, plugins, quiet)
+        self.queue: list[Cell] = []
+
+    def submit(self, cell: Cell) -> None:
+        self.queue.append(cell)
+
+    def next_done(self) -> tuple[Cell, dict[str, Any]]:
+        from boxbench.benchmarks.runner import run_cell_process
+
+        cell = self.queue.pop(0)
+        return cell, run_cell_process(cell, self.run_dir, self.plugins, self.quiet)
+
+    def busy(self) -> int:
+        return len(self.queue)
+
+
+def _parse_memory(value: Any, where: str) -> int:
+    """Bytes from an int or a string like ``40GB``, ``512MiB``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]i?B|B)?\s*", str(value), flags=re.I)
+    if not m:
+        raise UserError(f"{where}.memory: {value!r} is not a size; use bytes or e.g. 40GB, 512MiB")
+    unit = (m.group(2) or "B").upper()
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
+    return int(float(m.group(1)) * scale)
+
+
+def check_resources(value: Any, where: str) -> dict[str, Any]:
+    """A suite's ``resources`` mapping, validated (one line naming the field)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: must be a mapping like {{num_gpus: 1, num_cpus: 4, memory: 40GB}}")
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        if key not in RESOURCE_KEYS:
+            raise UserError(f"{where}: unknown field {key!r}; allowed fields: {', '.join(RESOURCE_KEYS)}")
+        if key == "memory":
+            out[key] = _parse_memory(val, where)
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
+            raise UserError(f"{where}.{key}: must be a non-negative number, got {val!r}")
+        else:
+            out[key] = val
+    return out
+
+
+def model_parameters(cell: Cell) -> float | None:
+    """Parameter count read off the model's name (``135M``, ``1.5B``, ``13b``); None if it does not say."""
+    from boxbench.backends.hf import ALIASES
+
+    name = ALIASES[cell.model.model].repo if cell.model.model in ALIASES else cell.model.model
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([MB])(?![a-z])", name, flags=re.I)
+    return float(m.group(1)) * (1e6 if m.group(2).upper() == "M" else 1e9) if m else None
+
+
+def default_resources(cell: Cell, cluster_gpus: float) -> dict[str, Any]:
+    """What a cell asks of Ray unless the suite says otherwise:
+
+    * ``num_cpus`` 1 (Ray then sets the cell's thread count to 1: cells share the cores);
+    * ``num_gpus`` 1 for an in-process model (not an API) when the cluster has GPUs and the suite's
+      device is not ``cpu``; else 0;
+    * ``memory`` from the model's size where its name gives it: parameters × bytes per parameter
+      (2 on a GPU, 4 on a CPU in fp32) × 4 for white-access cells (weights, gradients, optimizer
+      state) or × 1.5 otherwise, plus 1 GiB; host memory on a CPU cell, none reserved on a GPU cell
+      (the GPU holds the model). No reservation when the size is unknown.
+    """
+    in_process = cell.model.backend in ("hf", "vllm")
+    gpu = in_process and cluster_gpus > 0 and cell.settings.get("device", "auto") != "cpu"
+    out: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
+    n = model_parameters(cell) if in_process else None
+    if n is not None and not gpu:
+        factor = 4 if cell.access.name == "white" else 1.5
+        out["memory"] = int(n * 4 * factor + 2**30)
+    return out
+
+
+FORWARDED = ("BOXBENCH_", "HF_", "TRANSFORMERS_", "OPENAI_")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's variables every cell needs wherever it runs (data folder, cache, hub mode, API
+    base URL and key: names starting with ``FORWARDED``); Ray's workers do not inherit the driver's
+    environment. They travel in the job's runtime_env (a key there is visible to whoever can read
+    the cluster's job metadata)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
+    return {**env, "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _ray_cell(cell_json: dict[str, Any], run_dir: str, plugins: list[str]) -> dict[str, Any]:
+    """The Ray task: the cell's process on this node (a worker's own function: imported there)."""
+    import socket
+
+    from boxbench.benchmarks.runner import _error_record, _now, run_cell_process
+
+    cell = Cell.from_json(cell_json)
+    folder = Path(run_dir)
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        return _error_record(cell, f"run folder {run_dir} is not reachable from node {socket.gethostname()}; put --out on a "
+                                   f"filesystem every node mounts at the same path", _now())
+    return run_cell_process(cell, folder, plugins, quiet=True)
+
+
+class RayExecutor(Executor):
+    """Cells as Ray tasks, as many at a time as the cluster's resources allow."""
+
+    name = "ray"
+
+    def __init__(self, run_dir: Path, plugins: list[str], quiet: bool, address: str | None = None,
+                 resources: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__(run_dir, plugins, quiet)
+        self.address = address
+        self.resources = resources or {}  # cell key -> the suite's resources for it
+        self.running: dict[Any, Cell] = {}
+        self.gpus = 0.0
+
+    def start(self) -> str | None:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--executor ray needs Ray; pip install -e '.[ray]'") from None
+        try:
+            ctx = ray.init(address=self.address, include_dashboard=None, log_to_driver=False, ignore_reinit_error=True,
+                           runtime_env={"env_vars": forwarded_env()})
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"--address {self.address or '(local)'}: cannot connect to a Ray cluster ({first})") from None
+        self.task = ray.remote(max_retries=0)(_ray_cell)  # retries are the driver's (settings.max_retries)
+        cluster = ray.cluster_resources()
+        self.gpus = float(cluster.get("GPU", 0))
+        dash = getattr(ctx, "dashboard_url", None)
+        where = f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {self.gpus:g} GPUs"
+        return where + (f"; dashboard http://{dash}" if dash else "")
+
+    def options_for(self, cell: Cell) -> dict[str, Any]:
+        return {**default_resources(cell, self.gpus), **self.resources.get(cell.key, {})}
+
+    def submit(self, cell: Cell) -> None:
+        ref = self.task.options(**self.options_for(cell)).remote(cell.to_json(), str(self.run_dir.resolve()), self.plugins)
+        self.running[ref] = cell
+
+    def next_done(self) -> tuple[Cell, dict[str, Any]]:
+        import ray
+
+        from boxbench.benchmarks.runner import _error_record, _now
+
+        done, _ = ray.wait(list(self.running), num_returns=1)
+        cell = self.running.pop(done[0])
+        try:
+            return cell, ray.get(done[0])
+        except ray.exceptions.RayError as e:  # the worker (or its node) died: the cell's process with it
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            return cell, {**_error_record(cell, f"Ray worker died while running the cell ({type(e).__name__}: {first})", _now()),
+                          "retryable": True}
+
+    def busy(self) -> int:
+        return len(self.running)
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in list(self.running):
+            ray.cancel(ref, force=True)
+        self.running.clear()
+
+    def close(self) -> None:
+        import ray
+
+        ray.shutdown()  # a cluster this driver started stops; one it joined (--address) only loses this driver
+
+
+EXECUTORS: Registry[Any] = Registry("executor", {"local": f"{__name__}:LocalExecutor", "ray": f"{__name__}:RayExecutor"})
