@@ -145,3 +145,21 @@ def test_a_killed_driver_resumes_with_every_cell_once(cluster, tmp_path):
     recs = records_of(run)
     assert len(recs) == 4 and len({r["cell_key"] for r in recs}) == 4 and all(r["status"] == "ok" for r in recs)
     assert f"{n_before} already done" in done.stdout
+
+
+def test_resources_are_not_part_of_the_cell_key_and_defaults_follow_size_and_device(tmp_path):
+    from boxbench.benchmarks.executors import default_resources, model_parameters
+    from boxbench.benchmarks.suite import load_suite
+
+    base = "models: [smollm2-135m, {model: qwen2.5-coder-0.5b, resources: {num_cpus: 2}}]\ndatasets: [sst2]\nmethods: [zero_shot, lora]\n"
+    plain = load_suite(write_suite(tmp_path / "a.yaml", base))
+    asked = load_suite(write_suite(tmp_path / "b.yaml", base + "resources: {memory: 2GiB}\nsettings: {max_retries: 3}\n"))
+    assert [c.key for c in plain.cells] == [c.key for c in asked.cells]  # how a cell runs is not what it measures
+    smol_lora = next(c for c in asked.cells if c.method == "lora" and c.model.model == "smollm2-135m")
+    qwen = next(c for c in asked.cells if c.model.model == "qwen2.5-coder-0.5b")
+    assert smol_lora.resources == {"memory": 2 * 2**30} and qwen.resources == {"memory": 2 * 2**30, "num_cpus": 2}
+    assert model_parameters(smol_lora) == 135e6 and model_parameters(qwen) == 0.5e9
+    cpu = default_resources(smol_lora, cluster_gpus=0)
+    assert cpu == {"num_cpus": 1, "num_gpus": 0, "memory": int(135e6 * 4 * 4 + 2**30)}  # white: weights, grads, Adam
+    zero = next(c for c in plain.cells if c.method == "zero_shot" and c.model.model == "smollm2-135m")
+    assert default_resources(zero, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 1}  # the GPU holds the model
