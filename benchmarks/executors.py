@@ -184,6 +184,7 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise UserError("--executor ray needs Ray; pip install -e '.[ray]'") from None
+        self._reachable()
         try:
             ctx = ray.init(address=self.address, include_dashboard=None, log_to_driver=False, ignore_reinit_error=True,
                            runtime_env={"env_vars": forwarded_env()})
@@ -196,6 +197,19 @@ class RayExecutor(Executor):
         dash = getattr(ctx, "dashboard_url", None)
         where = f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {self.gpus:g} GPUs"
         return where + (f"; dashboard http://{dash}" if dash else "")
+
+    def _reachable(self) -> None:
+        """HOST:PORT and ray://HOST:PORT must answer a TCP connect within 5 s (Ray itself retries for minutes)."""
+        import socket
+
+        if not self.address or self.address == "auto":
+            return
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError):
+            raise UserError(f"--address {self.address}: no Ray cluster answers there; start one with `ray start --head` "
+                            f"or give auto / HOST:PORT / ray://HOST:PORT of a running one") from None
 
     def options_for(self, cell: Cell) -> dict[str, Any]:
         return {**default_resources(cell, self.gpus), **self.resources.get(cell.key, {})}

@@ -163,3 +163,14 @@ def test_resources_are_not_part_of_the_cell_key_and_defaults_follow_size_and_dev
     assert cpu == {"num_cpus": 1, "num_gpus": 0, "memory": int(135e6 * 4 * 4 + 2**30)}  # white: weights, grads, Adam
     zero = next(c for c in plain.cells if c.method == "zero_shot" and c.model.model == "smollm2-135m")
     assert default_resources(zero, cluster_gpus=8) == {"num_cpus": 1, "num_gpus": 1}  # the GPU holds the model
+
+
+def test_an_unreachable_cluster_is_one_line(tmp_path):
+    _ray_or_skip()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(tmp_path / "run"), "--executor", "ray",
+                   "--address", f"127.0.0.1:{port}", timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in proc.stderr
