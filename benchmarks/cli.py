@@ -79,7 +79,7 @@ def cmd_list() -> None:
 
     from boxbench.methods.base import family_of
 
-    print("methods (access/sub-class in the survey's taxonomy):")
+    print("methods (access/sub-class in the survey's taxonomy; baseline: no tuning, any access):")
     for name, cls in METHODS.items():
         print(f"  {name:<16} {family_of(cls):<18} {cls.description}")
     print("backends:")

@@ -135,8 +135,9 @@ selection. ``baseline`` (no tuning, or random demonstrations) sits outside it at
 
 
 def family_of(method: type["Method"]) -> str:
-    """``access/sub-class`` of a method, e.g. ``grey/module`` (``access/baseline`` for baselines)."""
-    return f"{method.access.name}/{method.family}"
+    """``access/sub-class`` of a method, e.g. ``grey/module``; ``baseline`` alone for the untuned
+    rows (they run at any access)."""
+    return method.family if method.family == "baseline" else f"{method.access.name}/{method.family}"
 
 
 @dataclasses.dataclass
