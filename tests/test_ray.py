@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +41,14 @@ def cluster(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    temp = tmp_path_factory.mktemp("ray")
+    temp = tempfile.mkdtemp(prefix="bb-ray-", dir="/tmp")  # short: Ray's unix socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     subprocess.run([exe, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
                     "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                    check=True, capture_output=True, env=env, timeout=120)
     yield {"address": f"127.0.0.1:{port}", "env": env}
     subprocess.run([exe, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _preds(run: Path) -> dict[str, list[dict]]:
