@@ -204,6 +204,8 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
 
     def model(value: Any, where: str) -> ModelSpec:
         """A model spec; a mapping may carry ``resources`` (the Ray executor's, not the model's)."""
+        if isinstance(value, dict):
+            value = dict(value)  # the suite's own mapping stays as written
         res = value.pop("resources", None) if isinstance(value, dict) else None
         spec = parse_model_spec(value, where)
         if res is not None:
@@ -211,7 +213,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         return spec
 
     suite_resources = check_resources(raw.get("resources"), "suite.resources")
-    models = [model(dict(m) if isinstance(m, dict) else m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
+    models = [model(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
     datasets = []
     for i, d in enumerate(_list(raw, "datasets")):
         d = {"name": d} if isinstance(d, str) else d
@@ -260,7 +262,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         own = m.get("models")
         if own is not None and (not isinstance(own, list) or not own):
             raise UserError(f"{where}.models: must be a non-empty list of model specs")
-        method_models = [model(dict(x) if isinstance(x, dict) else x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
+        method_models = [model(x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
         method_resources = check_resources(m.get("resources"), f"{where}.resources")
         own_limits = m.get("limits")
         _limits(own_limits, f"{where}.limits", {})  # validate

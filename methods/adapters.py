@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from boxbench.backends.base import Access, BlackView, WhiteView
 from boxbench.benchmarks.datasets import Example, Task
@@ -216,28 +216,29 @@ class LycorisParams(TrainParams):
     target_modules: str = field(default="auto", metadata={"help": "auto: peft's per-architecture default, else all-linear or a comma list"})
 
 
-class LoHa(PeftMethod):
-    name = "loha"
+class _Lycoris(PeftMethod):
+    """LoHa and LoKr: the same parameters, peft's ``CONFIG`` class differs."""
+
     Params = LycorisParams
+    CONFIG: ClassVar[str]
+
+    def peft_config(self, base: Any, params: LycorisParams, steps: int) -> Any:
+        import peft
+
+        return getattr(peft, self.CONFIG)(r=params.r, alpha=params.alpha, rank_dropout=params.dropout,
+                                          target_modules=_auto(base, params.target_modules), task_type="CAUSAL_LM")
+
+
+class LoHa(_Lycoris):
+    name = "loha"
+    CONFIG = "LoHaConfig"
     description = "LoHa (peft, LyCORIS): low-rank Hadamard-product adapters"
 
-    def peft_config(self, base: Any, params: LycorisParams, steps: int) -> Any:
-        from peft import LoHaConfig
 
-        return LoHaConfig(r=params.r, alpha=params.alpha, rank_dropout=params.dropout,
-                          target_modules=_auto(base, params.target_modules), task_type="CAUSAL_LM")
-
-
-class LoKr(PeftMethod):
+class LoKr(_Lycoris):
     name = "lokr"
-    Params = LycorisParams
+    CONFIG = "LoKrConfig"
     description = "LoKr (peft, LyCORIS): low-rank Kronecker-product adapters"
-
-    def peft_config(self, base: Any, params: LycorisParams, steps: int) -> Any:
-        from peft import LoKrConfig
-
-        return LoKrConfig(r=params.r, alpha=params.alpha, rank_dropout=params.dropout,
-                          target_modules=_auto(base, params.target_modules), task_type="CAUSAL_LM")
 
 
 # ----------------------------------------------------------------------------------- prefix tuning
