@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
-from boxbench.backends.tokens import encode_pair, split_pair
+from boxbench.backends.tokens import answer_ended, common_prefix, encode_pair, split_pair
 from boxbench.registry import UserError
 
 
@@ -244,6 +244,21 @@ def _cache_kwarg(model_cls: type) -> str:
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
+@dataclass
+class _Prefix:
+    """A token prefix some rows of a call start with, and its keys and values (batch 1) per layer."""
+
+    ids: list[int]
+    kv: list[tuple[Any, Any]]
+
+
+def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
+    """(keys, values) per layer of a transformers KV cache."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # transformers < 4.56
+
+
 def vocabulary_fingerprint(tok: Any) -> str:
     """sha256 (16 hex) of a tokenizer's token -> id map: equal for tokenizers that share a vocabulary."""
     return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:16]
@@ -399,24 +414,42 @@ class HFBackend(Backend):
     def model_inputs(self, ids: Any, mask: Any) -> dict[str, Any]:
         return model_inputs(self._model, ids, mask, self.prefix_embeds)
 
-    def _batch_inputs(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None) -> dict[str, Any]:
-        """Model inputs for left-padded ``rows``; with ``prefix = (ids, kv_cache)`` the rows are the
-        parts after a shared prefix whose keys and values were computed once: the batch is
-        ``[prefix, pads, row]`` with the pads masked and position ids counted over unmasked entries,
-        the same computation as without the cache."""
-        import copy
-
+    def _batch_inputs(self, rows: list[list[int]], prefixes: list["_Prefix | None"] | None = None) -> dict[str, Any]:
+        """Model inputs for left-padded ``rows``. With ``prefixes`` each row is the part after its
+        own cached prefix (``_prefixes``; None: none): the batch is ``[pads, prefix, pads, row]``,
+        each row's prefix keys and values left-padded to the longest, every pad masked and position
+        ids counted over unmasked entries — the same computation as without the cache."""
         import torch
 
         ids, mask = self._left_pad(rows)
-        if prefix is None:
+        width = max((len(p.ids) for p in prefixes or () if p is not None), default=0)
+        if not width:
             return self.model_inputs(ids, mask)
-        p_ids, p_cache = prefix
-        full = torch.cat([torch.ones(len(rows), len(p_ids), dtype=mask.dtype, device=mask.device), mask], 1)
-        cache = copy.deepcopy(p_cache)
-        cache.batch_repeat_interleave(len(rows))
-        return {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, len(p_ids):].clamp(min=0),
-                self._cache_kwarg(): cache}
+        p_mask = torch.tensor([[0] * (width - len(p.ids if p else ())) + [1] * len(p.ids if p else ()) for p in prefixes],
+                              dtype=mask.dtype, device=mask.device)
+        full = torch.cat([p_mask, mask], 1)
+        return {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, width:].clamp(min=0),
+                self._cache_kwarg(): self._batch_cache(prefixes, width)}
+
+    def _batch_cache(self, prefixes: list["_Prefix | None"], width: int) -> Any:
+        """One KV cache for a batch: each row's prefix keys/values, left-padded with zeros to ``width``."""
+        import torch
+        from transformers import DynamicCache
+
+        some = next(p for p in prefixes if p is not None)
+        layers = []
+        for layer, (k0, v0) in enumerate(some.kv):
+            if all(p is some for p in prefixes):  # one prefix for the whole batch: repeat it
+                layers.append((k0.expand(len(prefixes), -1, -1, -1).contiguous(), v0.expand(len(prefixes), -1, -1, -1).contiguous()))
+                continue
+            ks, vs = [], []
+            for p in prefixes:
+                k, v = p.kv[layer] if p is not None else (k0[..., :0, :], v0[..., :0, :])
+                pad = width - k.shape[-2]
+                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            layers.append((torch.cat(ks), torch.cat(vs)))
+        return DynamicCache(layers, config=self._base_config())
 
     def _forward(self, inputs: dict[str, Any], keep: int, use_cache: bool | None = None) -> Any:
         """One forward pass projecting only the last ``keep`` positions to the vocabulary
@@ -428,32 +461,71 @@ class HFBackend(Backend):
         except TypeError:  # architectures without logits_to_keep
             return self._model(**inputs, use_cache=use_cache)
 
-    def _forward_last(self, rows: list[list[int]], keep: int, prefix: tuple[list[int], Any] | None = None) -> Any:
+    def _forward_last(self, rows: list[list[int]], keep: int, prefixes: list["_Prefix | None"] | None = None) -> Any:
         """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
         import torch
 
         with torch.inference_mode():
-            logits = self._forward(self._batch_inputs(rows, prefix), keep).logits[:, -keep:]
+            logits = self._forward(self._batch_inputs(rows, prefixes), keep).logits[:, -keep:]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def _prefix(self, rows: list[list[int]], need_keep: list[int]) -> tuple[list[int], Any] | None:
-        """The longest token prefix shared by all rows (ending before any position that is read),
-        with its KV cache computed once; None when caching is off or the prefix is short."""
+    def _prefixes(self, rows: list[list[int]], need_keep: list[int]) -> list["_Prefix | None"]:
+        """Per row, the cached prefix it starts with, or None: a prefix tree over the call's rows
+        (in the spirit of SGLang's RadixAttention). Rows sorted lexicographically; every run of
+        at least two rows sharing ``MIN_PREFIX`` or more tokens beyond their parent's prefix gets a
+        node whose keys and values are computed once, from its parent's, and each row reads the
+        deepest node it lies under. A prefix ends before the first position a row reads
+        (``need_keep`` from its end). All None when caching is off (or cannot be exact)."""
+        if not self._cacheable(rows):
+            return [None] * len(rows)
+        limit = [len(r) - k for r, k in zip(rows, need_keep)]
+        order = sorted(range(len(rows)), key=lambda i: rows[i][: limit[i]])
+        shared = [common_prefix(rows[a][: limit[a]], rows[b][: limit[b]]) for a, b in zip(order, order[1:])]
+        out: list[_Prefix | None] = [None] * len(rows)
+
+        def grow(lo: int, hi: int, base: int, parent: _Prefix | None) -> None:
+            # order[lo:hi] all share rows[order[lo]][:base]; shared[lo:hi-1] links its neighbours
+            if hi - lo >= 2:
+                n = min(shared[lo : hi - 1])
+                if n - base >= self.MIN_PREFIX:
+                    parent, base = self._extend(parent, rows[order[lo]][:n]), n
+            start = lo
+            for j in range(lo, hi):  # maximal runs whose neighbours share MIN_PREFIX more tokens
+                if j + 1 < hi and shared[j] - base >= self.MIN_PREFIX:
+                    continue
+                if j + 1 - start >= 2 and (start, j + 1) != (lo, hi):
+                    grow(start, j + 1, base, parent)
+                else:
+                    for i in order[start : j + 1]:
+                        out[i] = parent
+                start = j + 1
+
+        grow(0, len(rows), 0, None)
+        return out
+
+    def _cacheable(self, rows: list[list[int]]) -> bool:
+        """Whether prefix keys and values may be computed apart and reused exactly."""
+        if not self.prefix_cache or self.prefix_embeds is not None or self._carries_prompt() or len(rows) < 2:
+            return False
+        window = getattr(self._base_config(), "sliding_window", None)  # a sliding layer keeps only its window
+        return not window or max(len(r) for r in rows) < window
+
+    def _extend(self, parent: "_Prefix | None", ids: list[int]) -> "_Prefix":
+        """The prefix ``ids`` with its keys and values, computed after ``parent``'s (reused)."""
         import torch
 
-        if not self.prefix_cache or self.prefix_embeds is not None or self._carries_prompt() or len(rows) < 2:
-            return None
-        limit = min(len(r) - k for r, k in zip(rows, need_keep))
-        first = rows[0]
-        n = 0
-        while n < limit and all(r[n] == first[n] for r in rows):
-            n += 1
-        if n < self.MIN_PREFIX:
-            return None
-        p_ids = first[:n]
+        start = len(parent.ids) if parent else 0
+        inputs: dict[str, Any] = {"input_ids": torch.tensor([ids[start:]], device=self.device),
+                                  "position_ids": torch.arange(start, len(ids), device=self.device)[None]}
+        if parent is not None:
+            inputs[self._cache_kwarg()] = self._batch_cache([parent], start)
         with torch.inference_mode():
-            out = self._model(input_ids=torch.tensor([p_ids], device=self.device), use_cache=True, logits_to_keep=1)
-        return p_ids, getattr(out, "cache", None) or out.past_key_values
+            out = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        return _Prefix(ids, _cache_tensors(getattr(out, "cache", None) or out.past_key_values))
+
+    def _base_config(self) -> Any:
+        model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+        return model.config
 
     def _n_soft(self) -> int:
         """Positions of a soft prompt in front of every input (read at every call, so counted as prompt tokens)."""
@@ -491,33 +563,35 @@ class HFBackend(Backend):
         return self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        """Batched decoding (greedy, or sampled with temperature/top-p) with a KV cache; prompts that
-        share a prefix (instruction + demonstrations) have it computed once, as in ``score``."""
+        """Batched decoding (greedy, or sampled with temperature/top-p) with a KV cache; prefixes that
+        prompts share (instruction, demonstrations) are computed once, as in ``score``. A row stops
+        at an end token, at ``max_new_tokens``, or once its text holds a stop string after some
+        content (``tokens.answer_ended``: the view's cut is then decided)."""
         if self.chat:
             encoded = [self._encode(self.chat_text(p), False) for p in prompts]
         else:
             encoded = [self._encode(p, True) for p in prompts]
         outputs: list[str] = [""] * len(prompts)
-        prefix = self._prefix(encoded, [1] * len(encoded))
-        n_prefix = len(prefix[0]) if prefix else 0
+        prefixes = self._prefixes(encoded, [1] * len(encoded))
         gen = None
         if config.seed is not None:
             import torch
 
             gen = torch.Generator(device="cpu").manual_seed(config.seed)
-        for batch in self._batches([len(e) for e in encoded]):
-            new = self._decode([encoded[i][n_prefix:] for i in batch], prefix, config, gen)
+        rest = [e[len(p.ids) if p else 0 :] for e, p in zip(encoded, prefixes)]
+        for batch in self._batches([len(r) for r in rest]):
+            new = self._decode([rest[i] for i in batch], [prefixes[i] for i in batch], config, gen)
             for toks, i in zip(new, batch):
                 outputs[i] = self._tok.decode(toks, skip_special_tokens=True)
                 self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft(), completion=len(toks))
         return outputs
 
-    def _decode(self, rows: list[list[int]], prefix: tuple[list[int], Any] | None, config: GenerationConfig,
+    def _decode(self, rows: list[list[int]], prefixes: list["_Prefix | None"], config: GenerationConfig,
                 gen: Any) -> list[list[int]]:
-        """New token ids per row until an end token or max_new_tokens (stop strings are the view's job)."""
+        """New token ids per row until an end token, max_new_tokens or an ended answer (see ``generate``)."""
         import torch
 
-        inputs = self._batch_inputs(rows, prefix)
+        inputs = self._batch_inputs(rows, prefixes)
         mask, last_pos = inputs["attention_mask"], inputs["position_ids"][:, -1]
         eos = self.end_token_ids()
         own = self._carries_prompt()
@@ -543,6 +617,7 @@ class HFBackend(Backend):
                         done[i] = True
                         continue
                     new[i].append(t)
+                    done[i] = bool(config.stop) and answer_ended(self._tok.decode(new[i], skip_special_tokens=True), config.stop)
                 if all(done):
                     break
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
@@ -626,11 +701,11 @@ class HFBackend(Backend):
                 need_keep[r] = max(need_keep[r], off)
                 by_row.setdefault(r, []).append((pi, ci, off, c))
         scores: list[list[float]] = [[0.0] * len(per) for per in reads]
-        prefix = self._prefix(rows, need_keep)
-        n_prefix = len(prefix[0]) if prefix else 0
-        for batch in self._batches([len(r) for r in rows]):
+        prefixes = self._prefixes(rows, need_keep)
+        rest = [r[len(p.ids) if p else 0 :] for r, p in zip(rows, prefixes)]
+        for batch in self._batches([len(r) for r in rest]):
             keep = max(need_keep[i] for i in batch)
-            lp = self._forward_last([rows[i][n_prefix:] for i in batch], keep, prefix)
+            lp = self._forward_last([rest[i] for i in batch], keep, [prefixes[i] for i in batch])
             for j, i in enumerate(batch):  # read the continuations now: keep no vocab-sized rows around
                 for pi, ci, off, c in by_row[i]:
                     start = keep - off  # index of the position predicting c[0]

@@ -111,10 +111,62 @@ def test_shared_prefix_cache_gives_the_same_scores(smol):
         cached = smol.score(prompts, conts)
     finally:
         smol.prefix_cache = True
-    assert smol._prefix([smol.tokenizer(p).input_ids for p in prompts], [3] * len(prompts)) is not None  # the cache is used
+    assert all(smol._prefixes([smol.tokenizer(p).input_ids for p in prompts], [3] * len(prompts)))  # the cache is used
     for a, b in zip(plain, cached):
         for x, y in zip(a, b):
             assert math.isclose(x, y, abs_tol=1e-3)
+
+
+def test_prefix_tree_over_a_call_reuses_each_shared_prefix_exactly(smol):
+    """Rows sharing different prefixes in one call (two instructions x two demonstration sets, as
+    several candidates scored together): each shared prefix is computed once, nested ones from
+    their parent's keys and values; scores and generations equal those without any cache."""
+    from boxbench.backends.base import GenerationConfig
+
+    splits = load_splits("sst2", train=50, test=8)
+    instructions = ["Decide whether the sentiment of each movie review below is positive or negative, reading it carefully.",
+                    "Classify the review as positive or negative based on the overall tone that the writer conveys."]
+    prompts = [render_prompt(splits.task, e.text, instructions[j % 2], splits.train[:2] if j % 4 < 2 else splits.train[2:4])
+               for j, e in enumerate(splits.test)] + ["Hello there", "A prompt that shares nothing"]
+    rows = [smol.tokenizer(p).input_ids for p in prompts]
+    made: list[list[int]] = []
+    extend = smol._extend
+    smol._extend = lambda parent, ids: made.append(ids[len(parent.ids) if parent else 0 :]) or extend(parent, ids)
+    try:
+        prefixes = smol._prefixes(rows, [1] * len(rows))
+    finally:
+        del smol._extend
+    assert prefixes[-2:] == [None, None]  # nothing shared: no cache
+    assert len({id(p) for p in prefixes[:8]}) == 4  # one prefix per (instruction, demonstrations)
+    for i, p in enumerate(prefixes[:8]):
+        assert rows[i][: len(p.ids)] == p.ids and len(p.ids) > len(smol.tokenizer(instructions[i % 2]).input_ids)
+    assert len(made) == 6  # 2 instruction nodes + 4 demonstration nodes, each extension computed once
+    assert sum(map(len, made)) < sum(len(p.ids) for p in {id(p): p for p in prefixes[:8]}.values())
+    conts = [list(splits.task.label_words)] * len(prompts)
+    config = GenerationConfig(max_new_tokens=6, stop=[])
+    try:
+        smol.prefix_cache = False
+        plain, plain_text = smol.score(prompts, conts), smol.generate(prompts, config)
+    finally:
+        smol.prefix_cache = True
+    for a, b in zip(plain, smol.score(prompts, conts)):
+        for x, y in zip(a, b):
+            assert math.isclose(x, y, abs_tol=1e-4)
+    assert smol.generate(prompts, config) == plain_text
+
+
+def test_generation_stops_once_the_answer_has_ended(smol):
+    """A row stops decoding once its text holds a stop string after some content: fewer tokens,
+    the same answer after the view's cut."""
+    from boxbench.backends.base import GenerationConfig
+    from boxbench.backends.tokens import finish_answer
+
+    full = smol.generate(PROMPTS, GenerationConfig(max_new_tokens=12, stop=[]))
+    before = smol.usage.snapshot()["completion_tokens"]
+    cut = smol.generate(PROMPTS, GenerationConfig(max_new_tokens=12, stop=["\n", "."]))
+    assert [finish_answer(t, ["\n", "."]) for t in cut] == [finish_answer(t, ["\n", "."]) for t in full]
+    assert all(f.startswith(c) for f, c in zip(full, cut))
+    assert smol.usage.snapshot()["completion_tokens"] - before < sum(len(smol.tokenizer(t, add_special_tokens=False).input_ids) for t in full)
 
 
 def reference_greedy(backend: HFBackend, prompt: str, n: int) -> str:
@@ -136,7 +188,7 @@ def test_generation_matches_transformers_generate_with_and_without_the_prefix_ca
     for prompts in (PROMPTS, shared):  # different prompts (no shared prefix) / demonstrations shared
         got = smol.generate(prompts, config)
         assert got == [reference_greedy(smol, p, 7) for p in prompts]  # raw text: stop rules are the view's
-    assert smol._prefix([smol.tokenizer(p).input_ids for p in shared], [1] * len(shared)) is not None
+    assert all(smol._prefixes([smol.tokenizer(p).input_ids for p in shared], [1] * len(shared)))
     smol.prefix_cache = False
     try:
         assert smol.generate(shared, config) == got
