@@ -150,6 +150,11 @@ class Backend(ABC):
     OPTIONS: dict[str, type | tuple[type, ...]] = {}  # options a model spec may give this backend
 
     @classmethod
+    def spec_access(cls, options: dict[str, Any]) -> Access:
+        """The most a model loaded with these spec options gives (known before loading it)."""
+        return cls.max_access
+
+    @classmethod
     def check_spec(cls, model: str, options: dict[str, Any], where: str) -> None:
         """Check a model spec for this backend before any work (a UserError naming the field)."""
         unknown = sorted(set(options) - set(cls.OPTIONS))
@@ -169,6 +174,12 @@ class Backend(ABC):
     def vocabulary_id(self) -> str | None:
         """A fingerprint of the tokenizer's vocabulary (None where it cannot be known, e.g. an API).
         Public at every access: it says which tokens exist, nothing about parameters."""
+        return None
+
+    def exact_twin(self) -> dict[str, Any] | None:
+        """For a fast path that gives up exactness (e.g. int8 weights): the spec options that load
+        the exact model it stands for, so the runner can record the accuracy difference; None when
+        this backend is the exact model."""
         return None
 
     def describe(self) -> dict[str, Any]:

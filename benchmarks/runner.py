@@ -312,6 +312,26 @@ def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[s
     return {"accuracy_ci95": list(wilson(correct.count("1"), len(correct))), "correct": correct, "test_sha256": digest}
 
 
+def exact_check(cell: Cell, twin: dict[str, Any], artifact: Any, task: Any, test: list[Any],
+                predictions: list[int | None]) -> dict[str, Any]:
+    """A fast-path cell's accuracy difference: its artifact evaluated again, on the first
+    ``settings.exact_check`` test examples, through the exact model it stands for (the spec with
+    ``twin``'s options), at the cell's access; the two models' predictions compared."""
+    import dataclasses
+
+    from boxbench.backends import load_backend
+    from boxbench.benchmarks.evaluate import accuracy, evaluate
+
+    n = min(cell.settings["exact_check"], len(test))
+    spec = dataclasses.replace(cell.model, options={**cell.model.options, **twin})
+    exact = load_backend(spec, device=cell.settings["device"], dtype=cell.settings["dtype"], batch_size=cell.settings["batch_size"])
+    ref = evaluate(artifact, artifact.attach(exact.view(cell.access)), task, test[:n], max_new_tokens=cell.settings["max_new_tokens"])
+    gold, fast = [e.label for e in test[:n]], predictions[:n]
+    return {"n": n, "exact_options": twin, "accuracy": accuracy(gold, fast), "exact_accuracy": ref["accuracy"],
+            "accuracy_delta": accuracy(gold, fast) - ref["accuracy"],
+            "agreement": sum(a == b for a, b in zip(fast, ref["predictions"])) / n if n else 0.0}
+
+
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process and return its record.
 
@@ -381,6 +401,16 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             artifact=str((cell_dir.parent / (cell.source or cell).cell_id / "artifact").relative_to(cell_dir.parent.parent)),
             status="ok",
         )
+        twin = backend.exact_twin()
+        if twin is not None and cell.settings.get("exact_check"):
+            del eval_view, cell_view, tune_view, backend  # the fast model is done with: free it first
+            _emit({"event": "phase", "phase": "exact_check"})
+            with meter.phase("exact_check"):
+                try:
+                    record["exact_check"] = exact_check(cell, twin, artifact, task, splits.test, res["predictions"])
+                except Exception as e:  # the cell's own result stands; say why the check is missing
+                    record["exact_check"] = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"}
+            record["exact_check_wall_s"] = meter.walls["exact_check"]
     except UserError as e:
         record.update(status="error", error=str(e))
     except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log

@@ -19,7 +19,8 @@ methods:
 seeds: [0]
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
 settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600,
-           max_retries: 1}             # a cell whose process (or Ray worker) dies is run again this many times
+           max_retries: 1,             # a cell whose process (or Ray worker) dies is run again this many times
+           exact_check: 32}            # a fast-path model (quantize: int8): first N test examples also on its exact twin
 transfer_to: [qwen2.5-coder-0.5b]      # optional: every method's artifact also evaluated on these models
 resources: {num_cpus: 1}               # optional, --executor ray: what each cell asks of the cluster (also
                                        # per method, or in a model mapping); defaults: executors.default_resources
@@ -54,8 +55,8 @@ METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfe
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None,
-            "max_retries": 1}
-RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries")  # how a cell is run, not what it measures: not in the key
+            "max_retries": 1, "exact_check": 32}
+RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check")  # how a cell is run, not what it measures: not in the key
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Cell:
         ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS}
         if self.source is not None:  # as keys were before max_retries and resources existed
             src = {k: v for k, v in ident["source"].items() if k != "resources"}
-            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k != "max_retries"}}
+            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -238,6 +239,9 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         raise UserError("suite.settings: must be a mapping")
     _unknown(settings_raw, set(SETTINGS), "suite.settings")
     settings = {**SETTINGS, **settings_raw}
+    check = settings["exact_check"]
+    if not isinstance(check, int) or isinstance(check, bool) or check < 0:
+        raise UserError(f"suite.settings.exact_check: expected a whole number of test examples (0: no check), got {check!r}")
 
     def targets(value: Any, where: str) -> list[ModelSpec]:
         if value is None:

@@ -24,7 +24,7 @@ from typing import Any
 from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, PromptArtifact
-from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracy
+from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
 FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
@@ -83,9 +83,8 @@ class Ape(Method):
         def score(candidates: list[str], origin: str, round_no: int) -> None:
             seen = {h["instruction"] for h in history}
             fresh = [c for c in dict.fromkeys(candidates) if c and c not in seen]
-            for cand in fresh:
-                history.append({"instruction": cand, "dev_accuracy": instruction_accuracy(model, task, cand, eval_set, params.max_new_tokens),
-                                "origin": origin, "round": round_no})
+            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, eval_set, params.max_new_tokens)):
+                history.append({"instruction": cand, "dev_accuracy": acc, "origin": origin, "round": round_no})
 
         proposals: list[str] = []
         for i in range(params.num_subsamples):

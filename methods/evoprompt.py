@@ -30,7 +30,7 @@ from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.ape import FORWARD, ApeArtifact, clean_instruction
 from boxbench.methods.base import Method
-from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracy
+from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
 LEAD = re.compile(r"^\s*(\d\.\s*)?((final|mutated|mutation|crossover|new)\s+prompt\s*:)?\s*", re.I)
@@ -109,20 +109,14 @@ class EvoPrompt(Method):
         history: list[dict[str, Any]] = []
 
         def scored(candidates: list[str], origin: str, generation: int, parents: list[list[str]] | None = None) -> list[dict[str, Any]]:
-            known = {h["instruction"]: h for h in history}
-            out = []
-            for j, cand in enumerate(candidates):
-                if not cand:
-                    continue
-                if cand in known:  # a child equal to an earlier instruction: its score is known
-                    out.append(known[cand])
-                    continue
-                h = {"instruction": cand, "dev_accuracy": instruction_accuracy(model, task, cand, eval_set, params.max_new_tokens),
-                     "origin": origin, "generation": generation, **({"parents": parents[j]} if parents else {})}
-                history.append(h)
-                known[cand] = h
-                out.append(h)
-            return out
+            known = {h["instruction"]: h for h in history}  # a child equal to an earlier instruction: its score is known
+            fresh = [c for c in dict.fromkeys(candidates) if c and c not in known]
+            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, eval_set, params.max_new_tokens)):
+                j = candidates.index(cand)
+                known[cand] = {"instruction": cand, "dev_accuracy": acc, "origin": origin, "generation": generation,
+                               **({"parents": parents[j]} if parents else {})}
+                history.append(known[cand])
+            return [known[c] for c in candidates if c]
 
         queries = []
         for _ in range(params.init_size):

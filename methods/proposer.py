@@ -1,5 +1,5 @@
 """The model that writes prompts, apart from the model being tuned (DSPy's prompt_model / task_model),
-and the dev score every prompt optimiser ranks its candidate instructions by (``instruction_accuracy``).
+and the dev score every prompt optimiser ranks its candidate instructions by (``instruction_accuracies``).
 
 A method that asks a model to write or rewrite instructions (APE, and any later prompt optimiser)
 takes a ``proposer`` param: empty — the tuned model proposes, as in a self-contained run; otherwise
@@ -63,11 +63,15 @@ class Proposer:
                 "proposer_completion_tokens": self.completion_tokens}
 
 
-def instruction_accuracy(model: BlackView, task: Task, instruction: str, examples: list[Example], max_new_tokens: int) -> float:
-    """Accuracy of ``instruction`` in front of each example's prompt, through the shared scorer at
-    ``model``'s access (black: generated answers parsed — execution accuracy)."""
+def instruction_accuracies(model: BlackView, task: Task, instructions: list[str], examples: list[Example],
+                           max_new_tokens: int) -> list[float]:
+    """Accuracy of each instruction in front of each example's prompt, through the shared scorer at
+    ``model``'s access (black: generated answers parsed — execution accuracy). All candidates go in
+    one call, so a backend that shares prefixes computes each instruction once for all examples."""
     from boxbench.benchmarks.evaluate import accuracy, predict
     from boxbench.methods.base import render_prompt
 
-    preds, _ = predict(model, task, [render_prompt(task, e.text, instruction) for e in examples], max_new_tokens)
-    return accuracy([e.label for e in examples], preds)
+    prompts = [render_prompt(task, e.text, ins) for ins in instructions for e in examples]
+    preds, _ = predict(model, task, prompts, max_new_tokens) if prompts else ([], [])
+    gold, n = [e.label for e in examples], len(examples)
+    return [accuracy(gold, preds[i * n : (i + 1) * n]) for i in range(len(instructions))]
