@@ -11,7 +11,7 @@ from typing import Any
 
 from boxbench.registry import UserError
 from boxbench.reports.plots import accuracy_plot, cost_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, dictionary_table, error_table,
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, dictionary_table, error_table, fast_path_table,
                                      is_transfer, pez_table, prompts_table, proxy_table, stale_table, training_table,
                                      transfer_sources, transfer_table)
 
@@ -55,7 +55,8 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
         tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
-    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), error_table(records),
+    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), fast_path_table(records),
+               error_table(records),
                stale_table(stale or [])]
     return [t for t in tables if t is not None]
 

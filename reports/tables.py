@@ -314,6 +314,28 @@ def training_table(records: list[dict[str, Any]], model: str) -> Table | None:
     return t
 
 
+def fast_path_table(records: list[dict[str, Any]]) -> Table | None:
+    """Cells on a fast path (e.g. int8 weights): their accuracy against the exact model's, both
+    read on the same first test examples with the same artifact (``exact_check``)."""
+    checked = [r for r in records if r.get("status") == "ok" and r.get("exact_check")]
+    if not checked:
+        return None
+    t = Table("Fast path against the exact model", ["method", "model", "dataset", "seed", "fast path", "n", "fast %", "exact %",
+                                                    "difference (pp)", "agreement %", "eval s (fast)"],
+              note="The same artifact evaluated on the fast model and on the exact model it stands for, on the "
+                   "first n test examples (settings.exact_check).")
+    for r in checked:
+        c = r["exact_check"]
+        if "error" in c:
+            t.rows.append([r["label"], r["model"], r["dataset"], str(r["seed"]), str(r["backend"].get("quantize", "?")), "", "", "",
+                           f"check failed: {c['error']}", "", ""])
+            continue
+        t.rows.append([r["label"], r["model"], r["dataset"], str(r["seed"]), str(r["backend"].get("quantize", "?")), str(c["n"]),
+                       f"{100 * c['accuracy']:.1f}", f"{100 * c['exact_accuracy']:.1f}", f"{100 * c['accuracy_delta']:+.1f}",
+                       f"{100 * c['agreement']:.1f}", f"{r['eval_wall_s']:.1f}"])
+    return t
+
+
 def error_table(records: list[dict[str, Any]]) -> Table | None:
     bad = [r for r in records if r["status"] != "ok"]
     if not bad:

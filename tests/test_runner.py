@@ -139,3 +139,40 @@ limits: {train: 10, test: 6}
     art = json.loads((run / "cells" / ok["cell_id"] / "artifact" / "artifact.json").read_text())
     assert art["kind"] == "prompt" and art["instruction"] == "Answer with one word."
     assert "Traceback" in (run / "cells" / recs["boom"]["cell_id"] / "log.txt").read_text()
+
+
+def test_int8_fast_path_records_its_accuracy_difference_against_the_exact_model(tmp_path, smol):
+    """quantize: int8 (the fast CPU path) gives grey access at most; its cell records, on the first
+    exact_check test examples, the accuracy of the exact fp32 model with the same artifact."""
+    from boxbench.backends.hf import HFBackend
+    from boxbench.benchmarks.datasets import load_splits
+    from boxbench.benchmarks.evaluate import evaluate
+    from boxbench.methods.base import PromptArtifact
+
+    suite = write_suite(tmp_path / "int8.yaml", """
+name: int8
+models: [{model: smollm2-135m, quantize: int8, label: smol-int8}]
+datasets: [sst2]
+methods: [{name: zero_shot, access: grey}]
+seeds: [0]
+limits: {train: 20, dev: 4, test: 16}
+settings: {exact_check: 10}
+""")
+    proc = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (rec,) = records_of(tmp_path / "run")
+    assert rec["status"] == "ok" and rec["backend"]["quantize"] == "int8-dynamic" and rec["n"] == 16
+    check = rec["exact_check"]
+    splits = load_splits("sst2", train=20, dev=4, test=16)
+    exact = evaluate(PromptArtifact(), smol.view("grey"), splits.task, splits.test[:10])  # the fp32 model itself
+    assert check["n"] == 10 and check["exact_options"] == {"quantize": "none"}
+    assert check["exact_accuracy"] == exact["accuracy"]
+    assert check["agreement"] == sum(a == b for a, b in zip(_preds(tmp_path / "run", rec)[:10], exact["predictions"])) / 10
+    assert abs(check["accuracy_delta"] - (check["accuracy"] - check["exact_accuracy"])) < 1e-12 and rec["exact_check_wall_s"] > 0
+    fast = HFBackend.load("smollm2-135m", quantize="int8")
+    assert fast.max_access.name == "grey" and fast.exact_twin() == {"quantize": "none"} and smol.exact_twin() is None
+
+
+def _preds(run: Path, rec: dict) -> list:
+    rows = [json.loads(x) for x in (run / "cells" / rec["cell_id"] / "predictions.jsonl").read_text().splitlines()]
+    return [x["pred"] for x in rows]

@@ -196,3 +196,24 @@ def test_generation_matches_transformers_generate_with_and_without_the_prefix_ca
         smol.prefix_cache = True
     sampled = smol.generate(PROMPTS[:1] * 4, GenerationConfig(max_new_tokens=6, temperature=1.0, seed=3, stop=[]))
     assert len(set(sampled)) > 1 and sampled == smol.generate(PROMPTS[:1] * 4, GenerationConfig(max_new_tokens=6, temperature=1.0, seed=3, stop=[]))
+
+
+def test_batches_cover_every_row_once_longest_first_with_less_padding(smol):
+    """The batch plan: every row exactly once, at most batch_size rows, longest first, and never
+    more padded tokens plus per-batch cost than plain chunks of batch_size."""
+    import random
+
+    rng = random.Random(3)
+    lengths = [rng.randint(10, 120) for _ in range(203)]
+    batches = smol._batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(203))
+    assert all(1 <= len(b) <= smol.batch_size for b in batches)
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True) and all(lengths[b[0]] == max(lengths[i] for i in b) for b in batches)
+    order = sorted(range(203), key=lambda i: -lengths[i])
+    chunks = [order[i : i + smol.batch_size] for i in range(0, 203, smol.batch_size)]
+
+    def cost(bs: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) + smol.BATCH_COST for b in bs)
+
+    assert cost(batches) <= cost(chunks)

@@ -50,7 +50,10 @@ CASES = {
     "bbt on an api model": (GOOD.replace("[smollm2-135m]", "[{backend: openai, model: m}]").replace("[zero_shot]", "[bbt]"),
                             "bbt sends input embeddings, which a openai model does not take"),
     "quantize value": (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, quantize: 3bit}]"),
-                       "suite.models[0].quantize: '3bit' is not supported; use none or 4bit"),
+                       "suite.models[0].quantize: '3bit' is not supported; use none, 4bit (QLoRA's NF4, CUDA only) or int8"),
+    "white method on int8 weights": (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, quantize: int8, label: smol-int8}]").replace("[zero_shot]", "[lora]"),
+                                     "lora needs white access but model 'smol-int8' gives only grey"),
+    "bad exact_check": (GOOD + "settings: {exact_check: -1}\n", "suite.settings.exact_check: expected a whole number of test examples"),
     "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
                        "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }
