@@ -628,21 +628,21 @@ class HFBackend(Backend):
             encoded = [self._encode(p, True) for p in prompts]
         outputs: list[str] = [""] * len(prompts)
         prefixes = self._prefixes(encoded, [1] * len(encoded))
-        gen = None
-        if config.seed is not None:
+        gens: list[Any] = [None] * len(prompts)
+        if config.seed is not None:  # one stream per prompt: a sample does not depend on batching or caching
             import torch
 
-            gen = torch.Generator(device="cpu").manual_seed(config.seed)
+            gens = [torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + i) for i in range(len(prompts))]
         rest = [e[len(p.ids) if p else 0 :] for e, p in zip(encoded, prefixes)]
         for batch in self._batches([len(r) for r in rest]):
-            new = self._decode([rest[i] for i in batch], [prefixes[i] for i in batch], config, gen)
+            new = self._decode([rest[i] for i in batch], [prefixes[i] for i in batch], config, [gens[i] for i in batch])
             for toks, i in zip(new, batch):
                 outputs[i] = self._tok.decode(toks, skip_special_tokens=True)
                 self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft(), completion=len(toks))
         return outputs
 
     def _decode(self, rows: list[list[int]], prefixes: list["_Prefix | None"], config: GenerationConfig,
-                gen: Any) -> list[list[int]]:
+                gens: list[Any]) -> list[list[int]]:
         """New token ids per row until an end token, max_new_tokens or an ended answer (see ``generate``)."""
         import torch
 
@@ -662,7 +662,7 @@ class HFBackend(Backend):
                         sorted_p, order = probs.sort(dim=-1, descending=True)
                         drop = sorted_p.cumsum(-1) - sorted_p > config.top_p  # keep the smallest set reaching top_p
                         probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
-                    nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+                    nxt = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.cpu(), gens)]).to(logits.device)
                 else:
                     nxt = logits.argmax(-1)
                 for i, t in enumerate(nxt.tolist()):

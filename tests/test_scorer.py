@@ -217,3 +217,22 @@ def test_batches_cover_every_row_once_longest_first_with_less_padding(smol):
         return sum(len(b) * max(lengths[i] for i in b) + smol.BATCH_COST for b in bs)
 
     assert cost(batches) <= cost(chunks)
+
+
+def test_sampling_does_not_depend_on_batching_or_the_prefix_cache(smol):
+    """Seeded sampling draws from one stream per prompt: the same samples whatever the batch size,
+    the row order or the cache, so a speed change never changes a seeded proposer's output."""
+    from boxbench.backends.base import GenerationConfig
+
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2], PROMPTS[1]]
+    config = GenerationConfig(max_new_tokens=6, temperature=1.0, seed=5, stop=[])
+    first = smol.generate(prompts, config)
+    old = smol.batch_size
+    try:
+        smol.batch_size = 1
+        one_by_one = smol.generate(prompts, config)
+        smol.batch_size, smol.prefix_cache = old, False
+        uncached = smol.generate(prompts, config)
+    finally:
+        smol.batch_size, smol.prefix_cache = old, True
+    assert first == one_by_one == uncached and first[0] != first[1]
