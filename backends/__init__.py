@@ -60,7 +60,7 @@ class ModelSpec:
 
     def max_access(self) -> Access:
         cls = BACKENDS.get(self.backend)
-        top = Access(cls.spec_access(self.options) if hasattr(cls, "spec_access") else getattr(cls, "max_access", Access.black))
+        top = Access(cls.spec_access(self.options))
         return min(top, self.access) if self.access is not None else top
 
 
@@ -84,7 +84,6 @@ def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
     """Instantiate the spec's backend (``settings``: device, dtype, batch_size, ...)."""
     cls = BACKENDS.get(spec.backend)
     backend = cls.load(spec.model, **spec.options, **settings)
-    top = spec.max_access()
-    if top < backend.max_access:
-        backend.max_access = top
+    if spec.access is not None and spec.access < backend.max_access:
+        backend.max_access = spec.access
     return backend

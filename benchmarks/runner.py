@@ -312,6 +312,11 @@ def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[s
     return {"accuracy_ci95": list(wilson(correct.count("1"), len(correct))), "correct": correct, "test_sha256": digest}
 
 
+def _one_line(e: BaseException) -> str:
+    """An unexpected exception as the record's one-line reason (type and first line)."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
 def exact_check(cell: Cell, twin: dict[str, Any], artifact: Any, task: Any, test: list[Any],
                 predictions: list[int | None]) -> dict[str, Any]:
     """A fast-path cell's accuracy difference: its artifact evaluated again, on the first
@@ -326,10 +331,9 @@ def exact_check(cell: Cell, twin: dict[str, Any], artifact: Any, task: Any, test
     spec = dataclasses.replace(cell.model, options={**cell.model.options, **twin})
     exact = load_backend(spec, device=cell.settings["device"], dtype=cell.settings["dtype"], batch_size=cell.settings["batch_size"])
     ref = evaluate(artifact, artifact.attach(exact.view(cell.access)), task, test[:n], max_new_tokens=cell.settings["max_new_tokens"])
-    gold, fast = [e.label for e in test[:n]], predictions[:n]
-    return {"n": n, "exact_options": twin, "accuracy": accuracy(gold, fast), "exact_accuracy": ref["accuracy"],
-            "accuracy_delta": accuracy(gold, fast) - ref["accuracy"],
-            "agreement": sum(a == b for a, b in zip(fast, ref["predictions"])) / n if n else 0.0}
+    fast = accuracy([e.label for e in test[:n]], predictions[:n])
+    return {"n": n, "exact_options": twin, "accuracy": fast, "exact_accuracy": ref["accuracy"], "accuracy_delta": fast - ref["accuracy"],
+            "agreement": sum(a == b for a, b in zip(predictions[:n], ref["predictions"])) / n if n else 0.0}
 
 
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
@@ -409,14 +413,13 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
                 try:
                     record["exact_check"] = exact_check(cell, twin, artifact, task, splits.test, res["predictions"])
                 except Exception as e:  # the cell's own result stands; say why the check is missing
-                    record["exact_check"] = {"error": f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"}
+                    record["exact_check"] = {"error": _one_line(e)}
             record["exact_check_wall_s"] = meter.walls["exact_check"]
     except UserError as e:
         record.update(status="error", error=str(e))
     except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log
         traceback.print_exc()
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        record.update(status="error", error=f"{type(e).__name__}: {first}")
+        record.update(status="error", error=_one_line(e))
     finally:
         meter.stop()
     record.update(peak_host_rss_bytes=meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
