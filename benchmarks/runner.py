@@ -351,6 +351,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
 
     record = base_record(cell)
     record["started_at"] = _now()
+    own_peak = 0  # set before a fast path's exact check
     meter = Meter().start()
     try:
         for plugin in plugins or []:
@@ -408,6 +409,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         twin = backend.exact_twin()
         if twin is not None and cell.settings.get("exact_check"):
             del eval_view, cell_view, tune_view, backend  # the fast model is done with: free it first
+            own_peak = meter.peak_host_rss_bytes  # the cell's own; the check's twin model is not the fast path's cost
             _emit({"event": "phase", "phase": "exact_check"})
             with meter.phase("exact_check"):
                 try:
@@ -415,6 +417,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
                 except Exception as e:  # the cell's own result stands; say why the check is missing
                     record["exact_check"] = {"error": _one_line(e)}
             record["exact_check_wall_s"] = meter.walls["exact_check"]
+            record["exact_check_peak_host_rss_bytes"] = meter.peak_host_rss_bytes
     except UserError as e:
         record.update(status="error", error=str(e))
     except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log
@@ -422,7 +425,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         record.update(status="error", error=_one_line(e))
     finally:
         meter.stop()
-    record.update(peak_host_rss_bytes=meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
+    record.update(peak_host_rss_bytes=own_peak or meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
                   peak_accelerator_nvml_bytes=meter.peak_accelerator_nvml_bytes,
                   versions=versions(), code=code_version(), finished_at=_now())
     return record
