@@ -380,7 +380,7 @@ class HFBackend(Backend):
                  if isinstance(m, torch.nn.Linear) and not n.endswith(keep)}
         with warnings.catch_warnings():  # torch.ao's eager quantization announces its move to torchao
             warnings.simplefilter("ignore")
-            return quantize_dynamic(model, names, dtype=torch.qint8)
+            return quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)  # no second copy of the weights
 
     @staticmethod
     def _load_4bit(spec: str, gguf: Path | None, name: str, dev: str) -> tuple[Any, Any]:
