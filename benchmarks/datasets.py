@@ -128,9 +128,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _rows(ds: Any, text: Callable[[dict[str, Any]], str], label: Callable[[dict[str, Any]], int],
           where: str = "") -> list[Example]:
-    """Examples from rows; a row that does not convert is a UserError naming the file and the row."""
+    """Examples from a ``datasets.Dataset``; a row that does not convert is a UserError naming the
+    file and the row. Read by columns: iterating the Dataset row by row formats each row apart
+    (1.9 s for SST-2's 68k rows, against 0.1 s), once per cell."""
+    cols = ds.to_dict()
     out = []
-    for i, r in enumerate(ds):
+    for i, values in enumerate(zip(*cols.values())):
+        r = dict(zip(cols, values))
         try:
             out.append(Example(text(r), int(label(r))))
         except (KeyError, TypeError, ValueError) as e:
