@@ -58,13 +58,29 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """One cell after another, in submission order, on this machine."""
+    """One cell after another, in submission order, on this machine; each cell forked from a warm
+    fork server (``forkserver``), or a fresh process each with ``BOXBENCH_FRESH_CELLS=1``."""
 
     name = "local"
 
     def __init__(self, run_dir: Path, plugins: list[str], quiet: bool, **_: Any) -> None:
         super().__init__(run_dir, plugins, quiet)
         self.queue: list[Cell] = []
+        self.server: Any = None
+
+    def start(self) -> str | None:
+        self._server()  # its imports overlap whatever the driver does before the first cell
+        return None
+
+    def _server(self) -> Any:
+        """The fork server, (re)started when it is not running; None when cells start fresh."""
+        from boxbench.benchmarks.forkserver import ForkServer
+
+        if os.environ.get("BOXBENCH_FRESH_CELLS") == "1":
+            return None
+        if self.server is None or not self.server.alive():
+            self.server = ForkServer(self.run_dir / "forkserver.log")
+        return self.server
 
     def submit(self, cell: Cell) -> None:
         self.queue.append(cell)
@@ -73,10 +89,15 @@ class LocalExecutor(Executor):
         from boxbench.benchmarks.runner import run_cell_process
 
         cell = self.queue.pop(0)
-        return cell, run_cell_process(cell, self.run_dir, self.plugins, self.quiet)
+        return cell, run_cell_process(cell, self.run_dir, self.plugins, self.quiet, self._server())
 
     def busy(self) -> int:
         return len(self.queue)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 def _parse_memory(value: Any, where: str) -> int:

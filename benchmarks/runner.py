@@ -22,9 +22,11 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from boxbench.benchmarks.suite import Cell, Suite
+if TYPE_CHECKING:
+    from boxbench.benchmarks.forkserver import ForkServer
 from boxbench.registry import UserError, die_with_parent, load_plugin_file
 
 RESULTS = "results.jsonl"
@@ -176,8 +178,10 @@ def _land(store: ResultStore, record: dict[str, Any], counts: dict[str, int], ba
             tqdm.write(f"error {record['cell_id']}: {record['error']}")
 
 
-def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False) -> dict[str, Any]:
-    """Run one cell in a child process; always returns a record (an error one if the child died)."""
+def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False,
+                     server: "ForkServer | None" = None) -> dict[str, Any]:
+    """Run one cell in a child process — forked from ``server`` (warm imports, see ``forkserver``)
+    or, without one, a fresh ``python`` — and always return a record (an error one if it died)."""
     from tqdm import tqdm
 
     cell_dir = run_dir / "cells" / cell.cell_id
@@ -187,8 +191,12 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     timeout = cell.settings.get("cell_timeout_s")
     log = open(cell_dir / "log.txt", "w")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
+    proc: Any
+    if server is not None:
+        proc = server.start(cell_dir, log, env)
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
     record: dict[str, Any] | None = None
     bar = None
     phase = "start"
@@ -230,7 +238,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
             proc.wait()
         log.close()
     if record is not None:
-        return record
+        return {**record, "cell_process": "forked" if server is not None else "fresh"}
     if fired.is_set():
         return {**_error_record(cell, f"timed out after {timeout} s while in phase {phase!r} (settings.cell_timeout_s)", started),
                 "timed_out_phase": phase}

@@ -74,17 +74,67 @@ def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
     while time.time() < deadline and not ((run / "results.jsonl").exists() and records_of(run)):
         time.sleep(0.2)
     assert (run / "results.jsonl").exists(), "no cell finished in time"
+    import psutil
+
+    left = psutil.Process(proc.pid).children(recursive=True)  # the fork server and the running cell
+    assert left, "the run started no process"
     os.kill(proc.pid, signal.SIGKILL)  # mid-suite: at least one cell done, the rest not
     proc.wait()
     n_before = len(records_of(run))
     assert 1 <= n_before < 4
-    time.sleep(0.5)  # the cell child dies with its parent (PR_SET_PDEATHSIG)
+    _, alive = psutil.wait_procs(left, timeout=10)  # each dies with its parent (PR_SET_PDEATHSIG)
+    assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
     done = run_cli("run", str(suite), "--out", str(run), "--quiet")
     assert done.returncode == 0, done.stderr
     recs = records_of(run)
     keys = [r["cell_key"] for r in recs]
     assert len(recs) == 4 and len(set(keys)) == 4 and all(r["status"] == "ok" for r in recs)
     assert f"{n_before} already done" in done.stdout
+
+
+KILLED_ONCE = '''
+import os, signal
+from boxbench.backends.base import Access
+from boxbench.methods import Method, PromptArtifact, register_method
+
+
+@register_method
+class KilledOnce(Method):
+    name = "killed_once"
+    access = Access.black
+
+    def tune(self, model, task, train, dev, params, seed):
+        marker = os.environ["BOXBENCH_TEST_MARKER"]
+        if not os.path.exists(marker):
+            open(marker, "w").write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return PromptArtifact()
+'''
+
+
+def test_forked_cells_are_retried_when_killed_and_equal_fresh_ones(tmp_path):
+    """The fork server changes only how a cell starts: a cell killed by a signal is retried and
+    recorded once (the Ray test does it for fresh ones), and a forked cell records what a fresh
+    process records (BOXBENCH_FRESH_CELLS=1)."""
+    plugin = tmp_path / "killed_once.py"
+    plugin.write_text(KILLED_ONCE)
+    suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nlimits: {test: 8}\n"
+                                             "methods: [killed_once, {name: zero_shot, access: grey}]\n")
+    forked, fresh = tmp_path / "forked", tmp_path / "fresh"
+    proc = run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(forked),
+                   env={"BOXBENCH_TEST_MARKER": str(tmp_path / "pid")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "retry killed_once" in proc.stdout and "killed by signal 9" in proc.stdout
+    recs = {r["method"]: r for r in records_of(forked)}
+    assert {m: (r["status"], r["attempts"], r["cell_process"]) for m, r in recs.items()} == \
+        {"killed_once": ("ok", 2, "forked"), "zero_shot": ("ok", 1, "forked")}
+    proc = run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(fresh), "--only", "method=zero_shot",
+                   env={"BOXBENCH_FRESH_CELLS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (other,) = records_of(fresh)
+    assert other["cell_process"] == "fresh" and other["cell_key"] == recs["zero_shot"]["cell_key"]
+    for k in ("accuracy", "correct", "prompt_tokens", "model_calls"):
+        assert other[k] == recs["zero_shot"][k], k
 
 
 PLUGIN = '''
