@@ -50,3 +50,28 @@ def test_model_spec_forms(tmp_path):
         parse_model_spec({"model": "smollm2-135m", "temperature": 1})
     with pytest.raises(UserError, match="unknown backend 'nope'"):
         parse_model_spec({"backend": "nope", "model": "x"})
+
+
+def test_large_linears_take_the_skinny_product_only_at_inference_with_few_rows(smol):
+    """A CPU model's large linear layers (here SmolLM2's output head, 49152 x 576) compute few-row
+    products as W·xᵀ at inference; the result agrees with F.linear to float rounding, and with
+    gradients on (training) or many rows it is F.linear itself."""
+    from boxbench.backends.hf import SKINNY_MIN_WEIGHT
+
+    skinny = [n for n, m in smol.module.named_modules() if "forward" in vars(m)]
+    assert skinny == ["lm_head"]
+    assert all(m.weight.numel() < SKINNY_MIN_WEIGHT for n, m in smol.module.named_modules()
+               if isinstance(m, torch.nn.Linear) and n not in skinny)
+    head = smol.module.lm_head
+    torch.manual_seed(0)
+    for rows in (1, 4, 16, 64, 65):
+        x = torch.randn(2, rows // 2, head.in_features) if rows == 64 else torch.randn(rows, head.in_features)
+        want = torch.nn.functional.linear(x, head.weight)
+        with torch.inference_mode():
+            got = head(x)
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-4), rows
+        if rows == 65:  # past SKINNY_ROWS: F.linear itself
+            assert torch.equal(got, want)
+    with torch.no_grad():  # gradients off but not inference mode (PEZ, BBT): F.linear, bit for bit
+        x = torch.randn(4, head.in_features)
+        assert torch.equal(head(x), torch.nn.functional.linear(x, head.weight))

@@ -14,6 +14,8 @@ Workloads (SmolLM2-135M fp32 from its wheel, the quick suite's data limits and s
 * ``few_shot_black_agnews`` — 4 fixed demonstrations, generated answers.
 * ``ape_dev_scoring`` — APE's dev scoring: 8 candidate instructions x 16 dev examples, generated
   answers (through ``instruction_accuracies`` where the tree has it, else one call per candidate).
+* ``proposer_decode`` — the quick suite's proposer (Qwen2.5-Coder-1.5B fp32) writing 4 instructions
+  from SST-2 demonstrations, 50 sampled tokens each (temperature 1, seed 0), as APE's proposals.
 
 The baseline tree is a ``git worktree`` of REV (default: the commit before issue 16's work) in a
 temporary folder; each side imports its own ``boxbench``. Times are the minimum over ``--reps``.
@@ -31,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS = ("zero_shot_grey_sst2", "kate_black_sst2", "kate_black_agnews", "few_shot_black_agnews", "ape_dev_scoring")
+WORKLOADS = ("zero_shot_grey_sst2", "kate_black_sst2", "kate_black_agnews", "few_shot_black_agnews", "ape_dev_scoring",
+             "proposer_decode")
 CANDIDATES = [
     "Classify the sentiment of the review.",
     "Decide whether the movie review below is positive or negative.",
@@ -73,6 +76,7 @@ def worker(names: list[str], test: int) -> None:
     """Run the workloads with whichever ``boxbench`` is importable; one JSON line per workload."""
     import hashlib
 
+    from boxbench.backends.base import GenerationConfig
     from boxbench.backends.hf import HFBackend
     from boxbench.benchmarks.datasets import load_splits
     from boxbench.benchmarks.evaluate import evaluate
@@ -99,7 +103,19 @@ def worker(names: list[str], test: int) -> None:
             art = PromptArtifact()
         before = backend.usage.snapshot()
         t0 = time.perf_counter()
-        if name == "ape_dev_scoring":
+        if name == "proposer_decode":
+            big = HFBackend.load("qwen2.5-coder-1.5b", batch_size=16)
+            demos = "\n".join(f"Input: {e.text}\nOutput: {splits.task.label_names[e.label]}" for e in splits.dev[:5])
+            prompts = [f"I gave a friend an instruction and five inputs. The friend read the instruction and wrote an "
+                       f"output for every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\n"
+                       f"The instruction was to"] * 4  # four samples: one random stream per prompt
+            before = big.usage.snapshot()
+            t0 = time.perf_counter()
+            preds = big.generate(prompts, GenerationConfig(max_new_tokens=50, temperature=1.0, seed=0))
+            wall = time.perf_counter() - t0
+            after = big.usage.snapshot()
+            del big
+        elif name == "ape_dev_scoring":
             dev = splits.dev[:16]
             if hasattr(proposer, "instruction_accuracies"):
                 preds = proposer.instruction_accuracies(view, splits.task, CANDIDATES, dev, 6)
@@ -107,8 +123,9 @@ def worker(names: list[str], test: int) -> None:
                 preds = [proposer.instruction_accuracy(view, splits.task, c, dev, 6) for c in CANDIDATES]
         else:
             preds = evaluate(art, view, splits.task, splits.test, max_new_tokens=6)["predictions"]
-        wall = time.perf_counter() - t0
-        after = backend.usage.snapshot()
+        if name != "proposer_decode":
+            wall = time.perf_counter() - t0
+            after = backend.usage.snapshot()
         out = {"workload": name, "wall_s": wall, "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
                "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                "predictions": hashlib.sha256(json.dumps(preds).encode()).hexdigest()[:12]}
