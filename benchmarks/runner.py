@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from boxbench.benchmarks.suite import Cell, Suite
+from boxbench.registry import UserError, die_with_parent, load_plugin_file
+
 if TYPE_CHECKING:
     from boxbench.benchmarks.forkserver import ForkServer
-from boxbench.registry import UserError, die_with_parent, load_plugin_file
 
 RESULTS = "results.jsonl"
 
@@ -193,7 +194,12 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     proc: Any
     if server is not None:
-        proc = server.start(cell_dir, log, env)
+        try:
+            proc = server.start(cell_dir, log, env)
+        except OSError as e:  # ConnectionError included: the server is gone; a retry starts another
+            log.close()
+            return {**_error_record(cell, f"the fork server is gone ({e}); see {run_dir / 'forkserver.log'}", started),
+                    "retryable": True}
     else:
         proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],
                                 stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
