@@ -130,7 +130,7 @@ def _rows(ds: Any, text: Callable[[dict[str, Any]], str], label: Callable[[dict[
           where: str = "") -> list[Example]:
     """Examples from a ``datasets.Dataset``; a row that does not convert is a UserError naming the
     file and the row. Read by columns: iterating the Dataset row by row formats each row apart
-    (1.9 s for SST-2's 68k rows, against 0.1 s), once per cell."""
+    (loading SST-2's 68k rows took 1.94 s that way, 0.40 s by columns), once per cell."""
     cols = ds.to_dict()
     out = []
     for i, values in enumerate(zip(*cols.values())):

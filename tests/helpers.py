@@ -57,3 +57,23 @@ def skip_without(alias: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(str(e))
         pytest.skip(str(e))
+
+
+def write_method_plugin(path: Path, name: str, tune_body: str, imports: str = "") -> Path:
+    """A ``--plugin`` file registering a black-access method ``name`` whose ``tune`` runs
+    ``tune_body`` (indented 8 spaces, as written) and returns an empty PromptArtifact."""
+    path.write_text(f"""{imports}
+from boxbench.backends.base import Access
+from boxbench.methods import Method, PromptArtifact, register_method
+
+
+@register_method
+class TestMethod(Method):
+    name = {name!r}
+    access = Access.black
+
+    def tune(self, model, task, train, dev, params, seed):
+{tune_body}
+        return PromptArtifact()
+""")
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SUITES, records_of, run_cli, write_suite
+from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
 from boxbench.backends import BACKENDS
 from boxbench.backends.base import CHAT_DEFAULT, Access, GenerationConfig
 from boxbench.backends.openai_api import BackendError, OpenAIBackend
@@ -60,24 +60,8 @@ def test_5_a_failed_echo_request_fails_loudly_never_scores():
     assert b._continuation_score("Sentiment:", " positive", [("Sent", None, 0), (":", -1.0, 9), (" positive", -0.5, 10)]) == (-0.5, 2, 1)
 
 
-SLEEPY = '''
-import time
-from boxbench.backends.base import Access
-from boxbench.methods import Method, PromptArtifact, register_method
-
-@register_method
-class Sleepy(Method):
-    name = "sleepy"
-    access = Access.black
-    def tune(self, model, task, train, dev, params, seed):
-        time.sleep(120)
-        return PromptArtifact()
-'''
-
-
 def test_6_cell_timeout_fires_while_a_method_tunes(tmp_path):
-    plugin = tmp_path / "sleepy.py"
-    plugin.write_text(SLEEPY)
+    plugin = write_method_plugin(tmp_path / "sleepy.py", "sleepy", "        time.sleep(120)", "import time")
     suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nmethods: [sleepy]\n"
                         "limits: {test: 2}\nsettings: {cell_timeout_s: 30}\n")
     t0 = time.monotonic()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SUITES, records_of, run_cli, write_suite
+from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
 
 
 def _ray_or_skip() -> str:
@@ -82,31 +82,12 @@ def test_same_cells_and_predictions_as_the_local_executor(cluster, tmp_path):
     assert again.returncode == 0 and "2 already done" in again.stdout
 
 
-ONCE = '''
-import os, time
-from pathlib import Path
-from boxbench.backends.base import Access
-from boxbench.methods import Method, PromptArtifact, register_method
-
-
-@register_method
-class SlowOnce(Method):
-    name = "slow_once"
-    access = Access.black
-    description = "sleeps in its first attempt (to be killed there), returns at once in the next"
-
-    def tune(self, model, task, train, dev, params, seed):
-        marker = Path(os.environ["BOXBENCH_TEST_MARKER"])
-        if not marker.exists():
-            marker.write_text(str(os.getpid()))
-            time.sleep(300)
-        return PromptArtifact()
-'''
-
-
 def test_a_killed_cell_process_is_retried_and_recorded_once(cluster, tmp_path):
-    plugin = tmp_path / "slow_once.py"
-    plugin.write_text(ONCE)
+    plugin = write_method_plugin(tmp_path / "slow_once.py", "slow_once", """\
+        marker = Path(os.environ["BOXBENCH_TEST_MARKER"])
+        if not marker.exists():  # sleeps in its first attempt (to be killed there), returns at once in the next
+            marker.write_text(str(os.getpid()))
+            time.sleep(300)""", "import os, time\nfrom pathlib import Path")
     marker = tmp_path / "first_attempt_pid"
     suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nmethods: [slow_once]\nlimits: {test: 2}\n")
     run = tmp_path / "run"

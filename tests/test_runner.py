@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import SUITES, records_of, run_cli, write_suite
+from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
 
 REQUIRED = ["method", "access", "protocol", "model", "dataset", "seed", "params", "accuracy", "macro_f1", "n",
             "invalid_rate", "tune_wall_s", "eval_wall_s", "peak_host_rss_bytes", "peak_accelerator_bytes",
@@ -92,32 +92,15 @@ def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
     assert f"{n_before} already done" in done.stdout
 
 
-KILLED_ONCE = '''
-import os, signal
-from boxbench.backends.base import Access
-from boxbench.methods import Method, PromptArtifact, register_method
-
-
-@register_method
-class KilledOnce(Method):
-    name = "killed_once"
-    access = Access.black
-
-    def tune(self, model, task, train, dev, params, seed):
-        marker = os.environ["BOXBENCH_TEST_MARKER"]
-        if not os.path.exists(marker):
-            open(marker, "w").write(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
-        return PromptArtifact()
-'''
-
-
 def test_forked_cells_are_retried_when_killed_and_equal_fresh_ones(tmp_path):
     """The fork server changes only how a cell starts: a cell killed by a signal is retried and
     recorded once (the Ray test does it for fresh ones), and a forked cell records what a fresh
     process records (BOXBENCH_FRESH_CELLS=1)."""
-    plugin = tmp_path / "killed_once.py"
-    plugin.write_text(KILLED_ONCE)
+    plugin = write_method_plugin(tmp_path / "killed_once.py", "killed_once", """\
+        marker = os.environ["BOXBENCH_TEST_MARKER"]
+        if not os.path.exists(marker):
+            open(marker, "w").write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would""", "import os, signal")
     suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nlimits: {test: 8}\n"
                                              "methods: [killed_once, {name: zero_shot, access: grey}]\n")
     forked, fresh = tmp_path / "forked", tmp_path / "fresh"

@@ -101,20 +101,15 @@ def worker(names: list[str], test: int) -> None:
                                                 build_params(get_method("few_shot"), {"k": 4}), 0)
         else:
             art = PromptArtifact()
-        before = backend.usage.snapshot()
+        timed = HFBackend.load("qwen2.5-coder-1.5b", batch_size=16) if name == "proposer_decode" else backend
+        before = timed.usage.snapshot()
         t0 = time.perf_counter()
         if name == "proposer_decode":
-            big = HFBackend.load("qwen2.5-coder-1.5b", batch_size=16)
             demos = "\n".join(f"Input: {e.text}\nOutput: {splits.task.label_names[e.label]}" for e in splits.dev[:5])
             prompts = [f"I gave a friend an instruction and five inputs. The friend read the instruction and wrote an "
                        f"output for every one of the inputs. Here are the input-output pairs:\n\n{demos}\n\n"
                        f"The instruction was to"] * 4  # four samples: one random stream per prompt
-            before = big.usage.snapshot()
-            t0 = time.perf_counter()
-            preds = big.generate(prompts, GenerationConfig(max_new_tokens=50, temperature=1.0, seed=0))
-            wall = time.perf_counter() - t0
-            after = big.usage.snapshot()
-            del big
+            preds = timed.generate(prompts, GenerationConfig(max_new_tokens=50, temperature=1.0, seed=0))
         elif name == "ape_dev_scoring":
             dev = splits.dev[:16]
             if hasattr(proposer, "instruction_accuracies"):
@@ -123,9 +118,9 @@ def worker(names: list[str], test: int) -> None:
                 preds = [proposer.instruction_accuracy(view, splits.task, c, dev, 6) for c in CANDIDATES]
         else:
             preds = evaluate(art, view, splits.task, splits.test, max_new_tokens=6)["predictions"]
-        if name != "proposer_decode":
-            wall = time.perf_counter() - t0
-            after = backend.usage.snapshot()
+        wall = time.perf_counter() - t0
+        after = timed.usage.snapshot()
+        del timed
         out = {"workload": name, "wall_s": wall, "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
                "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                "predictions": hashlib.sha256(json.dumps(preds).encode()).hexdigest()[:12]}
