@@ -9,8 +9,9 @@ cell's JSON events go to, and its log); the server forks, the child makes them i
 stderr, takes the request's environment, and runs the cell; the server answers ``{"pid": N}``, then
 ``{"exit": code}`` when the child ends (negative: killed by that signal, as ``subprocess`` says).
 The server dies with the runner and each child with the server (``die_with_parent``), so a killed
-run leaves no process behind. Set ``BOXBENCH_FRESH_CELLS=1`` to start every cell as a fresh
-``python`` instead (what the Ray executor's workers do).
+run leaves no process behind. The local executor keeps one server per run; each Ray worker keeps
+its own for the cells it runs (``warm``). Set ``BOXBENCH_FRESH_CELLS=1`` to start every cell as a
+fresh ``python`` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ForkServer:
     """The runner's side: start the server, fork cells from it, stop it."""
 
     def __init__(self, log: Path) -> None:
+        self.log = log
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with open(log, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.forkserver", str(theirs.fileno())],
@@ -76,6 +78,18 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def warm(server: ForkServer | None, log: Path) -> ForkServer | None:
+    """``server`` while it runs and logs to ``log``, else a new one (an old one closed); None when
+    ``BOXBENCH_FRESH_CELLS=1`` asks for fresh processes."""
+    if os.environ.get("BOXBENCH_FRESH_CELLS") == "1":
+        return None
+    if server is not None and server.alive() and server.log == log:
+        return server
+    if server is not None:
+        server.close()
+    return ForkServer(log)
 
 
 class ForkedCell:
@@ -134,7 +148,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
 
 
 def serve(fd: int) -> None:
-    """Import what every cell imports, then fork one child per request until the runner hangs up."""
+    """Import what every cell imports, then fork one child per request until the runner hangs up;
+    never returns."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides when to stop (it closes the socket)
     for module in PRELOAD:
@@ -142,8 +157,8 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     while True:
         msg, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 2)
-        if not msg:
-            return
+        if not msg:  # the runner hung up: exit at once (tearing down torch & co. takes ~1.5 s, measured)
+            os._exit(0)
         pid = os.fork()
         if pid == 0:
             sock.close()

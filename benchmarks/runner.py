@@ -15,11 +15,9 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -198,7 +196,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
             proc = server.start(cell_dir, log, env)
         except OSError as e:  # ConnectionError included: the server is gone; a retry starts another
             log.close()
-            return {**_error_record(cell, f"the fork server is gone ({e}); see {run_dir / 'forkserver.log'}", started),
+            return {**_error_record(cell, f"the fork server is gone ({e}); see {server.log}", started),
                     "retryable": True}
     else:
         proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.runner", str(cell_dir)],

@@ -14,6 +14,16 @@ def smol():
 
 
 @pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke suite (4 cells, both datasets) run once by the CLI with ``--report``, as a user runs
+    it: (run folder, the finished process). Tests that go on from it copy the folder first."""
+    from helpers import SUITES, run_cli
+
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    return run, run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--report", "--quiet")
+
+
+@pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """A real llama.cpp OpenAI-compatible server (llama-cpp-python[server]) serving the SmolLM2 GGUF
     on a free 127.0.0.1 port. Skips, with the reason, where the server is not installed, unless

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from boxbench.backends import parse_model_spec
 from boxbench.backends.base import Access, AccessError

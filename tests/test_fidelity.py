@@ -11,13 +11,12 @@ import inspect
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
 from boxbench.backends import BACKENDS
-from boxbench.backends.base import CHAT_DEFAULT, Access, GenerationConfig
+from boxbench.backends.base import CHAT_DEFAULT, GenerationConfig
 from boxbench.backends.openai_api import BackendError, OpenAIBackend
 from boxbench.benchmarks.datasets import SST2, agnews_text, clean_agnews, load_raw
 from boxbench.methods.base import Artifact
@@ -63,13 +62,13 @@ def test_5_a_failed_echo_request_fails_loudly_never_scores():
 def test_6_cell_timeout_fires_while_a_method_tunes(tmp_path):
     plugin = write_method_plugin(tmp_path / "sleepy.py", "sleepy", "        time.sleep(120)", "import time")
     suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nmethods: [sleepy]\n"
-                        "limits: {test: 2}\nsettings: {cell_timeout_s: 30}\n")
+                        "limits: {test: 2}\nsettings: {cell_timeout_s: 10}\n")
     t0 = time.monotonic()
     proc = run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(tmp_path / "run"), "--quiet")
     wall = time.monotonic() - t0
     (rec,) = records_of(tmp_path / "run")
     assert proc.returncode == 1 and rec["status"] == "error"
-    assert rec["timed_out_phase"] == "tune" and "timed out after 30 s while in phase 'tune'" in rec["error"]
+    assert rec["timed_out_phase"] == "tune" and "timed out after 10 s while in phase 'tune'" in rec["error"]
     assert wall < 90, wall  # the tune would sleep 120 s
 
 

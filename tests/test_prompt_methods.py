@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-
 import pytest
 
 from helpers import records_of, run_cli, write_suite

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,11 @@ REQUIRED = ["method", "access", "protocol", "model", "dataset", "seed", "params"
 
 
 
-def test_smoke_suite_end_to_end_and_resume(tmp_path):
-    run = tmp_path / "run"
-    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--report", "--quiet")
+def test_smoke_suite_end_to_end_and_resume(smoke_run, tmp_path):
+    first, proc = smoke_run
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    run = tmp_path / "run"
+    shutil.copytree(first, run)  # the resume below goes on in a copy: the fixture's run stays as it was
     recs = records_of(run)
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r["error"] for r in recs]
     for r in recs:
