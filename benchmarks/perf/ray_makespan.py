@@ -6,8 +6,10 @@ survey.yaml on 8 GPUs from the survey's published cell times.
 Measured: an 8-cell CPU suite (SmolLM2-135M; zero-shot and 2-shot, at grey and at black access;
 SST-2 and AG News) run whole by ``boxbench run`` with the local executor (one cell after another),
 then with ``--executor ray`` on a Ray cluster the command starts on this machine, every cell asking
-for one CPU (``resources: {num_cpus: 1}``): as many cells at a time as the machine has cores. Both
-wall times include everything the user waits for (Ray's start included); predictions must match.
+for one CPU (``resources: {num_cpus: 1}``): as many cells at a time as the machine has cores; and
+with Ray again, its workers starting every cell as a fresh ``python`` (``BOXBENCH_FRESH_CELLS=1``)
+instead of forking it from their fork servers. Each wall time includes everything the user waits
+for (Ray's start included); predictions must match.
 
 On paper: survey.yaml's cells (methods × 2 datasets × 3 seeds) with the survey's SST-2 wall times
 per method (reports/published.py; the AG News cells assumed to take as long, the methods without a
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import os
 import re
 import subprocess
 import sys
@@ -40,10 +43,10 @@ resources: {{num_cpus: 1}}
 """
 
 
-def run(suite: Path, out: Path, *extra: str) -> float:
+def run(suite: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "boxbench.benchmarks.cli", "run", str(suite), "--out", str(out), "--quiet", *extra],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"run failed ({' '.join(extra) or 'local'}): {proc.stderr[-2000:]}")
@@ -103,18 +106,20 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for sub in ("local", "ray"):
+    for sub in ("local", "ray", "ray_fresh"):
         if (out / sub).exists():
             sys.exit(f"{out / sub} exists: give a fresh --out (a resumed run would measure nothing)")
     suite = out / "makespan.yaml"
     suite.write_text(SUITE.format(test=args.test))
     local = run(suite, out / "local")
     ray = run(suite, out / "ray", "--executor", "ray")
-    same = predictions(out / "local") == predictions(out / "ray")
+    fresh = run(suite, out / "ray_fresh", "--executor", "ray", env={"BOXBENCH_FRESH_CELLS": "1"})
+    same = predictions(out / "local") == predictions(out / "ray") == predictions(out / "ray_fresh")
     print(f"8-cell CPU suite ({args.test} test examples per cell), measured side by side in this run:")
     print(f"  local executor: {local:.1f} s  (cells' own wall times sum to {cell_seconds(out / 'local'):.1f} s)")
     print(f"  ray executor:   {ray:.1f} s  (cells' own wall times sum to {cell_seconds(out / 'ray'):.1f} s; Ray's start included)")
-    print(f"  speed-up local/ray: {local / ray:.2f}x; predictions identical: {same}")
+    print(f"  ray, fresh cells: {fresh:.1f} s  (cells' own wall times sum to {cell_seconds(out / 'ray_fresh'):.1f} s)")
+    print(f"  speed-up local/ray: {local / ray:.2f}x; ray fresh/forked: {fresh / ray:.2f}x; predictions identical: {same}")
     on_paper()
 
 
