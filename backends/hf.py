@@ -165,7 +165,8 @@ def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[An
 
 
 def _write_cache(folder: Path, tok: Any, model: Any) -> None:
-    """Save the dequantised model as a plain transformers folder (atomic: tmp dir, then rename)."""
+    """Save the dequantised model as a plain transformers folder (atomic: tmp dir, then rename; a
+    finished folder another process wrote meanwhile is kept, never removed under its readers)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
     try:
@@ -183,9 +184,14 @@ def _write_cache(folder: Path, tok: Any, model: Any) -> None:
                 model.config.quantization_config = qconf
         tok.save_pretrained(tmp)
         (tmp / "done").write_text("ok")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        if folder.exists() and not (folder / "done").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # an unfinished folder (no marker): not a cache
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process (a parallel run or test worker) finished the same cache first
+            if not (folder / "done").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
