@@ -3,10 +3,11 @@ cluster (``ray``). Either way a cell is the same per-cell child process (``runne
 so its peak memory and wall time stay its own, and the driver (``runner.run_suite``) stays the only
 writer of ``results.jsonl``: an executor only starts cells and hands back their records as they finish.
 
-Ray: each cell is one Ray task that starts the cell's process on whichever node Ray picks (forked
-from that worker's own fork server: the first cell a worker runs starts it, and it stays for the
-worker's life, 442 MiB resident with its imports, measured), with the cell's resources (``resources`` in the suite: suite-wide, per model, per method; defaults from the
-model's size and the device, ``default_resources``). Several nodes share nothing through boxbench:
+Ray: each cell is one Ray task that starts the cell's process on whichever node Ray picks, with the
+cell's resources (``resources`` in the suite: suite-wide, per model, per method; defaults from the
+model's size and the device, ``default_resources``); the process is forked from that worker's own
+fork server (the first cell a worker runs starts it; it stays for the worker's life, 442 MiB
+resident with its imports, measured). Several nodes share nothing through boxbench:
 the run folder (``--out``: artifacts, predictions, logs; a transfer cell reads its source's
 artifact there) must be on a filesystem every node mounts at the same path, and every node needs
 the same Python environment, data and model weights. A worker that cannot reach the run folder fails
