@@ -96,7 +96,7 @@ def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
 
 def test_forked_cells_are_retried_when_killed_and_equal_fresh_ones(tmp_path):
     """The fork server changes only how a cell starts: a cell killed by a signal is retried and
-    recorded once (the Ray test does it for fresh ones), and a forked cell records what a fresh
+    recorded once (the Ray test does it on a Ray worker), and a forked cell records what a fresh
     process records (BOXBENCH_FRESH_CELLS=1)."""
     plugin = write_method_plugin(tmp_path / "killed_once.py", "killed_once", """\
         marker = os.environ["BOXBENCH_TEST_MARKER"]
