@@ -7,11 +7,16 @@ any model spec (alias, ``hf:ORG/NAME``, a path, or ``{backend: openai, model: ..
 that is loaded once per cell and used at black access only (text in, text out). Its calls and
 tokens are counted apart from the tuned model's (``proposer_calls``, ``proposer_prompt_tokens``,
 ``proposer_completion_tokens`` in the record; with no proposer they count the tuned model's own
-proposal calls, which are then also part of its ``model_calls``).
+proposal calls, which are then also part of its ``model_calls``), and so is the time spent in its
+calls (``proposer_wall_s``, part of the cell's tune time). A proposer may take the CPU fast path
+(``{model: ..., quantize: int8}``): it only writes candidates, which the tuned model's own dev
+score then ranks, so its numerics are the proposer's choice, not the measurement's; the record's
+``proposer_model`` names the quantization.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from boxbench.backends.base import Access, BlackView, GenerationConfig
@@ -43,15 +48,19 @@ class Proposer:
             from boxbench.backends import load_backend, parse_model_spec
 
             parsed = parse_model_spec(spec, "params.proposer")
-            self.view = load_backend(parsed, device="auto", dtype="auto", batch_size=16).view(Access.black)
-            self.name = parsed.display
+            backend = load_backend(parsed, device="auto", dtype="auto", batch_size=16)
+            self.view = backend.view(Access.black)
+            quantize = backend.settings.get("quantize")
+            self.name = f"{parsed.display} ({quantize})" if quantize else parsed.display
         else:
             self.view, self.name = target, "self"
         self.calls = self.prompt_tokens = self.completion_tokens = 0
+        self.wall_s = 0.0
 
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        before = self.view.usage.snapshot()
+        before, t0 = self.view.usage.snapshot(), time.perf_counter()
         out = self.view.generate(prompts, config)
+        self.wall_s += time.perf_counter() - t0
         after = self.view.usage.snapshot()
         self.calls += after["model_calls"] - before["model_calls"]
         self.prompt_tokens += after["prompt_tokens"] - before["prompt_tokens"]
@@ -60,7 +69,7 @@ class Proposer:
 
     def stats(self) -> dict[str, Any]:
         return {"proposer_model": self.name, "proposer_calls": self.calls, "proposer_prompt_tokens": self.prompt_tokens,
-                "proposer_completion_tokens": self.completion_tokens}
+                "proposer_completion_tokens": self.completion_tokens, "proposer_wall_s": round(self.wall_s, 3)}
 
 
 def instruction_accuracies(model: BlackView, task: Task, instructions: list[str], examples: list[Example],

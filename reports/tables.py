@@ -266,11 +266,11 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     proposing = any(r.get("proposer_model") for r in ok)
     t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
                                   "calls", "prompt tok", "gen tok", "invalid %", "n"]
-              + (["proposer", "proposer calls", "proposer tok in / out"] if proposing else [])
+              + (["proposer", "proposer calls", "proposer s", "proposer tok in / out"] if proposing else [])
               + ([f"{published.SOURCE}: memory · time"] if paper else []),
               note="means over seeds; peak RSS sampled over the whole cell (model load included)"
                    + ("; proposer: the model that wrote the instructions ('self': the tuned model, whose calls then "
-                      "include these) and what it cost, apart from the tuned model's calls" if proposing else "")
+                      "include these) and what it cost, apart from the tuned model's calls (its seconds are part of tune s)" if proposing else "")
                    + ("; the published column: peak GPU memory and wall time of one SST-2 run (another model and hardware)" if paper else ""))
     gib = 1024**3
     for access, label in row_order(ok):
@@ -293,8 +293,9 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
 
 def _proposer_cells(mine: list[dict[str, Any]]) -> list[str]:
     if not mine[0].get("proposer_model"):
-        return ["—", "—", "—"]
+        return ["—", "—", "—", "—"]
     return [str(mine[0]["proposer_model"]), _fmt(_mean(r.get("proposer_calls") for r in mine), digits=0),
+            _fmt(_mean(r.get("proposer_wall_s") for r in mine)),
             f"{_fmt(_mean(r.get('proposer_prompt_tokens') for r in mine), digits=0)} / "
             f"{_fmt(_mean(r.get('proposer_completion_tokens') for r in mine), digits=0)}"]
 

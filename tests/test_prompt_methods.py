@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import records_of, run_cli, write_suite
@@ -35,15 +37,19 @@ def test_kate_puts_the_nearest_example_next_to_the_query_and_reloads(sst2, smol,
 
 
 def test_ape_with_its_own_proposer_counts_its_calls_apart(sst2, smol):
-    """A second model writes the instructions (here a second SmolLM2 instance: what matters is that
-    it is another backend); the tuned model only answers, and the record gets the proposer's cost."""
+    """A second model writes the instructions (here a second SmolLM2 instance on the int8 fast path, as
+    the quick suite's proposer: what matters is that it is another backend); the tuned model only
+    answers, and the record gets the proposer's cost, its time and its quantization."""
     params = ApeParams(num_subsamples=1, prompts_per_subsample=3, demos_per_proposal=3, eval_size=6, rounds=1, keep=1,
-                       resamples_per_candidate=2, max_instruction_tokens=20, proposer="smollm2-135m")
+                       resamples_per_candidate=2, max_instruction_tokens=20,
+                       proposer={"model": "smollm2-135m", "quantize": "int8"})
+    t0 = time.perf_counter()
     before = smol.usage.snapshot()
     art = Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, params, 0)
     hist = art.history
     assert smol.usage.model_calls - before["model_calls"] == 6 * len(hist)  # scoring only: no proposal on the target
-    assert art.stats["proposer_model"] == "smollm2-135m" and art.stats["proposer_calls"] == 3 + 2
+    assert art.stats["proposer_model"] == "smollm2-135m (int8-dynamic)" and art.stats["proposer_calls"] == 3 + 2
+    assert 0 < art.stats["proposer_wall_s"] < time.perf_counter() - t0
     assert art.stats["proposer_prompt_tokens"] > 0 and 0 < art.stats["proposer_completion_tokens"] <= 5 * 20
 
 
