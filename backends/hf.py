@@ -362,7 +362,8 @@ class HFBackend(Backend):
         ``quantize: int8``: the fast CPU path — the linear layers quantized dynamically (int8 weights
         per output channel, activations per batch; the output head and MLP output projections stay
         fp32, see ``_int8``), for who chooses speed over fp32 identity; no gradients, so grey access
-        at most. Refused off the CPU before anything is loaded.
+        at most. ``device: auto`` then means the CPU (so a suite's int8 proposer still loads on a GPU
+        machine); any other device is refused before anything is loaded.
 
         ``chat``: send ``generate`` prompts as one user turn through the tokenizer's chat template
         (default off: measured on SST-2 with SmolLM2-135M-Instruct, the plain prompt answered better —
@@ -372,7 +373,7 @@ class HFBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dev = resolve_device(device)
+        dev = "cpu" if quantize == "int8" and device == "auto" else resolve_device(device)
         if quantize == "int8" and dev != "cpu":
             raise UserError(f"model {spec!r}: quantize: int8 is the CPU fast path, this cell runs on {dev}; "
                             f"drop quantize (bf16 on a GPU is faster) or set device: cpu")

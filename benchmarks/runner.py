@@ -329,11 +329,12 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
-def exact_check(cell: Cell, twin: dict[str, Any], artifact: Any, task: Any, test: list[Any],
+def exact_check(cell: Cell, twin: dict[str, Any], device: str, artifact: Any, task: Any, test: list[Any],
                 predictions: list[int | None]) -> dict[str, Any]:
     """A fast-path cell's accuracy difference: its artifact evaluated again, on the first
     ``settings.exact_check`` test examples, through the exact model it stands for (the spec with
-    ``twin``'s options), at the cell's access; the two models' predictions compared."""
+    ``twin``'s options) on the ``device`` the fast model ran on, at the cell's access; the two
+    models' predictions compared."""
     import dataclasses
 
     from boxbench.backends import load_backend
@@ -341,7 +342,7 @@ def exact_check(cell: Cell, twin: dict[str, Any], artifact: Any, task: Any, test
 
     n = min(cell.settings["exact_check"], len(test))
     spec = dataclasses.replace(cell.model, options={**cell.model.options, **twin})
-    exact = load_backend(spec, device=cell.settings["device"], dtype=cell.settings["dtype"], batch_size=cell.settings["batch_size"])
+    exact = load_backend(spec, device=device, dtype=cell.settings["dtype"], batch_size=cell.settings["batch_size"])
     ref = evaluate(artifact, artifact.attach(exact.view(cell.access)), task, test[:n], max_new_tokens=cell.settings["max_new_tokens"])
     fast = accuracy([e.label for e in test[:n]], predictions[:n])
     return {"n": n, "exact_options": twin, "accuracy": fast, "exact_accuracy": ref["accuracy"], "accuracy_delta": fast - ref["accuracy"],
@@ -418,14 +419,14 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             artifact=str((cell_dir.parent / (cell.source or cell).cell_id / "artifact").relative_to(cell_dir.parent.parent)),
             status="ok",
         )
-        twin = backend.exact_twin()
+        twin, device = backend.exact_twin(), backend.settings.get("device", cell.settings["device"])
         if twin is not None and cell.settings.get("exact_check"):
             del eval_view, cell_view, tune_view, backend  # the fast model is done with: free it first
             own_peak = meter.peak_host_rss_bytes  # the cell's own; the check's twin model is not the fast path's cost
             _emit({"event": "phase", "phase": "exact_check"})
             with meter.phase("exact_check"):
                 try:
-                    record["exact_check"] = exact_check(cell, twin, artifact, task, splits.test, res["predictions"])
+                    record["exact_check"] = exact_check(cell, twin, device, artifact, task, splits.test, res["predictions"])
                 except Exception as e:  # the cell's own result stands; say why the check is missing
                     record["exact_check"] = {"error": _one_line(e)}
             record["exact_check_wall_s"] = meter.walls["exact_check"]

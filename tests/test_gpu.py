@@ -1,5 +1,6 @@
-"""GPU paths: CUDA peak-memory metering and bf16 LoRA steps. Skipped without a CUDA device (CI has
-none); run on a lent GPU machine. The model is built from a config (no download, nothing to carry)."""
+"""GPU paths: CUDA peak-memory metering, bf16 LoRA steps, QLoRA, int8 staying on the CPU. Skipped
+without a CUDA device (CI has none); run on a lent GPU machine. The model is built from a config (no
+download, nothing to carry)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,14 @@ def test_qlora_loads_in_4bit_and_trains_lora(tmp_path):
     splits = load_splits("sst2", train=32, test=8)
     art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], LoraParams(max_steps=3, batch_size=8), seed=0)
     assert art.stats["train_steps"] == 3 and math.isfinite(art.stats["loss_last"])
+
+
+def test_int8_loads_on_the_cpu_when_the_device_is_auto():
+    """``quantize: int8`` is the CPU fast path: with ``device: auto`` it loads on the CPU even where
+    CUDA is (quick.yaml's int8 proposer on a GPU machine); an explicit ``cuda`` is refused in one line."""
+    from boxbench.backends.hf import HFBackend
+    from boxbench.registry import UserError
+
+    assert HFBackend.load("smollm2-135m", quantize="int8").settings["device"] == "cpu"
+    with pytest.raises(UserError, match="int8 is the CPU fast path"):
+        HFBackend.load("smollm2-135m", quantize="int8", device="cuda")
