@@ -419,8 +419,9 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
             artifact=str((cell_dir.parent / (cell.source or cell).cell_id / "artifact").relative_to(cell_dir.parent.parent)),
             status="ok",
         )
-        twin, device = backend.exact_twin(), backend.settings.get("device", cell.settings["device"])
+        twin = backend.exact_twin()
         if twin is not None and cell.settings.get("exact_check"):
+            device = backend.settings.get("device", cell.settings["device"])  # where the fast model ran
             del eval_view, cell_view, tune_view, backend  # the fast model is done with: free it first
             own_peak = meter.peak_host_rss_bytes  # the cell's own; the check's twin model is not the fast path's cost
             _emit({"event": "phase", "phase": "exact_check"})
