@@ -21,7 +21,7 @@ import enum
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from boxbench.registry import UserError
 
@@ -128,14 +128,17 @@ class Backend(ABC):
         """Sum of log p(continuation | prompt) for each prompt's candidate continuations."""
         raise AccessError(f"backend {self.name} gives no logprobs")
 
-    def input_embeddings(self, text: str) -> Any:
-        """The input embeddings (a tokens × width float tensor) the model reads for ``text``. Grey
-        access includes the input layer's embeddings (the survey's grey class), not the parameters."""
+    def input_embeddings(self, text: "str | Sequence[int]") -> Any:
+        """The input embeddings (a tokens × width float tensor) the model reads for ``text``, or for
+        these token ids (what the input layer gives for any input; BBT's reference starts its prompt
+        from fixed vocabulary ids). Grey access includes the input layer's embeddings (the survey's
+        grey class), not the parameters."""
         raise AccessError(f"backend {self.name} gives no input embeddings")
 
     def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         """``score`` with ``prefix`` (n × width input embeddings, e.g. a tuned continuous prompt) in
-        front of every prompt; its n positions count as prompt tokens of each call."""
+        front of every prompt — right after the BOS token where the model's tokenizer adds one (BBT's
+        placement), else first; its n positions count as prompt tokens of each call."""
         raise AccessError(f"backend {self.name} takes no input embeddings")
 
     # --- white ---
@@ -265,9 +268,9 @@ class GreyView(BlackView):
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         return _held(self).score(list(prompts), [list(c) for c in continuations])
 
-    def input_embeddings(self, text: str) -> Any:
-        """The embeddings the model reads for ``text`` (see ``Backend.input_embeddings``)."""
-        return _held(self).input_embeddings(text)
+    def input_embeddings(self, text: "str | Sequence[int]") -> Any:
+        """The embeddings the model reads for ``text`` or token ids (see ``Backend.input_embeddings``)."""
+        return _held(self).input_embeddings(text if isinstance(text, str) else [int(i) for i in text])
 
     def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         """``score`` with input embeddings in front of every prompt (see ``Backend.score_with_embeddings``)."""

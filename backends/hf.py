@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
 from boxbench.backends.tokens import answer_ended, common_prefix, encode_pair, split_pair
@@ -227,16 +227,29 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         raise UserError(f"dtype: {dtype!r} is not supported; use auto, float32, bfloat16 or float16") from None
 
 
-def model_inputs(model: Any, ids: Any, mask: Any, prefix_embeds: Any = None) -> dict[str, Any]:
+def model_inputs(model: Any, ids: Any, mask: Any, prefix_embeds: Any = None, after_bos: int | None = None) -> dict[str, Any]:
     """Forward kwargs for padded ``ids``: position ids counted over unmasked tokens (so left padding
     is exact), and a soft prompt (n x hidden), if given, put in front as embeddings. ``[soft, pads,
-    tokens]`` with the pads masked is the same computation as ``[pads, soft, tokens]``."""
+    tokens]`` with the pads masked is the same computation as ``[pads, soft, tokens]``.
+
+    ``after_bos`` (the BOS token id): the soft prompt goes right after each row's leading BOS token
+    instead of before it (BBT's placement): ``[BOS, soft, pads, masked BOS, tokens]`` is the same
+    computation as ``[pads, BOS, soft, tokens]``. Rows that do not open with it are left as they are."""
     import torch
 
     if prefix_embeds is None:
         return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-    emb = model.get_input_embeddings()(ids)
+    embed = model.get_input_embeddings()
+    emb = embed(ids)
     soft = prefix_embeds.to(emb.device, emb.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
+    if after_bos is not None:
+        first = (mask.shape[1] - mask.sum(-1)).clamp(max=mask.shape[1] - 1)  # each row's first real position
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        if bool((ids[rows, first] == after_bos).all()):
+            mask = mask.clone()
+            mask[rows, first] = 0
+            bos = embed(torch.full((ids.shape[0], 1), after_bos, dtype=ids.dtype, device=ids.device))
+            soft = torch.cat([bos, soft], 1)
     mask = torch.cat([torch.ones(ids.shape[0], soft.shape[1], dtype=mask.dtype, device=mask.device), mask], 1)
     return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
@@ -328,6 +341,7 @@ class HFBackend(Backend):
                          **(settings or {})}
         # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
         self.prefix_embeds: Any = None
+        self.prefix_after_bos = False  # score_with_embeddings puts its prefix after BOS (BBT's placement)
 
     OPTIONS = {"chat": bool, "quantize": str}
     QUANTIZE = ("none", "4bit", "int8")
@@ -510,7 +524,8 @@ class HFBackend(Backend):
         return ids, mask
 
     def model_inputs(self, ids: Any, mask: Any) -> dict[str, Any]:
-        return model_inputs(self._model, ids, mask, self.prefix_embeds)
+        after = self._tok.bos_token_id if self.prefix_after_bos else None
+        return model_inputs(self._model, ids, mask, self.prefix_embeds, after)
 
     def _batch_inputs(self, rows: list[list[int]], prefixes: list["_Prefix | None"] | None = None) -> dict[str, Any]:
         """Model inputs for left-padded ``rows``. With ``prefixes`` each row is the part after its
@@ -742,11 +757,15 @@ class HFBackend(Backend):
                 self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft())
         return result
 
-    def input_embeddings(self, text: str) -> Any:
-        """The input embeddings (tokens × width, float32, CPU) the model reads for ``text``."""
+    def input_embeddings(self, text: str | Sequence[int]) -> Any:
+        """The input embeddings (tokens × width, float32, CPU) the model reads for ``text`` (or for
+        these token ids)."""
         import torch
 
-        ids = torch.tensor([self._encode(text, False)], device=self.device)
+        n = self._model.get_input_embeddings().weight.shape[0]
+        if not isinstance(text, str) and any(not 0 <= int(i) < n for i in text):
+            raise UserError(f"input_embeddings: token ids must lie in [0, {n}) for {self.name!r}")
+        ids = torch.tensor([self._encode(text, False) if isinstance(text, str) else [int(i) for i in text]], device=self.device)
         with torch.inference_mode():
             return self._model.get_input_embeddings()(ids)[0].float().cpu()
 
@@ -754,11 +773,11 @@ class HFBackend(Backend):
         """``score`` with ``prefix`` (n × width input embeddings) in front of every prompt."""
         if self.prefix_embeds is not None:
             raise UserError(f"model {self.name!r} already carries a soft prompt; load it fresh to score another in front")
-        self.prefix_embeds = prefix
+        self.prefix_embeds, self.prefix_after_bos = prefix, True
         try:
             return self.score(prompts, continuations)
         finally:
-            self.prefix_embeds = None
+            self.prefix_embeds, self.prefix_after_bos = None, False
 
     def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
         """The token ids this backend scores for ``continuation`` after ``prompt`` (the one rule)."""

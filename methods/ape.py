@@ -2,16 +2,20 @@
 
 1. Proposal (forward generation): ``num_subsamples`` draws of ``demos_per_proposal`` training
    pairs, each shown to the proposer (``proposer``: another model, as the paper's strong LLM; empty:
-   the tuned model itself, see methods/proposer.py) in the reference's "I gave a friend an instruction ..." template;
+   the tuned model itself, see methods/proposer.py) in the repository's "I gave a friend a instruction.
+   Based on the instruction they produced the following input-output pairs" template (``template:
+   paper``: the paper's "... and five inputs" wording, boxbench's earlier default);
    ``prompts_per_subsample`` sampled completions (temperature 0.9, at most 50 tokens) each, de-duplicated.
-2. Scoring: every candidate instruction is evaluated on one dev subsample of ``eval_size`` examples
-   by the shared scorer at black access (generate + parse: execution accuracy, as the reference
-   does for models without echo/logprobs).
+2. Scoring: every candidate instruction is evaluated on a dev subsample of ``eval_size`` examples
+   drawn afresh for each candidate, as the reference's evaluators do (``eval_sampling: shared``: one
+   subsample for all, boxbench's earlier default), by the shared scorer at black access (generate +
+   parse: execution accuracy, as the reference does for models without echo/logprobs).
 3. Iterative Monte-Carlo search (from the paper; not in the reference repo): for ``rounds`` rounds,
    the ``keep`` best candidates are paraphrased ``resamples_per_candidate`` times with the paper's
    "Generate a variation of the following instruction ..." template; the new ones are scored the same way.
 The winner (best dev accuracy; ties: the earlier candidate) is the artifact's instruction; the
-whole candidate history with scores is kept in the artifact.
+whole candidate history with scores is kept in the artifact. Differences from the reference, and
+why: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -27,8 +31,24 @@ from boxbench.methods.base import Method, PromptArtifact
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
-FORWARD = ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
-           "for every one of the inputs. Here are the input-output pairs:\n\n{pairs}\n\nThe instruction was to")
+FORWARD_TEMPLATES = {
+    # the repository's (experiments/run_instruction_induction.py, "a instruction" as written there)
+    "repository": ("I gave a friend a instruction. Based on the instruction they produced the following input-output "
+                   "pairs:\n\n{pairs}\n\nThe instruction was to"),
+    # the paper's wording (its Figure 3 / Table 5), boxbench's earlier default
+    "paper": ("I gave a friend an instruction and {n} inputs. The friend read the instruction and wrote an output "
+              "for every one of the inputs. Here are the input-output pairs:\n\n{pairs}\n\nThe instruction was to"),
+}
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+SAMPLINGS = ("per_prompt", "shared")
+
+
+def forward_query(task: Task, demos: list[Example], template: str = "repository") -> str:
+    """APE's forward-generation query: the demonstrations as "Input: …\nOutput: …" pairs (the
+    repository's demos template, joined by blank lines) in ``FORWARD_TEMPLATES[template]``."""
+    pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
+    n = NUMBERS[len(demos)] if len(demos) < len(NUMBERS) else str(len(demos))
+    return FORWARD_TEMPLATES[template].format(n=n, pairs=pairs)
 RESAMPLE = "Generate a variation of the following instruction while keeping the semantic meaning.\n\nInput: {instruction}\n\nOutput:"
 
 
@@ -45,11 +65,17 @@ class ApeParams:
     max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction"})
     max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
     proposer: Any = field(default="", metadata={"help": HELP})
+    template: str = field(default="repository", metadata={"help": "forward-generation wording: repository (reference code) | paper"})
+    eval_sampling: str = field(default="per_prompt", metadata={"help": "per_prompt (reference: a fresh dev subsample per candidate) | shared (one subsample for all)"})
 
     def __post_init__(self) -> None:
         for name in ("num_subsamples", "prompts_per_subsample", "demos_per_proposal", "eval_size", "keep"):
             if getattr(self, name) < 1:
                 raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.template not in FORWARD_TEMPLATES:
+            raise UserError(f"params.template: {self.template!r} is not one of {', '.join(FORWARD_TEMPLATES)}")
+        if self.eval_sampling not in SAMPLINGS:
+            raise UserError(f"params.eval_sampling: {self.eval_sampling!r} is not one of {', '.join(SAMPLINGS)}")
 
 
 def clean_instruction(text: str) -> str:
@@ -75,7 +101,9 @@ class Ape(Method):
         if not dev:
             raise UserError("ape: needs a dev set to score candidates on; set limits.dev above 0")
         proposer = Proposer(params.proposer, model)  # writes the instructions; ``model`` only answers
-        eval_set = rng.sample(dev, min(params.eval_size, len(dev)))  # dev and train are disjoint
+        size = min(params.eval_size, len(dev))
+        eval_rng = random.Random(seed + 1)
+        eval_set = rng.sample(dev, size)  # dev and train are disjoint
         history: list[dict[str, Any]] = []
         sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
                                   stop=["\n"], seed=seed)
@@ -83,14 +111,15 @@ class Ape(Method):
         def score(candidates: list[str], origin: str, round_no: int) -> None:
             seen = {h["instruction"] for h in history}
             fresh = [c for c in dict.fromkeys(candidates) if c and c not in seen]
-            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, eval_set, params.max_new_tokens)):
+            samples = ([eval_rng.sample(dev, size) for _ in fresh] if params.eval_sampling == "per_prompt"
+                       else [eval_set] * len(fresh))
+            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, samples, params.max_new_tokens)):
                 history.append({"instruction": cand, "dev_accuracy": acc, "origin": origin, "round": round_no})
 
         proposals: list[str] = []
         for i in range(params.num_subsamples):
             demos = rng.sample(train, min(params.demos_per_proposal, len(train)))
-            pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
-            query = FORWARD.format(n=len(demos), pairs=pairs)
+            query = forward_query(task, demos, params.template)
             outs = proposer.generate([query] * params.prompts_per_subsample, _reseed(sample, seed * 1000 + i))
             proposals += [clean_instruction(o) for o in outs]
         score(proposals, "proposal", 0)

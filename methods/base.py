@@ -1,7 +1,7 @@
 """The Method interface and the Artifact a tuning run returns.
 
-A method declares the least access it needs and a params dataclass whose defaults are the
-paper's. ``tune`` receives a view of exactly that access and returns an Artifact: serialisable
+A method declares the least access it needs and a params dataclass whose defaults are its
+reference implementation's, except where docs/fidelity.md says why not. ``tune`` receives a view of exactly that access and returns an Artifact: serialisable
 (JSON + files), re-appliable to another model, evaluated by the one shared scorer.
 """
 

@@ -2,13 +2,19 @@
 alone, no gradients. Grey box: it sends input embeddings in and reads label log-probabilities out
 (``GreyView.input_embeddings`` / ``score_with_embeddings``), never the parameters.
 
-The prompt of L positions is P = P₀ + A·z: P₀ the input embeddings of a text (the task instruction's
-tokens, repeated to L), A a fixed random projection from R^d to R^(L×width), and z ∈ R^d optimised
-by CMA-ES (the ``cma`` package) on the cross-entropy of the label words over a balanced few-shot
-training batch. A is drawn N(0, σ_A²) with σ_A = std(E)/(√d · σ) as the reference, E the input
-embeddings (the reference reads the whole embedding matrix; at grey access we read those of the
-training texts). Every ``eval_every`` candidate evaluations the generation's best is scored on the
-dev set, and the prompt with the best dev accuracy (ties: the lower training loss) is the artifact.
+The prompt of L positions is P = P₀ + A·z, placed right after the BOS token (as the reference's
+model wrappers; first where the tokenizer adds none): P₀ the input embeddings of the fixed
+vocabulary ids ``vocab_offset`` … ``vocab_offset``+L−1 (``p0: vocab_ids``, the reference's GPT data
+loaders: ids 1000–1049), or of a text repeated to L (``p0: instruction``: the task instruction,
+boxbench's earlier default); A a fixed random projection from R^d to R^(L×width), and z ∈ R^d
+optimised by CMA-ES (the ``cma`` package) on the cross-entropy of the label words over a balanced
+few-shot training batch. A is drawn N(0, σ_A²) with σ_A = std(E)/(√d · σ) as the reference, E the
+input embeddings (the reference reads the whole embedding matrix; at grey access we read those of
+the training texts). Every ``eval_every`` candidate evaluations the generation's best is scored on
+a dev set — as the reference, a second balanced draw of ``shots_per_class`` per class from the
+training pool, disjoint from the batch (``dev_from: train``; ``dev``: the harness's dev split,
+boxbench's earlier default) — and the prompt with the best dev accuracy (ties: the lower training
+loss) is the artifact. Differences from the reference, and why: docs/fidelity.md.
 
 Budget in model calls, as the paper counts them: ``budget`` candidate evaluations, each one
 forward pass of the training batch (the reference's 8,000 API calls over a 32-example batch). The
@@ -35,6 +41,9 @@ from boxbench.benchmarks.evaluate import accuracy, argmax_labels
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact, render_prompt
 from boxbench.registry import UserError
 
+P0S = ("vocab_ids", "instruction")
+DEV_FROM = ("train", "dev")
+
 
 @dataclass
 class BbtParams:
@@ -46,7 +55,10 @@ class BbtParams:
     shots_per_class: int = field(default=16, metadata={"help": "training examples per class in the batch every candidate is scored on (reference: 16)"})
     eval_every: int = field(default=100, metadata={"help": "score the current best on dev every this many candidate evaluations (reference: 100)"})
     dev_size: int = field(default=0, metadata={"help": "dev examples for that check; 0 = the whole dev split"})
-    init_text: str = field(default="", metadata={"help": "P₀: this text's input embeddings, repeated to L; empty = the task instruction"})
+    p0: str = field(default="vocab_ids", metadata={"help": "vocab_ids (reference: embeddings of ids vocab_offset..+L) | instruction (init_text's embeddings repeated to L)"})
+    vocab_offset: int = field(default=1000, metadata={"help": "first vocabulary id of P₀ with p0 vocab_ids (reference: 1000)"})
+    init_text: str = field(default="", metadata={"help": "P₀ with p0 instruction: this text's input embeddings, repeated to L; empty = the task instruction"})
+    dev_from: str = field(default="train", metadata={"help": "train (reference: shots_per_class per class from the training pool, apart from the batch) | dev (the harness's dev split)"})
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "intrinsic_dim", "budget", "shots_per_class", "eval_every"):
@@ -54,6 +66,12 @@ class BbtParams:
                 raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
         if self.popsize < 2:
             raise UserError(f"params.popsize: CMA-ES needs at least 2 candidates per generation, got {self.popsize}")
+        if self.p0 not in P0S:
+            raise UserError(f"params.p0: {self.p0!r} is not one of {', '.join(P0S)}")
+        if self.dev_from not in DEV_FROM:
+            raise UserError(f"params.dev_from: {self.dev_from!r} is not one of {', '.join(DEV_FROM)}")
+        if self.vocab_offset < 0:
+            raise UserError(f"params.vocab_offset: must be 0 or more, got {self.vocab_offset}")
         if self.sigma <= 0:
             raise UserError(f"params.sigma: must be positive, got {self.sigma}")
 
@@ -66,6 +84,19 @@ def balanced_batch(train: list[Example], num_labels: int, per_class: int, rng: r
         out += rng.sample(pool, min(per_class, len(pool)))
     rng.shuffle(out)
     return out
+
+
+def initial_prompt(model: GreyView, task: Task, params: BbtParams) -> Any:
+    """P₀ (L × width): the input embeddings of the vocabulary ids ``vocab_offset`` … +L−1
+    (``p0: vocab_ids``, the reference's), or of ``init_text`` (default: the task instruction)
+    repeated to L (``p0: instruction``)."""
+    if params.p0 == "vocab_ids":
+        return model.input_embeddings(range(params.vocab_offset, params.vocab_offset + params.prompt_tokens))
+    init = model.input_embeddings(params.init_text or task.instruction or "Classify the text.")
+    if init.shape[0] == 0:
+        raise UserError("bbt: params.init_text encodes to no tokens; give a non-empty text")
+    reps = -(-params.prompt_tokens // init.shape[0])
+    return init.repeat(reps, 1)[: params.prompt_tokens]
 
 
 def label_cross_entropy(scores: list[list[float]], gold: list[int]) -> float:
@@ -105,14 +136,15 @@ class Bbt(Method):
         prompts = [render_prompt(task, e.text, task.instruction) for e in batch]
         gold = [e.label for e in batch]
         words = [list(task.label_words)] * len(prompts)
-        check = dev[: params.dev_size] if params.dev_size else dev
+        if params.dev_from == "train":
+            chosen = {id(e) for e in batch}
+            check = balanced_batch([e for e in train if id(e) not in chosen], task.num_labels, params.shots_per_class, rng)
+        else:
+            check = dev
+        check = check[: params.dev_size] if params.dev_size else check
         check_prompts = [render_prompt(task, e.text, task.instruction) for e in check]
 
-        init = model.input_embeddings(params.init_text or task.instruction or "Classify the text.")
-        if init.shape[0] == 0:
-            raise UserError("bbt: params.init_text encodes to no tokens; give a non-empty text")
-        reps = -(-params.prompt_tokens // init.shape[0])
-        p0 = init.repeat(reps, 1)[: params.prompt_tokens]
+        p0 = initial_prompt(model, task, params)
         width = p0.shape[1]
         seen = torch.cat([model.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
         std = float(seen.std()) / (math.sqrt(params.intrinsic_dim) * params.sigma)
@@ -155,8 +187,8 @@ class Bbt(Method):
         art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction))
         art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(batch), loss_first=first,
                          loss_best=best["loss"], best_dev_accuracy=best["dev_accuracy"], best_at_evaluation=best["evaluation"],
-                         dev_checked=len(check), search_curve=history, prompt_tokens=params.prompt_tokens,
-                         intrinsic_dim=params.intrinsic_dim)
+                         dev_checked=len(check), dev_from=params.dev_from, p0=params.p0, search_curve=history,
+                         prompt_tokens=params.prompt_tokens, intrinsic_dim=params.intrinsic_dim)
         return art
 
 

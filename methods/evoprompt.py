@@ -4,19 +4,27 @@ A population of instructions evolves by LLM-driven crossover and mutation, selec
 through the shared black-box scorer (generate + parse), exactly as APE scores its candidates:
 
 1. Initial population: ``init_size`` instructions proposed from training demonstrations (APE's
-   forward template, ``methods/ape.py``), plus the task's own instruction if it has one; each is
-   scored on the dev sample and the best ``popsize`` are kept (the reference's ``para_topk``).
+   forward template, ``methods/ape.py``: the reference's initial prompts are its manual prompts plus
+   APE's), plus the task's own instruction (the manual prompt) if it has one; each is scored on the
+   dev sample and the best ``popsize`` form the population. (The reference's ``para_topk`` also
+   paraphrases those top prompts and scores the paraphrases, but its population is then
+   ``(topk + paraphrases)[:popsize]`` = the top prompts alone; boxbench does not pay for them.)
 2. For ``iterations`` rounds: ``popsize`` children, each from two parents drawn by roulette wheel
    (probability ∝ dev accuracy; the reference's ``sel_mode wheel``), written by the proposer from the
-   paper's two-step prompt — cross the two parents over, then mutate the result, and give the final
-   instruction between <prompt> and </prompt> — and scored the same way; the best ``popsize`` of
-   parents and children survive (``ga_mode topk``).
-3. The best instruction found (ties: the earlier) is the artifact's, with the whole history.
+   reference's ONE-SHOT prompt (``data/template_ga.py``, ``templates_2["cls"]``: a worked crossover
+   and mutation first, then the two parents; ``template: zero_shot`` is boxbench's earlier prompt,
+   the paper's Figure 1 without the example) — cross the two parents over, mutate the result, and
+   give the final instruction between <prompt> and </prompt> — sampled at temperature 0.5 and scored
+   the same way; the best ``popsize`` of parents and children survive (``ga_mode topk``).
+3. The best instruction found on dev (ties: the earlier) is the artifact's, with the whole history.
+   (The reference's scripts test the top 3 and report the best on test: optimistic; best-on-dev is
+   the clean protocol.)
 
-Defaults: the reference's classification runs (github.com/beeevita/EvoPrompt, scripts/cls/run_ga_*.sh):
-population 10, 10 iterations, 500 dev examples (``sample_num``), roulette-wheel selection, top-k
-survival. The proposer (``proposer``) writes the instructions, the tuned model only answers
-(methods/proposer.py); black access only.
+Defaults: the reference's classification runs (github.com/beeevita/EvoPrompt, ``evoluter.py``,
+``scripts/cls/run_ga_*.sh``): population 10, 10 iterations, a 200-example dev file (its
+``sample_num`` 500 is for generation tasks), roulette-wheel selection, top-k survival, temperature
+0.5. The proposer (``proposer``) writes the instructions, the tuned model only answers
+(methods/proposer.py); black access only. Differences from the reference, and why: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -28,17 +36,33 @@ from typing import Any
 
 from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.ape import FORWARD, ApeArtifact, clean_instruction
+from boxbench.methods.ape import ApeArtifact, clean_instruction, forward_query
 from boxbench.methods.base import Method
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
 LEAD = re.compile(r"^\s*(\d\.\s*)?((final|mutated|mutation|crossover|new)\s+prompt\s*:)?\s*", re.I)
+EVOLVE_ONE_SHOT = ("Please follow the instruction step-by-step to generate a better prompt.\n"
+                   "1. Crossover the following prompts and generate a new prompt:\n"
+                   "Prompt 1: Rewrite the input text into simpler text.\n"
+                   "Prompt 2: Rewrite my complex sentence in simpler terms, but keep the meaning.\n"
+                   "2. Mutate the prompt generated in Step 1 and generate a final prompt bracketed with <prompt> and </prompt>.\n\n"
+                   "1. Crossover Prompt: Rewrite the complex text into simpler text while keeping its meaning.\n"
+                   "2. <prompt>Transform the provided text into simpler language, maintaining its essence.</prompt>\n\n"
+                   "Please follow the instruction step-by-step to generate a better prompt.\n"
+                   "1. Crossover the following prompts and generate a new prompt:\n"
+                   "Prompt 1: {a}\nPrompt 2: {b}\n"
+                   "2. Mutate the prompt generated in Step 1 and generate a final prompt bracketed with <prompt> and </prompt>.\n\n"
+                   "1. ")
+"""The reference's GA prompt for classification (``data/template_ga.py``, ``templates_2["cls"]``): one
+worked example (its wording, its simplification example), then the two parents."""
 EVOLVE = ("Please follow the instruction step-by-step to generate a better prompt.\n"
           "1. Cross over the following prompts and generate a new prompt:\n"
           "Prompt 1: {a}\nPrompt 2: {b}\n"
           "2. Mutate the prompt generated in Step 1 and generate a final prompt bracketed with <prompt> and </prompt>.\n\n"
           "1. Crossover Prompt:")
+"""boxbench's earlier GA prompt (``template: zero_shot``): the paper's Figure 1 instruction, no example."""
+TEMPLATES = {"one_shot": EVOLVE_ONE_SHOT, "zero_shot": EVOLVE}
 
 
 @dataclass
@@ -47,8 +71,10 @@ class EvoPromptParams:
     iterations: int = field(default=10, metadata={"help": "generations of popsize children each (reference budget: 10)"})
     init_size: int = field(default=10, metadata={"help": "instructions proposed for the initial population, the best popsize kept"})
     demos_per_proposal: int = field(default=5, metadata={"help": "training pairs shown per initial proposal (APE's forward template)"})
-    eval_size: int = field(default=500, metadata={"help": "dev examples every candidate is scored on (reference: sample_num 500)"})
-    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and children (boxbench: APE's 0.9)"})
+    eval_size: int = field(default=200, metadata={"help": "dev examples every candidate is scored on (reference: a 200-example dev file)"})
+    temperature: float = field(default=0.5, metadata={"help": "sampling temperature of the children (reference: 0.5)"})
+    init_temperature: float = field(default=0.9, metadata={"help": "sampling temperature of the initial APE-style proposals (APE's 0.9)"})
+    template: str = field(default="one_shot", metadata={"help": "one_shot (reference: a worked example first) | zero_shot (no example)"})
     max_instruction_tokens: int = field(default=96, metadata={"help": "generation cap of one child (it writes both steps)"})
     max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
     proposer: Any = field(default="", metadata={"help": HELP})
@@ -59,6 +85,8 @@ class EvoPromptParams:
                 raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
         if self.popsize < 2:
             raise UserError(f"params.popsize: crossover needs at least 2 instructions, got {self.popsize}")
+        if self.template not in TEMPLATES:
+            raise UserError(f"params.template: {self.template!r} is not one of {', '.join(TEMPLATES)}")
         if self.iterations < 0:
             raise UserError(f"params.iterations: must be 0 or more, got {self.iterations}")
 
@@ -121,9 +149,8 @@ class EvoPrompt(Method):
         queries = []
         for _ in range(params.init_size):
             demos = rng.sample(train, min(params.demos_per_proposal, len(train)))
-            pairs = "\n\n".join(f"Input: {d.text}\nOutput: {task.label_words[d.label].strip()}" for d in demos)
-            queries.append(FORWARD.format(n=len(demos), pairs=pairs))
-        outs = proposer.generate(queries, replace(sample, max_new_tokens=50, stop=["\n"]))
+            queries.append(forward_query(task, demos))
+        outs = proposer.generate(queries, replace(sample, max_new_tokens=50, stop=["\n"], temperature=params.init_temperature))
         initial = ([task.instruction] if task.instruction.strip() else []) + [clean_instruction(o) for o in outs]
         population = _top(scored(list(dict.fromkeys(initial)), "initial", 0), params.popsize)
         if len(population) < 2:
@@ -131,7 +158,8 @@ class EvoPrompt(Method):
         for g in range(1, params.iterations + 1):
             pairs_of = [[population[i]["instruction"] for i in roulette(rng, [h["dev_accuracy"] for h in population])]
                         for _ in range(params.popsize)]
-            outs = proposer.generate([EVOLVE.format(a=a, b=b) for a, b in pairs_of], replace(sample, seed=seed * 1000 + g))
+            outs = proposer.generate([TEMPLATES[params.template].format(a=a, b=b) for a, b in pairs_of],
+                                     replace(sample, seed=seed * 1000 + g))
             children = scored([final_prompt(o) for o in outs], "child", g, pairs_of)
             population = _top(_unique(population + children), params.popsize)
         winner = max(history, key=lambda h: h["dev_accuracy"])  # max keeps the first of equals

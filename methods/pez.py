@@ -2,8 +2,14 @@
 whose embedding neighbourhoods agree across models (methods/neighbours.py), so the prompt transfers.
 
 Each step: project the m continuous prompt vectors P to their nearest candidate token embeddings
-by cosine (P'), compute −log p(label word | [P'; x]) with P' in front of the input, and apply the
-gradient w.r.t. P' to P (straight-through); Adafactor (lr 0.3). Every ``eval_every`` steps the
+by cosine (P'), compute the loss with P' in front of the input, and apply the gradient w.r.t. P'
+to P (straight-through); Adafactor (lr 0.3). As the reference (hard-prompts-made-easy,
+``prompt_lm/src/train_prompts.py`` with OpenPrompt's ``SoftTemplate`` and ``ManualVerbalizer``),
+P starts from the label words repeated to the prompt length (``init: classes``; ``vocab``: random
+ids 4–5003 as its ``--init_from_vocab``; ``random``: random tokens of the candidate vocabulary,
+boxbench's earlier default) and the loss is the cross-entropy of the gold label under the softmax
+over the label words only (``loss: label_softmax``; ``vocab_nll``: −log p(label word) over the
+whole vocabulary, boxbench's earlier default). Every ``eval_every`` steps the
 projected prompt is scored on the dev set *as text* (decoded, re-tokenised — exactly how it is
 evaluated and transferred) and the best one is kept. White access on the source model: gradients
 w.r.t. the input embeddings only, every parameter frozen.
@@ -11,8 +17,8 @@ w.r.t. the input embeddings only, every parameter frozen.
 ``vocab`` picks the candidate rows of the projection (the study's variants):
 ``full`` (Baseline), ``random`` (s random tokens: Baseline_pruned), ``common`` (s random tokens of
 the vocabulary shared with ``counterparts``: CommonVocab_pruned), ``neighbour`` (the s tokens whose
-neighbourhoods agree most: Ours). ``steps: 0`` with ``vocab: random`` is the Random control;
-``zero_shot`` is Empty.
+neighbourhoods agree most: Ours). ``steps: 0`` with ``vocab: random, init: random`` is the Random control;
+``zero_shot`` is Empty. Differences from the reference, and why: docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from boxbench.methods.base import Method, PromptArtifact, render_prompt
 from boxbench.registry import UserError
 
 VOCABS = ("full", "random", "common", "neighbour")
+INITS = ("classes", "vocab", "random")
+LOSSES = ("label_softmax", "vocab_nll")
 
 
 @dataclass
@@ -47,10 +55,16 @@ class PezParams:
     s: int = field(default=8192, metadata={"help": "size of the restricted vocabulary (random/common/neighbour)"})
     eval_every: int = field(default=100, metadata={"help": "score the projected prompt on dev every this many steps"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping of the prompt"})
+    init: str = field(default="classes", metadata={"help": "classes (reference: the label words repeated) | vocab (random ids 4-5003) | random (random candidate tokens)"})
+    loss: str = field(default="label_softmax", metadata={"help": "label_softmax (reference: cross-entropy over the label words) | vocab_nll (-log p(label word) over the vocabulary)"})
 
     def __post_init__(self) -> None:
         if self.vocab not in VOCABS:
             raise UserError(f"params.vocab: {self.vocab!r} is not one of {', '.join(VOCABS)}")
+        if self.init not in INITS:
+            raise UserError(f"params.init: {self.init!r} is not one of {', '.join(INITS)}")
+        if self.loss not in LOSSES:
+            raise UserError(f"params.loss: {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.vocab in ("common", "neighbour") and not self.counterparts:
             raise UserError(f"params.counterparts: vocab {self.vocab} needs at least one other model (a list of model specs)")
         if not isinstance(self.counterparts, list):
@@ -167,6 +181,75 @@ def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[st
     return sorted(common[u] for u in chosen)
 
 
+@dataclass
+class LossRows:
+    """One training example as the loss reads it: token rows (ids, label tokens) and the gold label.
+    ``label_softmax`` gives one row per label word (or one shared row when every label word is a
+    single token after the same prompt tokens: ``first_tokens`` then holds those tokens);
+    ``vocab_nll`` one row, the gold label word's."""
+
+    rows: list[tuple[list[int], int]]
+    gold: int
+    first_tokens: list[int] | None = None
+
+
+def label_rows(tok: Any, task: Task, ex: Example, loss: str) -> LossRows:
+    """The rows of ``ex`` after the prompt (BOS and the hard prompt go in front as embeddings),
+    encoded as the scorer encodes them (``tokens.encode_pair``)."""
+    def enc(t: str) -> list[int]:
+        return tok(t, add_special_tokens=False).input_ids
+
+    text = "\n\n" + task.template.format(text=ex.text)
+    if loss == "vocab_nll":
+        x, y = encode_pair(enc, text, task.label_words[ex.label])
+        return LossRows([(x + y, len(y))], ex.label)
+    pairs = [encode_pair(enc, text, w) for w in task.label_words]
+    if all(len(y) == 1 and x == pairs[0][0] for x, y in pairs):
+        x, y = pairs[0]
+        return LossRows([(x + y, 1)], ex.label, [y[0] for _, y in pairs])
+    return LossRows([(x + y, len(y)) for x, y in pairs], ex.label)
+
+
+def label_softmax_loss(logits: Any, labels: Any, batch: list[LossRows]) -> Any:
+    """Cross-entropy of each example's gold label under the softmax over its label words' scores
+    (OpenPrompt's verbalizer loss): a label word's score is the sum of its tokens' log-probabilities
+    (the shared scorer's score; the reference's words are single tokens, where the two agree)."""
+    import torch
+
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    labels = labels[:, -logits.shape[1]:][:, 1:]
+    scores, row = [], 0
+    for ex in batch:
+        if ex.first_tokens is not None:  # one row; the label position is the last one
+            scores.append(logp[row, -1, torch.tensor(ex.first_tokens, device=logp.device)])
+            row += 1
+            continue
+        n = len(ex.rows)
+        lab = labels[row : row + n]
+        tok_lp = logp[row : row + n].gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores.append((tok_lp * (lab != -100)).sum(-1))
+        row += n
+    gold = torch.tensor([ex.gold for ex in batch], device=logits.device)
+    return torch.nn.functional.cross_entropy(torch.stack(scores), gold)
+
+
+def initial_ids(tok: Any, task: Task, params: PezParams, cand: list[int], seed: int, n_rows: int) -> list[int]:
+    """The token ids whose embeddings start the continuous prompt (``params.init``): ``classes`` — the
+    label words joined by spaces, tokenised and repeated to the prompt length, as the reference's
+    ``SoftTemplate(initialize_from_classes=True)``; ``vocab`` — random ids in [4, 5004) as its
+    ``--init_from_vocab``; ``random`` — random tokens of the candidate vocabulary."""
+    m = params.prompt_length
+    if params.init == "classes":
+        ids = tok(" ".join(w.strip() for w in task.label_words), add_special_tokens=False).input_ids
+        return (ids * (m // len(ids) + 1))[:m]
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if params.init == "vocab":
+        return torch.randint(4, min(5004, n_rows), (m,), generator=gen).tolist()
+    return [cand[i] for i in torch.randint(len(cand), (m,), generator=gen).tolist()]  # as boxbench drew them before
+
+
 class Pez(Method):
     name = "pez"
     access = Access.white
@@ -190,9 +273,9 @@ class Pez(Method):
         cand_t = torch.tensor(cand, device=emb.device)
         cand_emb = emb[cand_t].detach()
         cand_norm = torch.nn.functional.normalize(cand_emb.float(), dim=-1)
-        gen = torch.Generator().manual_seed(seed)
-        init = torch.randint(len(cand), (params.prompt_length,), generator=gen)
-        prompt = torch.nn.Parameter(cand_emb[init.to(emb.device)].clone().float())
+        init_ids = initial_ids(tok, task, params, cand, seed, emb.shape[0])
+        prompt = torch.nn.Parameter(emb[torch.tensor(init_ids, device=emb.device)].detach().clone().float())
+        stats.update(init=params.init, loss=params.loss, init_token_ids=init_ids)
 
         def project() -> tuple[Any, list[int]]:
             nn = (torch.nn.functional.normalize(prompt.detach(), dim=-1) @ cand_norm.T).argmax(-1)
@@ -203,11 +286,7 @@ class Pez(Method):
 
         bos = tok("", add_special_tokens=True).input_ids  # placed before the prompt, as in the text prompt
         bos_emb = emb[torch.tensor(bos, dtype=torch.long, device=emb.device)].detach() if bos else None
-        rows = []
-        for ex in train:
-            x, y = encode_pair(lambda t: tok(t, add_special_tokens=False).input_ids,
-                               "\n\n" + task.template.format(text=ex.text), task.label_words[ex.label])
-            rows.append((x + y, len(y)))
+        rows = [label_rows(tok, task, ex, params.loss) for ex in train]
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         history: list[dict[str, Any]] = []
 
@@ -233,9 +312,13 @@ class Pez(Method):
             projected, _ = project()
             leaf = projected.clone().float().requires_grad_(True)
             soft = leaf.to(emb.dtype) if bos_emb is None else torch.cat([bos_emb, leaf.to(emb.dtype)], 0)
-            ids_t, mask, labels = collate(batch, pad, emb.device)
-            keep = max(n for _, n in batch) + 1
-            loss = label_loss(forward_tail(net, ids_t, mask, keep, prefix_embeds=soft), labels)
+            flat = [r for b in batch for r in b.rows]
+            ids_t, mask, labels = collate(flat, pad, emb.device)
+            logits = forward_tail(net, ids_t, mask, max(n for _, n in flat) + 1, prefix_embeds=soft)
+            if params.loss == "vocab_nll":
+                loss = label_loss(logits, labels)
+            else:
+                loss = label_softmax_loss(logits, labels, batch)
             loss.backward()
             prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
             if params.max_grad_norm:

@@ -72,15 +72,20 @@ class Proposer:
                 "proposer_completion_tokens": self.completion_tokens, "proposer_wall_s": round(self.wall_s, 3)}
 
 
-def instruction_accuracies(model: BlackView, task: Task, instructions: list[str], examples: list[Example],
-                           max_new_tokens: int) -> list[float]:
+def instruction_accuracies(model: BlackView, task: Task, instructions: list[str],
+                           examples: "list[Example] | list[list[Example]]", max_new_tokens: int) -> list[float]:
     """Accuracy of each instruction in front of each example's prompt, through the shared scorer at
-    ``model``'s access (black: generated answers parsed — execution accuracy). All candidates go in
-    one call, so a backend that shares prefixes computes each instruction once for all examples."""
+    ``model``'s access (black: generated answers parsed — execution accuracy). ``examples``: one
+    list for every instruction, or one list per instruction. All candidates go in one call, so a
+    backend that shares prefixes computes each instruction once for all its examples."""
     from boxbench.benchmarks.evaluate import accuracy, predict
     from boxbench.methods.base import render_prompt
 
-    prompts = [render_prompt(task, e.text, ins) for ins in instructions for e in examples]
+    per = examples if examples and isinstance(examples[0], list) else [examples] * len(instructions)
+    prompts = [render_prompt(task, e.text, ins) for ins, exs in zip(instructions, per) for e in exs]  # type: ignore[union-attr]
     preds, _ = predict(model, task, prompts, max_new_tokens) if prompts else ([], [])
-    gold, n = [e.label for e in examples], len(examples)
-    return [accuracy(gold, preds[i * n : (i + 1) * n]) for i in range(len(instructions))]
+    out, start = [], 0
+    for exs in per:
+        out.append(accuracy([e.label for e in exs], preds[start : start + len(exs)]))  # type: ignore[union-attr]
+        start += len(exs)
+    return out

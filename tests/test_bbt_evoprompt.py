@@ -33,8 +33,10 @@ def test_bbt_searches_through_embeddings_at_grey_access_and_reapplies(sst2, smol
     s = art.stats
     assert s["candidate_evaluations"] == 12 and s["train_batch"] == 8 and art.embeds.shape == (4, 576)
     assert s["loss_best"] <= s["loss_first"] + 1e-9 or s["best_dev_accuracy"] > s["search_curve"][0]["dev_accuracy"]
-    # 1 + 12 candidate evaluations of the 8-example batch, 1 + 3 dev checks of 16: one call per prompt
-    assert smol.usage.model_calls - before["model_calls"] == 13 * 8 + 4 * 16
+    # 1 + 12 candidate evaluations of the 8-example batch, 1 + 3 dev checks of the reference's dev set
+    # (4 per class from the training pool, apart from the batch): one call per prompt
+    assert s["dev_from"] == "train" and s["dev_checked"] == 8 and s["p0"] == "vocab_ids"
+    assert smol.usage.model_calls - before["model_calls"] == 13 * 8 + 4 * 8
     art.save(tmp_path / "bbt")
     loaded = Artifact.load(tmp_path / "bbt")
     first = evaluate(art, art.attach(grey), sst2.task, sst2.test)

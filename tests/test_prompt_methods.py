@@ -21,16 +21,17 @@ def sst2():
     return load_splits("sst2", 120, 12, 6, 0)
 
 
-def test_kate_puts_the_nearest_example_next_to_the_query_and_reloads(sst2, smol, tmp_path):
+def test_kate_orders_the_nearest_examples_and_reloads(sst2, smol, tmp_path):
     query = sst2.train[7].text  # in the pool: its own nearest neighbour
-    art = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3), 0)
+    art = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3, order="nearest_last"), 0)
     assert art.stats["index_size"] == 120 and art.stats["index_build_s"] > 0
     nn = art.neighbours([query])[0]
     assert len(nn) == 3 and art.pool[nn[-1]].text == query  # nearest_last: closest right before the query
     prompt = art.prompts(sst2.task, [query])[0]
     assert prompt.endswith(sst2.task.template.format(text=query)) and prompt.count("Review:") == 4
-    first = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3, order="nearest_first"), 0)
-    assert first.pool[first.neighbours([query])[0][0]].text == query
+    first = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3), 0)
+    assert first.stats["order"] == "nearest_first"  # the reference's order is the default
+    assert first.neighbours([query])[0] == nn[::-1] and first.pool[first.neighbours([query])[0][0]].text == query
     art.save(tmp_path / "a")
     again = Artifact.load(tmp_path / "a")
     assert again.prompts(sst2.task, [query]) == art.prompts(sst2.task, [query])

@@ -1,0 +1,138 @@
+"""Each method's reference behaviour, pinned where it is deterministic (docs/fidelity.md): PEZ's
+initial prompt and label-word loss, BBT's P₀ and its place after BOS, EvoPrompt's one-shot GA
+prompt, APE's repository template and per-prompt dev subsamples, KATE's order — on the real
+SmolLM2 model and real SST-2 / AG News rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from boxbench.backends.base import Access
+from boxbench.backends.hf import model_inputs
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.methods.ape import FORWARD_TEMPLATES, forward_query
+from boxbench.methods.base import build_params
+from boxbench.methods.bbt import Bbt, BbtParams, initial_prompt, label_cross_entropy
+from boxbench.methods.evoprompt import TEMPLATES, final_prompt
+from boxbench.methods.pez import Pez, PezParams, initial_ids, label_rows, label_softmax_loss
+from boxbench.methods.proposer import instruction_accuracies
+from boxbench.methods.training import collate, forward_tail, label_loss
+
+
+@pytest.fixture(scope="module")
+def sst2():
+    return load_splits("sst2", 64, 8, 4, 0)
+
+
+def test_pez_starts_from_the_label_words_repeated(smol, sst2):
+    tok = smol.tokenizer
+    words = tok("negative positive", add_special_tokens=False).input_ids  # the reference's classes string
+    assert initial_ids(tok, sst2.task, PezParams(prompt_length=5), [], 0, 49152) == (words * 3)[:5]
+    ag = load_splits("agnews", 8, 0, 0, 0).task
+    topic = tok("politics sports business technology", add_special_tokens=False).input_ids
+    assert initial_ids(tok, ag, PezParams(prompt_length=10), [], 0, 49152) == (topic * 2)[:10]
+    vocab = initial_ids(tok, sst2.task, PezParams(init="vocab", prompt_length=10), [], 0, 49152)
+    assert all(4 <= i < 5004 for i in vocab) and vocab != initial_ids(tok, sst2.task, PezParams(init="vocab", prompt_length=10), [], 1, 49152)
+    # no steps over the full vocabulary: the prompt is the projection of its start, the class words themselves
+    art = Pez().tune(smol.view(Access.white), sst2.task, sst2.train, sst2.dev, PezParams(steps=0, prompt_length=5), 0)
+    assert art.token_ids == (words * 3)[:5] and art.stats["init_token_ids"] == art.token_ids
+    assert art.stats["init"] == "classes" and art.stats["loss"] == "label_softmax"
+
+
+def test_pez_loss_is_the_cross_entropy_over_the_label_words(smol, sst2):
+    """The training loss (label_softmax) equals the cross-entropy of the shared scorer's label scores
+    with the same prompt embeddings in front: two code paths, one number."""
+    tok, net = smol.tokenizer, smol.module
+    prompt = net.get_input_embeddings().weight[torch.tensor([17728, 2731, 17728])].detach()
+    batch = sst2.train[:6]
+    rows = [label_rows(tok, sst2.task, ex, "label_softmax") for ex in batch]
+    flat = [r for b in rows for r in b.rows]
+    ids, mask, labels = collate(flat, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, "cpu")
+    with torch.no_grad():
+        logits = forward_tail(net, ids, mask, max(n for _, n in flat) + 1, prefix_embeds=prompt)
+        loss = float(label_softmax_loss(logits, labels, rows))
+    scores = smol.view(Access.grey).score_with_embeddings(
+        prompt, ["\n\n" + sst2.task.template.format(text=e.text) for e in batch], [list(sst2.task.label_words)] * len(batch))
+    assert loss == pytest.approx(label_cross_entropy(scores, [e.label for e in batch]), abs=1e-4)
+    # the earlier loss, kept as an option, is the gold word's NLL over the whole vocabulary: larger
+    nll_rows = [r for ex in batch for r in label_rows(tok, sst2.task, ex, "vocab_nll").rows]
+    ids, mask, labels = collate(nll_rows, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id, "cpu")
+    with torch.no_grad():
+        nll = float(label_loss(forward_tail(net, ids, mask, 2, prefix_embeds=prompt), labels))
+    assert nll > loss
+
+
+def test_bbt_p0_is_the_reference_vocabulary_ids(smol, sst2):
+    params = build_params(Bbt, {"prompt_tokens": 6})
+    p0 = initial_prompt(smol.view(Access.grey), sst2.task, params)
+    assert torch.equal(p0, smol.module.get_input_embeddings().weight[1000:1006].detach().float())
+    own = initial_prompt(smol.view(Access.grey), sst2.task, BbtParams(prompt_tokens=6, p0="instruction", init_text="Classify"))
+    assert own.shape == p0.shape and not torch.equal(own, p0)
+
+
+def test_a_continuous_prompt_goes_after_bos(smol):
+    """``[pads, BOS, soft, tokens]`` computed from left-padded rows equals the same row unpadded, for
+    rows of different lengths that open with BOS (SmolLM2's tokenizer adds none itself, so the rows
+    are built with its BOS id here; Gemma's adds one)."""
+    net, bos = smol.module, smol.tokenizer.bos_token_id
+    soft = torch.randn(3, net.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.02
+    rows = [[bos, 6004, 314, 253], [bos, 2731]]
+    ids = torch.tensor([rows[0], [0, 0] + rows[1]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    with torch.no_grad():
+        batched = net(**model_inputs(net, ids, mask, soft, after_bos=bos)).logits[:, -1]
+        emb = net.get_input_embeddings()
+        for i, row in enumerate(rows):
+            t = emb(torch.tensor([row]))[0]
+            alone = net(inputs_embeds=torch.cat([t[:1], soft, t[1:]])[None]).logits[0, -1]
+            assert torch.allclose(batched[i], alone, atol=1e-4)
+        before = net(**model_inputs(net, ids[:1], mask[:1], soft)).logits[0, -1]  # [soft, BOS, ...]: not the same
+    assert not torch.allclose(before, batched[0], atol=1e-3)
+
+
+def test_evoprompt_asks_with_the_reference_one_shot_prompt():
+    query = TEMPLATES["one_shot"].format(a="Classify the review.", b="Say if it is positive.")
+    example, task = query.split("\n\nPlease follow the instruction step-by-step to generate a better prompt.\n")
+    assert example.startswith("Please follow the instruction step-by-step to generate a better prompt.\n1. Crossover")
+    assert "2. <prompt>Transform the provided text into simpler language, maintaining its essence.</prompt>" in example
+    assert task.endswith("Prompt 1: Classify the review.\nPrompt 2: Say if it is positive.\n2. Mutate the prompt generated "
+                         "in Step 1 and generate a final prompt bracketed with <prompt> and </prompt>.\n\n1. ")
+    # a completion in the example's format yields the mutated prompt
+    assert final_prompt("Crossover Prompt: Classify it.\n2. <prompt>Decide if the review is positive.</prompt>") == \
+        "Decide if the review is positive."
+
+
+def test_ape_repository_template_and_per_prompt_dev_samples(smol, sst2):
+    demos = sst2.train[:5]
+    query = forward_query(sst2.task, demos)
+    assert query.startswith("I gave a friend a instruction. Based on the instruction they produced the following "
+                            "input-output pairs:\n\nInput: ") and query.endswith("\n\nThe instruction was to")
+    assert "and five inputs." in forward_query(sst2.task, demos, "paper") and set(FORWARD_TEMPLATES) == {"repository", "paper"}
+    black = smol.view(Access.black)
+    a, b = sst2.dev[:2], sst2.dev[2:4]
+    per = instruction_accuracies(black, sst2.task, ["Answer.", "Judge the review."], [a, b], 4)
+    assert per == [instruction_accuracies(black, sst2.task, ["Answer."], a, 4)[0],
+                   instruction_accuracies(black, sst2.task, ["Judge the review."], b, 4)[0]]
+
+
+def test_ape_draws_a_dev_subsample_per_candidate(smol, sst2):
+    from boxbench.methods.ape import Ape
+
+    params = build_params(Ape, {"num_subsamples": 1, "prompts_per_subsample": 3, "eval_size": 2, "rounds": 0,
+                                "max_instruction_tokens": 12})
+    calls = []
+    black = smol.view(Access.black)
+    real = black.generate
+
+    def spy(prompts, config):  # records which dev texts each scoring call read
+        calls.append(list(prompts))
+        return real(prompts, config)
+
+    black.generate = spy  # type: ignore[method-assign]
+    art = Ape().tune(black, sst2.task, sst2.train, sst2.dev, params, 0)
+    scoring = [p for batch in calls for p in batch if "Review:" in p and "I gave a friend" not in p]
+    n = len(art.history)
+    assert n >= 2 and len(scoring) == 2 * n
+    texts = [frozenset(e.text for e in sst2.dev if any(e.text in p for p in scoring[2 * i : 2 * i + 2])) for i in range(n)]
+    assert len(set(texts)) > 1  # candidates were scored on different subsamples
