@@ -191,7 +191,15 @@ def _ray_cell(cell_json: dict[str, Any], run_dir: str, plugins: list[str]) -> di
         return _error_record(cell, f"run folder {run_dir} is not reachable from node {socket.gethostname()}; put --out on a "
                                    f"filesystem every node mounts at the same path", _now())
     _WORKER_SERVER = warm(_WORKER_SERVER, folder / f"forkserver-{socket.gethostname()}-{os.getpid()}.log")
-    return run_cell_process(cell, folder, plugins, quiet=True, server=_WORKER_SERVER)
+    record = run_cell_process(cell, folder, plugins, quiet=True, server=_WORKER_SERVER)
+    return {**record, "ray_resources": _assigned()}
+
+
+def _assigned() -> dict[str, float]:
+    """What Ray reserved for the running task (CPU, GPU, memory in bytes), as the record keeps it."""
+    import ray
+
+    return {k: v for k, v in ray.get_runtime_context().get_assigned_resources().items() if v}
 
 
 class RayExecutor(Executor):
@@ -199,12 +207,12 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, run_dir: Path, plugins: list[str], quiet: bool, address: str | None = None,
-                 resources: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, run_dir: Path, plugins: list[str], quiet: bool, address: str | None = None) -> None:
         super().__init__(run_dir, plugins, quiet)
         self.address = address
-        self.resources = resources or {}  # cell key -> the suite's resources for it
         self.running: dict[Any, Cell] = {}
+        self.refused: list[tuple[Cell, dict[str, Any]]] = []  # cells the cluster can never hold
+        self.cluster: dict[str, float] = {}
         self.gpus = 0.0
 
     def start(self) -> str | None:
@@ -220,7 +228,7 @@ class RayExecutor(Executor):
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"--address {self.address or '(local)'}: cannot connect to a Ray cluster ({first})") from None
         self.task = ray.remote(max_retries=0)(_ray_cell)  # retries are the driver's (settings.max_retries)
-        cluster = ray.cluster_resources()
+        cluster = self.cluster = dict(ray.cluster_resources())
         self.gpus = float(cluster.get("GPU", 0))
         dash = getattr(ctx, "dashboard_url", None)
         where = f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {self.gpus:g} GPUs"
@@ -240,10 +248,28 @@ class RayExecutor(Executor):
                             f"or give auto / HOST:PORT / ray://HOST:PORT of a running one") from None
 
     def options_for(self, cell: Cell) -> dict[str, Any]:
-        return {**default_resources(cell, self.gpus), **self.resources.get(cell.key, {})}
+        """The task's resources: the defaults (``default_resources``) overridden by the suite's
+        (``resources``: suite-wide, per model, per method, as the cell carries them)."""
+        return {**default_resources(cell, self.gpus), **cell.resources}
+
+    def too_big(self, options: dict[str, Any]) -> str | None:
+        """Why no node of this cluster can ever hold a task with ``options`` (Ray would keep it
+        pending: an infeasible task waits for a node that never joins), or None."""
+        for key, name in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
+            want, have = float(options.get(key) or 0), float(self.cluster.get(name, 0))
+            if want > have:
+                return f"asks Ray for {key} {want:g} but the cluster has {have:g} {name} in all"
+        return None
 
     def submit(self, cell: Cell) -> None:
-        ref = self.task.options(**self.options_for(cell)).remote(cell.to_json(), str(self.run_dir.resolve()), self.plugins)
+        from boxbench.benchmarks.runner import _error_record, _now
+
+        options = self.options_for(cell)
+        why = self.too_big(options)
+        if why is not None:
+            self.refused.append((cell, _error_record(cell, f"the cell {why}; lower resources in the suite or add nodes", _now())))
+            return
+        ref = self.task.options(**options).remote(cell.to_json(), str(self.run_dir.resolve()), self.plugins)
         self.running[ref] = cell
 
     def next_done(self) -> tuple[Cell, dict[str, Any]]:
@@ -251,6 +277,8 @@ class RayExecutor(Executor):
 
         from boxbench.benchmarks.runner import _error_record, _now
 
+        if self.refused:
+            return self.refused.pop(0)
         done, _ = ray.wait(list(self.running), num_returns=1)
         cell = self.running.pop(done[0])
         try:
@@ -261,7 +289,7 @@ class RayExecutor(Executor):
                           "retryable": True}
 
     def busy(self) -> int:
-        return len(self.running)
+        return len(self.running) + len(self.refused)
 
     def cancel(self) -> None:
         import ray

@@ -131,6 +131,35 @@ def test_a_killed_driver_resumes_with_every_cell_once(cluster, tmp_path):
     assert f"{n_before} already done" in done.stdout
 
 
+def test_a_suites_resources_reach_the_ray_task_and_an_impossible_ask_is_one_line(cluster, tmp_path):
+    """Suite-wide, per-model and per-method ``resources`` are what Ray reserves for the cell's task
+    (read inside the task: ``ray_resources``); a cell asking for more CPUs than the cluster has in all
+    fails in one line instead of waiting for a node that never joins, and the suite goes on."""
+    suite = write_suite(tmp_path / "s.yaml", """
+models: [{model: smollm2-135m, resources: {memory: 1GB}}]
+datasets: [sst2]
+methods:
+  - name: zero_shot
+    access: grey
+    resources: {num_cpus: 2}
+  - name: few_shot
+    params: {k: 1}
+    resources: {num_cpus: 4}
+resources: {num_cpus: 1, memory: 3GB}
+limits: {train: 20, test: 2}
+settings: {max_new_tokens: 2}
+""")
+    run = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(run), "--executor", "ray", "--address", cluster["address"], env=cluster["env"])
+    assert proc.returncode == 1, proc.stderr[-2000:]  # a cell errored: the run says so in its exit code
+    recs = {r["method"]: r for r in records_of(run)}
+    ok, refused = recs["zero_shot"], recs["few_shot"]
+    assert ok["status"] == "ok" and ok["ray_resources"] == {"CPU": 2.0, "memory": 1e9}  # method over model over suite
+    assert refused["status"] == "error" and refused["attempts"] == 1 and refused["error"] == (
+        "the cell asks Ray for num_cpus 4 but the cluster has 2 CPU in all; lower resources in the suite or add nodes")
+    assert f"error {refused['cell_id']}: the cell asks Ray for num_cpus 4" in proc.stdout
+
+
 def test_resources_are_not_part_of_the_cell_key_and_defaults_follow_size_and_device(tmp_path):
     from boxbench.benchmarks.executors import default_resources, model_parameters
     from boxbench.benchmarks.suite import load_suite
