@@ -26,6 +26,8 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from boxbench.benchmarks.executors import EXECUTORS
+
     parser = argparse.ArgumentParser(prog="boxbench", description="Benchmark LLM tuning methods by the access they need.")
     _common(parser, "plugin")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _selection(p)
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
+    p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="local: one cell after another (default); ray: cells as Ray tasks, as resources allow")
     p.add_argument("--address", metavar="auto|ray://HOST:PORT",
                    help="the Ray cluster to join (--executor ray; default: start one on this machine)")
@@ -94,9 +96,11 @@ def cmd_list() -> None:
 
 
 def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
-    from boxbench.benchmarks.suite import load_suite
+    from boxbench.benchmarks.suite import load_suite, machine_problems
 
     suite = load_suite(suite_path, limit, only)
+    for line in machine_problems(suite):
+        print(f"boxbench: warning: {line} (cells would fail here; a cluster that has it may run them)", file=sys.stderr)
     print(f"suite {suite.name}: {len(suite.cells)} cells")
     for c in suite.cells:
         print(f"  {c.cell_id:<60} method={c.method} access={c.access.name} model={c.model.display} "
@@ -105,13 +109,16 @@ def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from boxbench.benchmarks.runner import run_suite
-    from boxbench.benchmarks.suite import load_suite
+    from boxbench.benchmarks.suite import load_suite, machine_problems
 
     suite = load_suite(args.suite, args.limit, args.only)
     out = Path(args.out)
     plugins = [str(Path(p).resolve()) for p in args.plugin]
-    if args.address and args.executor != "ray":
+    if args.address and args.executor == "local":
         raise UserError("--address: only with --executor ray")
+    problems = machine_problems(suite) if args.executor == "local" else []
+    if problems:
+        raise UserError(f"{problems[0]} (every cell would fail on this machine; nothing was run)")
     counts = run_suite(suite, out, plugins, quiet=args.quiet, executor=args.executor, address=args.address)
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:

@@ -48,15 +48,43 @@ from boxbench.backends.base import Access
 from boxbench.benchmarks.datasets import Task, check_dataset, data_identity
 from boxbench.methods.base import build_params
 from boxbench.methods.registry import get_method
-from boxbench.registry import UserError
+from boxbench.registry import UserError, check_fields, typed_record
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to", "resources"}
 METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
-SETTINGS = {"batch_size": 16, "dtype": "auto", "device": "auto", "max_new_tokens": 8, "data_seed": 0, "cell_timeout_s": None,
-            "max_retries": 1, "exact_check": 32}
 RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check")  # how a cell is run, not what it measures: not in the key
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A suite's ``settings:`` — how every cell runs — checked field by field like a method's params
+    (``registry.typed_record``: type, range, allowed values; one line naming the field)."""
+
+    batch_size: int = field(default=16, metadata={"help": "examples per forward pass", "min": 1})
+    dtype: str = field(default="auto", metadata={"help": "weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)", "choices": DTYPES})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    max_new_tokens: int = field(default=8, metadata={"help": "answer length at black access", "min": 1})
+    data_seed: int = field(default=0, metadata={"help": "seed of the train/dev/test subsamples", "min": 0})
+    cell_timeout_s: float | None = field(default=None, metadata={"help": "a cell still running after this many seconds is stopped",
+                                                                  "gt": 0, "nullable": True})
+    max_retries: int = field(default=1, metadata={"help": "a cell whose process dies is run again this many times", "min": 0})
+    exact_check: int = field(default=32, metadata={"help": "a fast-path model's first N test examples also on its exact twin", "min": 0})
+
+    def __post_init__(self) -> None:
+        check_fields(self, "suite.settings")
+        if not DEVICE.fullmatch(self.device):
+            raise UserError(f"suite.settings.device: {self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+
+    def to_json(self) -> dict[str, Any]:
+        """The mapping a cell carries (its key reads it: the same fields as ever)."""
+        return dataclasses.asdict(self)
+
+
+SETTINGS = Settings().to_json()  # the defaults
 
 
 @dataclass(frozen=True)
@@ -179,6 +207,29 @@ def select_cells(suite: Suite, only: list[str]) -> Suite:
     return Suite(suite.name, cells, suite.raw, suite.all_keys)
 
 
+def machine_problems(suite: Suite) -> list[str]:
+    """What this machine lacks for the suite's cells, known before any cell starts (one line each):
+    a CUDA device for ``device: cuda[:N]`` or a model with ``quantize: 4bit``, MPS for ``device: mps``.
+    A remote Ray cluster may have what this machine lacks, so ``check`` only warns; a local run stops."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    n_cuda = torch.cuda.device_count() if cuda else 0
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    out = []
+    for device in sorted({c.settings["device"] for c in suite.cells}):
+        if device.startswith("cuda") and not cuda:
+            out.append(f"suite.settings.device: {device} but this machine has no CUDA device; use auto or cpu here, or run on a CUDA machine")
+        elif device.startswith("cuda:") and int(device[5:]) >= n_cuda:
+            out.append(f"suite.settings.device: {device} but this machine has {n_cuda} CUDA device(s); use cuda:0 .. cuda:{n_cuda - 1}")
+        elif device == "mps" and not mps:
+            out.append("suite.settings.device: mps but this machine has no Apple MPS device; use auto or cpu")
+    if not cuda:
+        for name in sorted({c.model.display for c in suite.cells if c.model.options.get("quantize") == "4bit"}):
+            out.append(f"model {name!r}: quantize 4bit (QLoRA's NF4) needs CUDA and bitsandbytes; this machine has no CUDA device")
+    return out
+
+
 def load_suite(path: str | Path, limit: int | None = None, only: list[str] | None = None) -> Suite:
     """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``),
     ``only`` keeps a subset of its cells (``--only``)."""
@@ -237,11 +288,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
-    _unknown(settings_raw, set(SETTINGS), "suite.settings")
-    settings = {**SETTINGS, **settings_raw}
-    check = settings["exact_check"]
-    if not isinstance(check, int) or isinstance(check, bool) or check < 0:
-        raise UserError(f"suite.settings.exact_check: expected a whole number of test examples (0: no check), got {check!r}")
+    settings = typed_record(Settings, settings_raw, "suite.settings").to_json()
 
     def targets(value: Any, where: str) -> list[ModelSpec]:
         if value is None:

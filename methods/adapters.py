@@ -135,15 +135,15 @@ def _auto(base: Any, requested: str) -> list[str] | str | None:
 # ----------------------------------------------------------------------------------- AdaLoRA
 @dataclass
 class AdaLoraParams(TrainParams):
-    init_r: int = field(default=12, metadata={"help": "initial rank of every adapted matrix (peft default; the paper's b(0) = 1.5 × target)"})
-    target_r: int = field(default=8, metadata={"help": "average rank after pruning (the budget)"})
+    init_r: int = field(default=12, metadata={"help": "initial rank of every adapted matrix (peft default; the paper's b(0) = 1.5 × target)", "min": 1})
+    target_r: int = field(default=8, metadata={"help": "average rank after pruning (the budget)", "min": 1})
     alpha: int = field(default=32, metadata={"help": "scaling numerator (peft default)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter input"})
     target_modules: str = field(default="all-linear", metadata={
         "help": "the paper adapts every weight matrix (q, k, v, o, both FFN ones): all-linear; auto = peft's per-architecture default"})
     tinit_ratio: float = field(default=0.1, metadata={"help": "share of steps before pruning starts (boxbench's choice; the paper sets t_i in steps per task)"})
     tfinal_ratio: float = field(default=0.3, metadata={"help": "share of final steps at the target budget (boxbench's choice, as above)"})
-    delta_t: int = field(default=1, metadata={"help": "steps between rank re-allocations (peft default)"})
+    delta_t: int = field(default=1, metadata={"help": "steps between rank re-allocations (peft default)", "min": 1})
     beta1: float = field(default=0.85, metadata={"help": "EMA of importance (paper and peft: 0.85)"})
     beta2: float = field(default=0.85, metadata={"help": "EMA of uncertainty (paper and peft: 0.85)"})
     orth_reg_weight: float = field(default=0.1, metadata={"help": "orthogonality regulariser γ (the paper's 0.1)"})
@@ -210,7 +210,7 @@ class IA3(PeftMethod):
 # ----------------------------------------------------------------------------------- LoHa / LoKr
 @dataclass
 class LycorisParams(TrainParams):
-    r: int = field(default=8, metadata={"help": "rank (peft default)"})
+    r: int = field(default=8, metadata={"help": "rank (peft default)", "min": 1})
     alpha: int = field(default=8, metadata={"help": "scaling numerator (peft default)"})
     dropout: float = field(default=0.0, metadata={"help": "rank dropout (peft default)"})
     target_modules: str = field(default="auto", metadata={"help": "auto: peft's per-architecture default, else all-linear or a comma list"})
@@ -245,7 +245,7 @@ class LoKr(_Lycoris):
 @dataclass
 class PrefixParams(TrainParams):
     lr: float = field(default=5e-5, metadata={"help": "peak learning rate (Li & Liang 2021, table-to-text: 5e-5)"})
-    num_virtual_tokens: int = field(default=10, metadata={"help": "prefix length per layer (Li & Liang, table-to-text: 10)"})
+    num_virtual_tokens: int = field(default=10, metadata={"help": "prefix length per layer (Li & Liang, table-to-text: 10)", "min": 1})
     projection: bool = field(default=True, metadata={"help": "reparameterise the prefix through an MLP while training (the paper's)"})
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact
+from boxbench.methods.base import Checked, Method, PromptArtifact
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
@@ -53,29 +53,21 @@ RESAMPLE = "Generate a variation of the following instruction while keeping the 
 
 
 @dataclass
-class ApeParams:
-    num_subsamples: int = field(default=5, metadata={"help": "demonstration draws for proposals (reference: 5; experiments 3)"})
-    prompts_per_subsample: int = field(default=50, metadata={"help": "sampled instructions per draw (reference: 50; experiments 30)"})
-    demos_per_proposal: int = field(default=5, metadata={"help": "input-output pairs shown per proposal"})
-    eval_size: int = field(default=50, metadata={"help": "dev examples each candidate is scored on (reference: 50; experiments 20)"})
-    rounds: int = field(default=1, metadata={"help": "iterative Monte-Carlo resampling rounds (0: proposal + scoring only)"})
-    keep: int = field(default=5, metadata={"help": "best candidates paraphrased in each round"})
-    resamples_per_candidate: int = field(default=2, metadata={"help": "paraphrases per kept candidate per round"})
-    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases"})
-    max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction"})
-    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
+class ApeParams(Checked):
+    num_subsamples: int = field(default=5, metadata={"help": "demonstration draws for proposals (reference: 5; experiments 3)", "min": 1})
+    prompts_per_subsample: int = field(default=50, metadata={"help": "sampled instructions per draw (reference: 50; experiments 30)", "min": 1})
+    demos_per_proposal: int = field(default=5, metadata={"help": "input-output pairs shown per proposal", "min": 1})
+    eval_size: int = field(default=50, metadata={"help": "dev examples each candidate is scored on (reference: 50; experiments 20)", "min": 1})
+    rounds: int = field(default=1, metadata={"help": "iterative Monte-Carlo resampling rounds (0: proposal + scoring only)", "min": 0})
+    keep: int = field(default=5, metadata={"help": "best candidates paraphrased in each round", "min": 1})
+    resamples_per_candidate: int = field(default=2, metadata={"help": "paraphrases per kept candidate per round", "min": 1})
+    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases", "min": 0})
+    max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction", "min": 1})
+    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored", "min": 1})
     proposer: Any = field(default="", metadata={"help": HELP})
-    template: str = field(default="repository", metadata={"help": "forward-generation wording: repository (reference code) | paper"})
-    eval_sampling: str = field(default="per_prompt", metadata={"help": "per_prompt (reference: a fresh dev subsample per candidate) | shared (one subsample for all)"})
+    template: str = field(default="repository", metadata={"help": "forward-generation wording: repository (reference code) | paper", "choices": tuple(FORWARD_TEMPLATES)})
+    eval_sampling: str = field(default="per_prompt", metadata={"help": "per_prompt (reference: a fresh dev subsample per candidate) | shared (one subsample for all)", "choices": SAMPLINGS})
 
-    def __post_init__(self) -> None:
-        for name in ("num_subsamples", "prompts_per_subsample", "demos_per_proposal", "eval_size", "keep"):
-            if getattr(self, name) < 1:
-                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.template not in FORWARD_TEMPLATES:
-            raise UserError(f"params.template: {self.template!r} is not one of {', '.join(FORWARD_TEMPLATES)}")
-        if self.eval_sampling not in SAMPLINGS:
-            raise UserError(f"params.eval_sampling: {self.eval_sampling!r} is not one of {', '.join(SAMPLINGS)}")
 
 
 def clean_instruction(text: str) -> str:

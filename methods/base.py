@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Sequence
 
 from boxbench.backends.base import Access, BlackView
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.registry import UserError
+from boxbench.registry import UserError, check_fields, typed_record
 
 ARTIFACT_KINDS: dict[str, type["Artifact"]] = {}
 
@@ -140,8 +140,16 @@ def family_of(method: type["Method"]) -> str:
     return method.family if method.family == "baseline" else f"{method.access.name}/{method.family}"
 
 
+class Checked:
+    """Base of params dataclasses: every field checked against its metadata (``min``, ``gt``,
+    ``max``, ``choices``; ``registry.check_fields``) when the record is built, in a suite or in code."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 @dataclasses.dataclass
-class NoParams:
+class NoParams(Checked):
     """This method has no hyperparameters."""
 
 
@@ -164,24 +172,6 @@ class Method(ABC):
 
 
 def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:
-    """The method's params dataclass from a suite mapping; a UserError naming a bad field."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(method.Params)}
-    for key in values:
-        if key not in fields:
-            known = ", ".join(fields) or "none"
-            raise UserError(f"{where}: {method.name} has no parameter {key!r}; its parameters: {known}")
-    for key, val in values.items():
-        default = fields[key].default
-        if isinstance(default, bool) and not isinstance(val, bool):
-            raise UserError(f"{where}.{key}: expected true/false, got {val!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or (isinstance(default, int) and not isinstance(val, int)):
-                raise UserError(f"{where}.{key}: expected a {type(default).__name__}, got {val!r}")
-    try:
-        return method.Params(**values)
-    except UserError as e:  # a params class's own check, written as "params.FIELD: ..."
-        msg = str(e)
-        raise UserError(where + msg[len("params"):] if msg.startswith("params") else f"{where}: {msg}") from None
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: {e}") from None
+    """The method's params dataclass from a suite mapping; a UserError naming a bad field
+    (``registry.typed_record``: name, type, range, allowed values)."""
+    return typed_record(method.Params, dict(values or {}), where, owner=method.name)

@@ -38,7 +38,7 @@ from typing import Any
 from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.benchmarks.evaluate import accuracy, argmax_labels
-from boxbench.methods.base import Method, ModelArtifact, PromptArtifact, render_prompt
+from boxbench.methods.base import Checked, Method, ModelArtifact, PromptArtifact, render_prompt
 from boxbench.registry import UserError
 
 P0S = ("vocab_ids", "instruction")
@@ -46,34 +46,24 @@ DEV_FROM = ("train", "dev")
 
 
 @dataclass
-class BbtParams:
-    prompt_tokens: int = field(default=50, metadata={"help": "L, positions of the continuous prompt (reference: 50)"})
-    intrinsic_dim: int = field(default=500, metadata={"help": "d, dimension of the optimised vector z (reference: 500)"})
+class BbtParams(Checked):
+    prompt_tokens: int = field(default=50, metadata={"help": "L, positions of the continuous prompt (reference: 50)", "min": 1})
+    intrinsic_dim: int = field(default=500, metadata={"help": "d, dimension of the optimised vector z (reference: 500)", "min": 1})
     popsize: int = field(default=20, metadata={"help": "CMA-ES population per generation (reference: 20)"})
-    budget: int = field(default=8000, metadata={"help": "candidate evaluations, each a forward pass of the training batch (reference: 8,000 API calls)"})
-    sigma: float = field(default=1.0, metadata={"help": "CMA-ES initial step size (reference: 1)"})
-    shots_per_class: int = field(default=16, metadata={"help": "training examples per class in the batch every candidate is scored on (reference: 16)"})
-    eval_every: int = field(default=100, metadata={"help": "score the current best on dev every this many candidate evaluations (reference: 100)"})
-    dev_size: int = field(default=0, metadata={"help": "dev examples for that check; 0 = the whole dev split"})
-    p0: str = field(default="vocab_ids", metadata={"help": "vocab_ids (reference: embeddings of ids vocab_offset..+L) | instruction (init_text's embeddings repeated to L)"})
-    vocab_offset: int = field(default=1000, metadata={"help": "first vocabulary id of P₀ with p0 vocab_ids (reference: 1000)"})
+    budget: int = field(default=8000, metadata={"help": "candidate evaluations, each a forward pass of the training batch (reference: 8,000 API calls)", "min": 1})
+    sigma: float = field(default=1.0, metadata={"help": "CMA-ES initial step size (reference: 1)", "gt": 0})
+    shots_per_class: int = field(default=16, metadata={"help": "training examples per class in the batch every candidate is scored on (reference: 16)", "min": 1})
+    eval_every: int = field(default=100, metadata={"help": "score the current best on dev every this many candidate evaluations (reference: 100)", "min": 1})
+    dev_size: int = field(default=0, metadata={"help": "dev examples for that check; 0 = the whole dev split", "min": 0})
+    p0: str = field(default="vocab_ids", metadata={"help": "vocab_ids (reference: embeddings of ids vocab_offset..+L) | instruction (init_text's embeddings repeated to L)", "choices": P0S})
+    vocab_offset: int = field(default=1000, metadata={"help": "first vocabulary id of P₀ with p0 vocab_ids (reference: 1000)", "min": 0})
     init_text: str = field(default="", metadata={"help": "P₀ with p0 instruction: this text's input embeddings, repeated to L; empty = the task instruction"})
-    dev_from: str = field(default="train", metadata={"help": "train (reference: shots_per_class per class from the training pool, apart from the batch) | dev (the harness's dev split)"})
+    dev_from: str = field(default="train", metadata={"help": "train (reference: shots_per_class per class from the training pool, apart from the batch) | dev (the harness's dev split)", "choices": DEV_FROM})
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "intrinsic_dim", "budget", "shots_per_class", "eval_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        super().__post_init__()
         if self.popsize < 2:
             raise UserError(f"params.popsize: CMA-ES needs at least 2 candidates per generation, got {self.popsize}")
-        if self.p0 not in P0S:
-            raise UserError(f"params.p0: {self.p0!r} is not one of {', '.join(P0S)}")
-        if self.dev_from not in DEV_FROM:
-            raise UserError(f"params.dev_from: {self.dev_from!r} is not one of {', '.join(DEV_FROM)}")
-        if self.vocab_offset < 0:
-            raise UserError(f"params.vocab_offset: must be 0 or more, got {self.vocab_offset}")
-        if self.sigma <= 0:
-            raise UserError(f"params.sigma: must be positive, got {self.sigma}")
 
 
 def balanced_batch(train: list[Example], num_labels: int, per_class: int, rng: random.Random) -> list[Example]:

@@ -37,7 +37,7 @@ from typing import Any
 from boxbench.backends.base import Access, BlackView, GenerationConfig
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.ape import ApeArtifact, clean_instruction, forward_query
-from boxbench.methods.base import Method
+from boxbench.methods.base import Checked, Method
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
 from boxbench.registry import UserError
 
@@ -66,29 +66,23 @@ TEMPLATES = {"one_shot": EVOLVE_ONE_SHOT, "zero_shot": EVOLVE}
 
 
 @dataclass
-class EvoPromptParams:
-    popsize: int = field(default=10, metadata={"help": "instructions kept per generation (reference: 10)"})
-    iterations: int = field(default=10, metadata={"help": "generations of popsize children each (reference budget: 10)"})
-    init_size: int = field(default=10, metadata={"help": "instructions proposed for the initial population, the best popsize kept"})
-    demos_per_proposal: int = field(default=5, metadata={"help": "training pairs shown per initial proposal (APE's forward template)"})
-    eval_size: int = field(default=200, metadata={"help": "dev examples every candidate is scored on (reference: a 200-example dev file)"})
-    temperature: float = field(default=0.5, metadata={"help": "sampling temperature of the children (reference: 0.5)"})
-    init_temperature: float = field(default=0.9, metadata={"help": "sampling temperature of the initial APE-style proposals (APE's 0.9)"})
-    template: str = field(default="one_shot", metadata={"help": "one_shot (reference: a worked example first) | zero_shot (no example)"})
-    max_instruction_tokens: int = field(default=96, metadata={"help": "generation cap of one child (it writes both steps)"})
-    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored"})
+class EvoPromptParams(Checked):
+    popsize: int = field(default=10, metadata={"help": "instructions kept per generation (reference: 10)", "min": 1})
+    iterations: int = field(default=10, metadata={"help": "generations of popsize children each (reference budget: 10)", "min": 0})
+    init_size: int = field(default=10, metadata={"help": "instructions proposed for the initial population, the best popsize kept", "min": 1})
+    demos_per_proposal: int = field(default=5, metadata={"help": "training pairs shown per initial proposal (APE's forward template)", "min": 1})
+    eval_size: int = field(default=200, metadata={"help": "dev examples every candidate is scored on (reference: a 200-example dev file)", "min": 1})
+    temperature: float = field(default=0.5, metadata={"help": "sampling temperature of the children (reference: 0.5)", "min": 0})
+    init_temperature: float = field(default=0.9, metadata={"help": "sampling temperature of the initial APE-style proposals (APE's 0.9)", "min": 0})
+    template: str = field(default="one_shot", metadata={"help": "one_shot (reference: a worked example first) | zero_shot (no example)", "choices": tuple(TEMPLATES)})
+    max_instruction_tokens: int = field(default=96, metadata={"help": "generation cap of one child (it writes both steps)", "min": 1})
+    max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored", "min": 1})
     proposer: Any = field(default="", metadata={"help": HELP})
 
     def __post_init__(self) -> None:
-        for name in ("popsize", "init_size", "demos_per_proposal", "eval_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
+        super().__post_init__()
         if self.popsize < 2:
             raise UserError(f"params.popsize: crossover needs at least 2 instructions, got {self.popsize}")
-        if self.template not in TEMPLATES:
-            raise UserError(f"params.template: {self.template!r} is not one of {', '.join(TEMPLATES)}")
-        if self.iterations < 0:
-            raise UserError(f"params.iterations: must be 0 or more, got {self.iterations}")
 
 
 def final_prompt(text: str) -> str:

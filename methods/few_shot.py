@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from boxbench.backends.base import Access, BlackView
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact
+from boxbench.methods.base import Checked, Method, PromptArtifact
 
 
 @dataclass
-class FewShotParams:
-    k: int = field(default=4, metadata={"help": "number of demonstrations"})
+class FewShotParams(Checked):
+    k: int = field(default=4, metadata={"help": "number of demonstrations", "min": 1})
     balanced: bool = field(default=False, metadata={"help": "draw k/num_labels per label instead of uniformly"})
 
 

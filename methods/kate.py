@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from boxbench.backends.base import Access, BlackView
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Artifact, Method, render_prompt
+from boxbench.methods.base import Artifact, Checked, Method, render_prompt
 from boxbench.registry import UserError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -57,17 +57,12 @@ def embed(encoder_name: str, texts: Sequence[str]) -> Any:
 
 
 @dataclass
-class KateParams:
-    k: int = field(default=10, metadata={"help": "demonstrations per test input (reference runs: 10)"})
+class KateParams(Checked):
+    k: int = field(default=10, metadata={"help": "demonstrations per test input (reference runs: 10)", "min": 1})
     encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": "sentence-transformers model name or folder (reference: roberta-large NLI/STS; offline default: all-MiniLM-L6-v2)"})
-    order: str = field(default="nearest_first", metadata={"help": "nearest_first (reference: most similar first) | nearest_last (closest to the query)"})
-    pool_size: int = field(default=0, metadata={"help": "training examples indexed (0: the whole training pool)"})
+    order: str = field(default="nearest_first", metadata={"help": "nearest_first (reference: most similar first) | nearest_last (closest to the query)", "choices": ORDERS})
+    pool_size: int = field(default=0, metadata={"help": "training examples indexed (0: the whole training pool)", "min": 0})
 
-    def __post_init__(self) -> None:
-        if self.order not in ORDERS:
-            raise UserError(f"params.order: {self.order!r} is not one of {', '.join(ORDERS)}")
-        if self.k < 1:
-            raise UserError(f"params.k: must be at least 1, got {self.k}")
 
 
 class KNNPromptArtifact(Artifact):

@@ -15,9 +15,9 @@ __all__ = ["TARGETS", "AdapterArtifact", "LoRA", "LoraParams", "target_modules"]
 
 @dataclass
 class LoraParams(TrainParams):
-    r: int = field(default=8, metadata={"help": "adapter rank"})
+    r: int = field(default=8, metadata={"help": "adapter rank", "min": 1})
     alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
-    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the adapter input", "min": 0, "max": 1})
     target_modules: str = field(default="auto", metadata={"help": "auto (per architecture), all-linear, or a comma list"})
 
 

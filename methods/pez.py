@@ -33,7 +33,7 @@ from typing import Any
 from boxbench.backends.base import Access, WhiteView
 from boxbench.backends.tokens import encode_pair
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact, render_prompt
+from boxbench.methods.base import Checked, Method, PromptArtifact, render_prompt
 from boxbench.registry import UserError
 
 VOCABS = ("full", "random", "common", "neighbour")
@@ -42,40 +42,32 @@ LOSSES = ("label_softmax", "vocab_nll")
 
 
 @dataclass
-class PezParams:
-    vocab: str = field(default="full", metadata={"help": "full | random | common | neighbour"})
+class PezParams(Checked):
+    vocab: str = field(default="full", metadata={"help": "full | random | common | neighbour", "choices": VOCABS})
     counterparts: list = field(default_factory=list, metadata={"help": "model specs whose vocabularies define common/neighbour"})
-    steps: int = field(default=5000, metadata={"help": "optimisation steps (the study: 5000)"})
-    prompt_length: int = field(default=10, metadata={"help": "hard-prompt tokens"})
+    steps: int = field(default=5000, metadata={"help": "optimisation steps (the study: 5000)", "min": 0})
+    prompt_length: int = field(default=10, metadata={"help": "hard-prompt tokens", "min": 1})
     lr: float = field(default=0.3, metadata={"help": "Adafactor learning rate"})
-    batch_size: int = field(default=16, metadata={"help": "training examples per step"})
-    h: int = field(default=8192, metadata={"help": "neighbour agreement: subset size per iteration"})
-    K: int = field(default=64, metadata={"help": "neighbour agreement: neighbours per token"})
-    L: int = field(default=5, metadata={"help": "neighbour agreement: iterations"})
-    s: int = field(default=8192, metadata={"help": "size of the restricted vocabulary (random/common/neighbour)"})
-    eval_every: int = field(default=100, metadata={"help": "score the projected prompt on dev every this many steps"})
+    batch_size: int = field(default=16, metadata={"help": "training examples per step", "min": 1})
+    h: int = field(default=8192, metadata={"help": "neighbour agreement: subset size per iteration", "min": 1})
+    K: int = field(default=64, metadata={"help": "neighbour agreement: neighbours per token", "min": 1})
+    L: int = field(default=5, metadata={"help": "neighbour agreement: iterations", "min": 1})
+    s: int = field(default=8192, metadata={"help": "size of the restricted vocabulary (random/common/neighbour)", "min": 1})
+    eval_every: int = field(default=100, metadata={"help": "score the projected prompt on dev every this many steps", "min": 1})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping of the prompt"})
-    init: str = field(default="classes", metadata={"help": "classes (reference: the label words repeated) | vocab (random ids 4-5003) | random (random candidate tokens)"})
-    loss: str = field(default="label_softmax", metadata={"help": "label_softmax (reference: cross-entropy over the label words) | vocab_nll (-log p(label word) over the vocabulary)"})
+    init: str = field(default="classes", metadata={"help": "classes (reference: the label words repeated) | vocab (random ids 4-5003) | random (random candidate tokens)",
+                                               "choices": INITS})
+    loss: str = field(default="label_softmax", metadata={"help": "label_softmax (reference: cross-entropy over the label words) | vocab_nll (-log p(label word) over the vocabulary)",
+                                                     "choices": LOSSES})
 
     def __post_init__(self) -> None:
-        if self.vocab not in VOCABS:
-            raise UserError(f"params.vocab: {self.vocab!r} is not one of {', '.join(VOCABS)}")
-        if self.init not in INITS:
-            raise UserError(f"params.init: {self.init!r} is not one of {', '.join(INITS)}")
-        if self.loss not in LOSSES:
-            raise UserError(f"params.loss: {self.loss!r} is not one of {', '.join(LOSSES)}")
+        super().__post_init__()
         if self.vocab in ("common", "neighbour") and not self.counterparts:
             raise UserError(f"params.counterparts: vocab {self.vocab} needs at least one other model (a list of model specs)")
         if not isinstance(self.counterparts, list):
             raise UserError("params.counterparts: expected a list of model specs")
         for c in self.counterparts:
             counterpart_spec(c)
-        for name in ("prompt_length", "batch_size", "h", "K", "L", "s", "eval_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"params.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.steps < 0:
-            raise UserError(f"params.steps: must be 0 or more, got {self.steps}")
 
 
 @functools.lru_cache(maxsize=1)

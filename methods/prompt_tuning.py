@@ -25,7 +25,7 @@ from boxbench.registry import UserError
 @dataclass
 class PromptTuningParams(TrainParams):
     lr: float = field(default=3e-2, metadata={"help": "peak learning rate (soft prompts want a large one)"})
-    num_virtual_tokens: int = field(default=20, metadata={"help": "length of the soft prompt"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "length of the soft prompt", "min": 1})
     init_text: str = field(default="Classify the text into one of the given categories.",
                            metadata={"help": "initialise from this text's token embeddings (repeated to length); empty = random"})
 

@@ -27,12 +27,12 @@ from typing import Any
 
 from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, Usage
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Artifact, Method, PromptArtifact, build_params
+from boxbench.methods.base import Artifact, Checked, Method, PromptArtifact, build_params
 from boxbench.registry import UserError
 
 
 @dataclass
-class ProxyParams:
+class ProxyParams(Checked):
     small: str = field(default="qwen2.5-coder-0.5b", metadata={"help": "the small model (expert + anti-expert), same vocabulary"})
     alpha: float = field(default=1.0, metadata={"help": "weight of (expert − anti-expert)"})
     expert: str = field(default="", metadata={"help": "folder of a saved lora artifact; empty: train one in this cell"})
@@ -41,6 +41,7 @@ class ProxyParams:
     def __post_init__(self) -> None:
         from boxbench.methods.lora import LoRA
 
+        super().__post_init__()
         if not isinstance(self.expert_params, dict):
             raise UserError(f"params.expert_params: expected a mapping of lora params, got {self.expert_params!r}")
         build_params(LoRA, self.expert_params, "params.expert_params")

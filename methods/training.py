@@ -19,24 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import render_prompt
+from boxbench.methods.base import Checked, render_prompt
 
 
 @dataclass
-class TrainParams:
+class TrainParams(Checked):
     """Optimisation and budget settings shared by every trained method."""
 
-    lr: float = field(default=2e-4, metadata={"help": "peak learning rate (AdamW)"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training pool (ignored when max_steps > 0)"})
-    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = from epochs"})
-    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
-    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step"})
-    max_length: int = field(default=256, metadata={"help": "truncate prompt+label to this many tokens (prompt cut from the left)"})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of the steps, then linear decay"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 = off"})
-    max_train_examples: int = field(default=0, metadata={"help": "use at most this many training examples; 0 = the whole pool"})
-    time_budget_s: float = field(default=0.0, metadata={"help": "stop training after this many seconds; 0 = no limit"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate (AdamW)", "gt": 0})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training pool (ignored when max_steps > 0)", "gt": 0})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps; 0 = from epochs", "min": 0})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass", "min": 1})
+    grad_accum: int = field(default=1, metadata={"help": "forward passes per optimizer step", "min": 1})
+    max_length: int = field(default=256, metadata={"help": "truncate prompt+label to this many tokens (prompt cut from the left)", "min": 2})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "linear warm-up share of the steps, then linear decay", "min": 0, "max": 1})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping; 0 = off", "min": 0})
+    max_train_examples: int = field(default=0, metadata={"help": "use at most this many training examples; 0 = the whole pool", "min": 0})
+    time_budget_s: float = field(default=0.0, metadata={"help": "stop training after this many seconds; 0 = no limit", "min": 0})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for activation memory"})
 
 

@@ -20,24 +20,23 @@ from typing import Any, Sequence
 
 from boxbench.backends.base import Access, GreyView
 from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact, render_prompt
+from boxbench.methods.base import Checked, Method, PromptArtifact, render_prompt
 from boxbench.registry import UserError
 
 SELECTIONS = ("usp", "confident", "random")
 
 
 @dataclass
-class UspParams:
-    pool_size: int = field(default=64, metadata={"help": "unlabelled training texts labelled zero-shot (paper: 64)"})
-    k: int = field(default=4, metadata={"help": "pseudo-demonstrations in the final prompt"})
-    selection: str = field(default="usp", metadata={"help": "usp | confident | random"})
+class UspParams(Checked):
+    pool_size: int = field(default=64, metadata={"help": "unlabelled training texts labelled zero-shot (paper: 64)", "min": 1})
+    k: int = field(default=4, metadata={"help": "pseudo-demonstrations in the final prompt", "min": 1})
+    selection: str = field(default="usp", metadata={"help": "usp | confident | random", "choices": SELECTIONS})
     lam: float = field(default=0.2, metadata={"help": "weight of the diversity (similarity) penalty"})
     encoder: str = field(default="all-MiniLM-L6-v2", metadata={"help": "sentence encoder for the similarity term"})
 
     def __post_init__(self) -> None:
-        if self.selection not in SELECTIONS:
-            raise UserError(f"params.selection: {self.selection!r} is not one of {', '.join(SELECTIONS)}")
-        if self.k < 1 or self.pool_size < self.k:
+        super().__post_init__()
+        if self.pool_size < self.k:
             raise UserError(f"params: need 1 <= k <= pool_size, got k={self.k}, pool_size={self.pool_size}")
 
 

@@ -17,7 +17,7 @@ CASES = {
     "unknown top-level field": (GOOD + "seedz: [1]\n", "suite: unknown field 'seedz'"),
     "unknown method field": (GOOD.replace("[zero_shot]", "[{name: zero_shot, parms: {}}]"), "suite.methods[0]: unknown field 'parms'"),
     "unknown param": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {kk: 3}}]"), "few_shot has no parameter 'kk'; its parameters: k, balanced"),
-    "wrong param type": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {k: four}}]"), "suite.methods[0].params.k: expected a int, got 'four'"),
+    "wrong param type": (GOOD.replace("[zero_shot]", "[{name: few_shot, params: {k: four}}]"), "suite.methods[0].params.k: expected a whole number, got 'four'"),
     "unknown dataset": (GOOD.replace("[sst2]", "[imdb]"), "suite.datasets[0]: unknown dataset 'imdb'"),
     "missing models": (GOOD.replace("models: [smollm2-135m]\n", ""), "suite: missing required field 'models'"),
     "unknown model": (GOOD.replace("smollm2-135m", "gpt-17"), "model 'gpt-17' is not an alias, a hub name (hf:ORG/NAME) or an existing path"),
@@ -53,7 +53,16 @@ CASES = {
                        "suite.models[0].quantize: '3bit' is not supported; use none, 4bit (QLoRA's NF4, CUDA only) or int8"),
     "white method on int8 weights": (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, quantize: int8, label: smol-int8}]").replace("[zero_shot]", "[lora]"),
                                      "lora needs white access but model 'smol-int8' gives only grey"),
-    "bad exact_check": (GOOD + "settings: {exact_check: -1}\n", "suite.settings.exact_check: expected a whole number of test examples"),
+    "bad exact_check": (GOOD + "settings: {exact_check: -1}\n", "suite.settings.exact_check: must be 0 or more, got -1"),
+    # settings are a typed record, checked like params (each of these once passed check)
+    "zero batch": (GOOD + "settings: {batch_size: 0}\n", "suite.settings.batch_size: must be at least 1, got 0"),
+    "text batch": (GOOD + "settings: {batch_size: x}\n", "suite.settings.batch_size: expected a whole number, got 'x'"),
+    "negative answer length": (GOOD + "settings: {max_new_tokens: -1}\n", "suite.settings.max_new_tokens: must be at least 1, got -1"),
+    "unknown device": (GOOD + "settings: {device: tpu}\n", "suite.settings.device: 'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+    "unknown dtype": (GOOD + "settings: {dtype: float7}\n", "suite.settings.dtype: 'float7' is not one of auto, float32, fp32, bfloat16"),
+    "negative retries": (GOOD + "settings: {max_retries: -3}\n", "suite.settings.max_retries: must be 0 or more, got -3"),
+    "zero timeout": (GOOD + "settings: {cell_timeout_s: 0}\n", "suite.settings.cell_timeout_s: must be positive, got 0"),
+    "unknown setting": (GOOD + "settings: {batchsize: 8}\n", "suite.settings: unknown field 'batchsize'; allowed fields: batch_size"),
     "bad kate order": (GOOD.replace("[zero_shot]", "[{name: kate, params: {order: random}}]"),
                        "suite.methods[0].params.order: 'random' is not one of nearest_last, nearest_first"),
 }
@@ -71,6 +80,24 @@ def test_malformed_suite_one_line_exit_2(case, tmp_path):
         assert len(lines) == 1, proc.stderr
         assert lines[0].startswith("boxbench: error: ") and expected in lines[0], lines[0]
     assert not (tmp_path / "run" / "results.jsonl").exists()  # nothing ran
+
+
+def test_what_this_machine_lacks_is_said_before_any_cell(tmp_path):
+    """No CUDA here: ``check`` warns (a cluster may have it), a local ``run`` stops in one line."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nothing to refuse")
+    for text, expected in ((GOOD + "settings: {device: cuda}\n", "suite.settings.device: cuda but this machine has no CUDA device"),
+                           (GOOD.replace("[smollm2-135m]", "[{model: smollm2-135m, quantize: 4bit}]"),
+                            "model 'smollm2-135m': quantize 4bit (QLoRA's NF4) needs CUDA and bitsandbytes")):
+        suite = write_suite(tmp_path / "suite.yaml", text)
+        check = run_cli("check", str(suite))
+        assert check.returncode == 0 and check.stderr.strip().startswith(f"boxbench: warning: {expected}"), check.stderr
+        run = run_cli("run", str(suite), "--out", str(tmp_path / "run"))
+        assert run.returncode == 2 and run.stderr.strip() == (
+            f"boxbench: error: {run.stderr.split('error: ')[1].strip()}") and expected in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "run" / "results.jsonl").exists()
 
 
 def test_missing_files_are_one_line_errors(tmp_path):
