@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Sequence
 
@@ -79,6 +80,20 @@ def predict(view: BlackView, task: Task, prompts: Sequence[str], max_new_tokens:
     """Predicted label per prompt (plus the raw answers at black access); see ``predict_with_evidence``."""
     preds, answers, _ = predict_with_evidence(view, task, prompts, max_new_tokens)
     return preds, answers
+
+
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95 % interval
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``correct / n`` (``(0, 1)`` when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def accuracy(gold: Sequence[int], pred: Sequence[int | None]) -> float:

@@ -1,5 +1,5 @@
 """Where a suite's cells run: one after another here (``local``, the default) or spread over a Ray
-cluster (``ray``). Either way a cell is the same per-cell child process (``runner.run_cell_process``),
+cluster (``ray``). Either way a cell is the same per-cell child process (``run_cell_process``, below),
 so its peak memory and wall time stay its own, and the driver (``runner.run_suite``) stays the only
 writer of ``results.jsonl``: an executor only starts cells and hands back their records as they finish.
 
@@ -16,16 +16,97 @@ its cell in one line naming the path.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from boxbench.benchmarks.cell import error_record, now
 from boxbench.benchmarks.suite import Cell
-from boxbench.registry import Registry, UserError
+from boxbench.registry import Registry, UserError, die_with_parent
 
-RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+if TYPE_CHECKING:
+    from boxbench.benchmarks.forkserver import ForkServer
+
+def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False,
+                     server: "ForkServer | None" = None) -> dict[str, Any]:
+    """Run one cell in a child process — forked from ``server`` (warm imports, see ``forkserver``)
+    or, without one, a fresh ``python`` — and always return a record (an error one if it died)."""
+    from tqdm import tqdm
+
+    cell_dir = run_dir / "cells" / cell.cell_id
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / "cell.json").write_text(json.dumps({"cell": cell.to_json(), "plugins": plugins}, indent=2))
+    started = now()
+    timeout = cell.settings.get("cell_timeout_s")
+    log = open(cell_dir / "log.txt", "w")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    proc: Any
+    if server is not None:
+        try:
+            proc = server.start(cell_dir, log, env)
+        except OSError as e:  # ConnectionError included: the server is gone; a retry starts another
+            log.close()
+            return {**error_record(cell, f"the fork server is gone ({e}); see {server.log}", started),
+                    "retryable": True}
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.cell", str(cell_dir)],
+                                stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
+    record: dict[str, Any] | None = None
+    bar = None
+    phase = "start"
+    fired = threading.Event()
+
+    def on_timeout() -> None:
+        fired.set()
+        proc.kill()
+
+    timer = threading.Timer(float(timeout), on_timeout) if timeout else None  # fires whatever the child is doing
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("event") in ("phase", "progress"):
+                phase = msg["phase"]
+            if msg.get("event") == "progress" and not quiet:
+                if bar is None or bar.desc != msg["phase"]:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=msg["total"], desc=msg["phase"], unit="ex", position=1, leave=False, dynamic_ncols=True)
+                bar.update(msg["n"])
+            elif msg.get("event") == "result":
+                record = msg["record"]
+        proc.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if bar is not None:
+            bar.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    if record is not None:
+        return {**record, "cell_process": "forked" if server is not None else "fresh"}
+    if fired.is_set():
+        return {**error_record(cell, f"timed out after {timeout} s while in phase {phase!r} (settings.cell_timeout_s)", started),
+                "timed_out_phase": phase}
+    code = proc.returncode
+    why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    hint = " (out of memory?)" if code in (-9, 137) else ""
+    return {**error_record(cell, f"cell process {why}{hint}; see {cell_dir / 'log.txt'}", started), "retryable": True}
+
 
 
 class Executor(ABC):
@@ -85,8 +166,6 @@ class LocalExecutor(Executor):
         self.queue.append(cell)
 
     def next_done(self) -> tuple[Cell, dict[str, Any]]:
-        from boxbench.benchmarks.runner import run_cell_process
-
         cell = self.queue.pop(0)
         return cell, run_cell_process(cell, self.run_dir, self.plugins, self.quiet, self._server())
 
@@ -97,37 +176,6 @@ class LocalExecutor(Executor):
         if self.server is not None:
             self.server.close()
             self.server = None
-
-
-def _parse_memory(value: Any, where: str) -> int:
-    """Bytes from an int or a string like ``40GB``, ``512MiB``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return int(value)
-    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]i?B|B)?\s*", str(value), flags=re.I)
-    if not m:
-        raise UserError(f"{where}.memory: {value!r} is not a size; use bytes or e.g. 40GB, 512MiB")
-    unit = (m.group(2) or "B").upper()
-    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
-    return int(float(m.group(1)) * scale)
-
-
-def check_resources(value: Any, where: str) -> dict[str, Any]:
-    """A suite's ``resources`` mapping, validated (one line naming the field)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: must be a mapping like {{num_gpus: 1, num_cpus: 4, memory: 40GB}}")
-    out: dict[str, Any] = {}
-    for key, val in value.items():
-        if key not in RESOURCE_KEYS:
-            raise UserError(f"{where}: unknown field {key!r}; allowed fields: {', '.join(RESOURCE_KEYS)}")
-        if key == "memory":
-            out[key] = _parse_memory(val, where)
-        elif isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
-            raise UserError(f"{where}.{key}: must be a non-negative number, got {val!r}")
-        else:
-            out[key] = val
-    return out
 
 
 def model_parameters(cell: Cell) -> float | None:
@@ -181,15 +229,14 @@ def _ray_cell(cell_json: dict[str, Any], run_dir: str, plugins: list[str]) -> di
     import socket
 
     from boxbench.benchmarks.forkserver import warm
-    from boxbench.benchmarks.runner import _error_record, _now, run_cell_process
 
     global _WORKER_SERVER
 
     cell = Cell.from_json(cell_json)
     folder = Path(run_dir)
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        return _error_record(cell, f"run folder {run_dir} is not reachable from node {socket.gethostname()}; put --out on a "
-                                   f"filesystem every node mounts at the same path", _now())
+        return error_record(cell, f"run folder {run_dir} is not reachable from node {socket.gethostname()}; put --out on a "
+                                   f"filesystem every node mounts at the same path", now())
     _WORKER_SERVER = warm(_WORKER_SERVER, folder / f"forkserver-{socket.gethostname()}-{os.getpid()}.log")
     record = run_cell_process(cell, folder, plugins, quiet=True, server=_WORKER_SERVER)
     return {**record, "ray_resources": _assigned()}
@@ -262,20 +309,16 @@ class RayExecutor(Executor):
         return None
 
     def submit(self, cell: Cell) -> None:
-        from boxbench.benchmarks.runner import _error_record, _now
-
         options = self.options_for(cell)
         why = self.too_big(options)
         if why is not None:
-            self.refused.append((cell, _error_record(cell, f"the cell {why}; lower resources in the suite or add nodes", _now())))
+            self.refused.append((cell, error_record(cell, f"the cell {why}; lower resources in the suite or add nodes", now())))
             return
         ref = self.task.options(**options).remote(cell.to_json(), str(self.run_dir.resolve()), self.plugins)
         self.running[ref] = cell
 
     def next_done(self) -> tuple[Cell, dict[str, Any]]:
         import ray
-
-        from boxbench.benchmarks.runner import _error_record, _now
 
         if self.refused:
             return self.refused.pop(0)
@@ -285,7 +328,7 @@ class RayExecutor(Executor):
             return cell, ray.get(done[0])
         except ray.exceptions.RayError as e:  # the worker (or its node) died: the cell's process with it
             first = (str(e).strip().splitlines() or [""])[0][:200]
-            return cell, {**_error_record(cell, f"Ray worker died while running the cell ({type(e).__name__}: {first})", _now()),
+            return cell, {**error_record(cell, f"Ray worker died while running the cell ({type(e).__name__}: {first})", now()),
                           "retryable": True}
 
     def busy(self) -> int:

@@ -3,7 +3,7 @@ per run instead of once per cell (about 8 s a cell on 2 cores, measured: torch 3
 with its model-loading code 4.4 s, datasets 1.2 s).
 
 A forked cell is still a process of its own — its peak memory, wall time and crash are its own, as
-with a fresh one — and it runs the same ``runner.child_main``. Only the start differs: the runner
+with a fresh one — and it runs the same ``cell.child_main``. Only the start differs: the runner
 sends the server one request per cell over a Unix socket, with two file descriptors (the pipe the
 cell's JSON events go to, and its log); the server forks, the child makes them its stdout and
 stderr, takes the request's environment, and runs the cell; the server answers ``{"pid": N}``, then
@@ -55,7 +55,7 @@ class ForkServer:
         return json.loads(msg)
 
     def start(self, cell_dir: Path, log: IO[str], env: dict[str, str]) -> "ForkedCell":
-        """Fork ``runner.child_main(cell_dir)`` with ``env``; its stderr goes to ``log``."""
+        """Fork ``cell.child_main(cell_dir)`` with ``env``; its stderr goes to ``log``."""
         r, w = os.pipe()
         try:
             socket.send_fds(self.sock, [json.dumps({"cell_dir": str(cell_dir), "env": env}).encode()], [w, log.fileno()])
@@ -132,7 +132,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a cell as it stops a fresh one
-        from boxbench.benchmarks.runner import child_main
+        from boxbench.benchmarks.cell import child_main
 
         child_main(request["cell_dir"])
         code = 0

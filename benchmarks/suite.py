@@ -137,6 +137,21 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
+@dataclass(frozen=True)
+class MethodEntry:
+    """One entry of a suite's ``methods:``, validated: what its cells share."""
+
+    name: str
+    label: str
+    access: Access
+    params: dict[str, Any]
+    models: list[ModelSpec]
+    limits: dict[str, int | None]
+    transfer_to: list[ModelSpec]
+    seeds: list[int]
+    resources: dict[str, Any]
+
+
 @dataclass
 class Suite:
     name: str
@@ -230,6 +245,40 @@ def machine_problems(suite: Suite) -> list[str]:
     return out
 
 
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+
+
+def _parse_memory(value: Any, where: str) -> int:
+    """Bytes from an int or a string like ``40GB``, ``512MiB``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    m = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]i?B|B)?\s*", str(value), flags=re.I)
+    if not m:
+        raise UserError(f"{where}.memory: {value!r} is not a size; use bytes or e.g. 40GB, 512MiB")
+    unit = (m.group(2) or "B").upper()
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
+    return int(float(m.group(1)) * scale)
+
+
+def check_resources(value: Any, where: str) -> dict[str, Any]:
+    """A suite's ``resources`` mapping, validated (one line naming the field)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: must be a mapping like {{num_gpus: 1, num_cpus: 4, memory: 40GB}}")
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        if key not in RESOURCE_KEYS:
+            raise UserError(f"{where}: unknown field {key!r}; allowed fields: {', '.join(RESOURCE_KEYS)}")
+        if key == "memory":
+            out[key] = _parse_memory(val, where)
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0:
+            raise UserError(f"{where}.{key}: must be a non-negative number, got {val!r}")
+        else:
+            out[key] = val
+    return out
+
+
 def load_suite(path: str | Path, limit: int | None = None, only: list[str] | None = None) -> Suite:
     """Read and validate a suite file; ``limit`` caps the test examples per cell (``--limit``),
     ``only`` keeps a subset of its cells (``--only``)."""
@@ -249,8 +298,6 @@ def load_suite(path: str | Path, limit: int | None = None, only: list[str] | Non
 
 
 def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite") -> Suite:
-    from boxbench.benchmarks.executors import check_resources
-
     _unknown(raw, TOP_KEYS, "suite")
     model_resources: dict[str, dict[str, Any]] = {}
 
@@ -298,7 +345,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         return [parse_model_spec(x, f"{where}[{j}]") for j, x in enumerate(value)]
 
     suite_targets = targets(raw.get("transfer_to"), "suite.transfer_to")
-    methods = []
+    methods: list[MethodEntry] = []
     for i, m in enumerate(_list(raw, "methods")):
         where = f"suite.methods[{i}]"
         m = {"name": m} if isinstance(m, str) else m
@@ -327,24 +374,24 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
-        methods.append((cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
-                        method_models, own_limits or {}, method_targets, method_seeds, method_resources))
-    pairs = [(m[1], spec.display) for m in methods for spec in m[4]]
+        methods.append(MethodEntry(cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
+                                   method_models, own_limits or {}, method_targets, method_seeds, method_resources))
+    pairs = [(m.label, spec.display) for m in methods for spec in m.models]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
 
     cells = []
-    for (name, label, access, params, method_models, own_limits, method_targets, method_seeds, method_resources) in methods:
-        for spec in method_models:
-            res = {**suite_resources, **model_resources.get(spec.display, {}), **method_resources}
+    for e in methods:
+        for spec in e.models:
+            res = {**suite_resources, **model_resources.get(spec.display, {}), **e.resources}
             for ds in datasets:
-                for seed in method_seeds:
-                    src = Cell(name, label, access, params, spec, ds, seed, cap({**limits_for[ds["name"]], **own_limits}), settings,
-                               data=data_ids[ds["name"]], resources=res)
+                for seed in e.seeds:
+                    src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, cap({**limits_for[ds["name"]], **e.limits}),
+                               settings, data=data_ids[ds["name"]], resources=res)
                     cells.append(src)
-                    for tgt in method_targets:  # after their source: the artifact must exist
-                        cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), access, Access.grey), source=src,
+                    for tgt in e.transfer_to:  # after their source: the artifact must exist
+                        cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), e.access, Access.grey), source=src,
                                                          resources={**suite_resources, **model_resources.get(tgt.display, {}),
-                                                                    **method_resources}))
+                                                                    **e.resources}))
     return Suite(str(raw.get("name", default_name)), cells, raw)

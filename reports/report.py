@@ -23,7 +23,7 @@ tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;fo
 def load_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of ``results.jsonl``; a record written before per-example correctness was kept
     gets it from its cell's predictions.jsonl (for the paired tests)."""
-    from boxbench.benchmarks.runner import ResultStore
+    from boxbench.benchmarks.results import ResultStore
 
     store = ResultStore(run_dir)
     if not store.path.is_file():

@@ -18,18 +18,9 @@ import math
 import statistics
 from typing import Sequence
 
-Z95 = 1.959963984540054
+from boxbench.benchmarks.evaluate import Z95, wilson  # the record's own interval is computed with the record
 
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``correct / n`` (``(0, 1)`` when n is 0)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+__all__ = ["Z95", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm"]
 
 
 def seed_interval(accuracies: Sequence[float], n: int, z: float = Z95) -> tuple[float, float, float]:
