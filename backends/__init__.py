@@ -2,7 +2,7 @@
 
 A model spec is a string or a mapping:
 
-* ``smollm2-135m`` — an offline alias (see ``backends.hf.ALIASES``)
+* ``smollm2-135m`` — an offline alias (see ``backends.weights.ALIASES``)
 * ``hf:ORG/NAME`` — a hub model; ``./path/to/folder`` or ``file.gguf`` — local files
 * ``{model: smollm2-135m, access: black, label: smol-black}`` — the same, with the access the
   model may give capped (to stand in for an API) and a display label

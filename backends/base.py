@@ -21,7 +21,7 @@ import enum
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, overload
 
 from boxbench.registry import UserError
 
@@ -146,6 +146,11 @@ class Backend(ABC):
     def module(self) -> Any:
         raise AccessError(f"backend {self.name} gives no parameters")
 
+    @module.setter
+    def module(self, value: Any) -> None:
+        """Replace the torch module (an artifact attaching an adapter or new weights at white access)."""
+        raise AccessError(f"backend {self.name} gives no parameters")
+
     @property
     def tokenizer(self) -> Any:
         raise AccessError(f"backend {self.name} gives no tokenizer")
@@ -165,7 +170,8 @@ class Backend(ABC):
             known = ", ".join(["model", "access", "label", *cls.OPTIONS])
             raise UserError(f"{where}: unknown option(s) {', '.join(unknown)} for a {cls.name} model; use {known}")
         for key, val in options.items():
-            want = cls.OPTIONS[key] if isinstance(cls.OPTIONS[key], tuple) else (cls.OPTIONS[key],)
+            given = cls.OPTIONS[key]
+            want: tuple[type, ...] = given if isinstance(given, tuple) else (given,)
             if not isinstance(val, want) or (isinstance(val, bool) and bool not in want):  # True is an int too
                 raise UserError(f"{where}.{key}: expected {' or '.join(t.__name__ for t in want)}, got {val!r}")
 
@@ -189,14 +195,16 @@ class Backend(ABC):
         """What the runner records about this backend (device, dtype, ...)."""
         return {"backend": self.name, **self.settings}
 
-    def component_scores(self) -> dict[str, list[list[float]]]:
-        """A backend that combines models (Proxy-Tuning) returns each model's own scores, one row per
-        prompt ``score`` has read since it was built; the runner turns them into per-model accuracies
-        on the same examples. A single model: nothing."""
-        return {}
+    @overload
+    def view(self, access: Literal[Access.white]) -> "WhiteView": ...
+    @overload
+    def view(self, access: Literal[Access.grey]) -> "GreyView": ...
+    @overload
+    def view(self, access: Access | str) -> "BlackView": ...
 
     def view(self, access: Access | str) -> "BlackView":
-        """The view for ``access``; an AccessError if the backend cannot give that much."""
+        """The view for ``access`` (typed by it: ``view(Access.white)`` is a ``WhiteView``); an
+        AccessError if the backend cannot give that much."""
         access = Access.parse(access)
         if access > self.max_access:
             raise AccessError(
@@ -237,10 +245,6 @@ class BlackView:
     def describe(self) -> dict[str, Any]:
         """What the runner records about the model behind this view (device, settings, usage split)."""
         return _held(self).describe()
-
-    def component_scores(self) -> dict[str, list[list[float]]]:
-        """Per-model scores of a combining backend (see ``Backend.component_scores``)."""
-        return _held(self).component_scores()
 
     def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[str]:
         """Greedy (or sampled) answers, each cut by the one stop rule (``tokens.finish_answer``)."""
@@ -295,6 +299,23 @@ class WhiteView(GreyView):
         """White access is the whole model: a white-box method or artifact may change the backend
         itself (attach an adapter, a soft prompt, new weights)."""
         return _held(self)
+
+
+@overload
+def require(view: BlackView, access: Literal[Access.white], who: str) -> WhiteView: ...
+@overload
+def require(view: BlackView, access: Literal[Access.grey], who: str) -> GreyView: ...
+@overload
+def require(view: BlackView, access: Access, who: str) -> BlackView: ...
+
+
+def require(view: BlackView, access: Access, who: str) -> BlackView:
+    """``view`` as the view class of ``access`` (a WhiteView for ``Access.white``), or an AccessError
+    naming ``who`` and what the cell gives: the one way an artifact asks its view for more access
+    than the view's static type promises (an adapter needs white, a soft prompt grey)."""
+    if view.access < access:
+        raise AccessError(f"{who} needs {access.name} access to {view.model_name}; this cell has {view.access.name}")
+    return view
 
 
 RESTRICTED: dict[Access, set[str]] = {

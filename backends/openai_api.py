@@ -194,7 +194,8 @@ class OpenAIBackend(Backend):
             return "top_k"
         token, lp = max(top.items(), key=lambda kv: kv[1])
         echoed = self._echo([probe + token])[0]
-        ok = bool(echoed) and echoed[-1][0] == token and echoed[-1][1] is not None and abs(echoed[-1][1] - lp) < 0.05
+        last = echoed[-1] if echoed else None
+        ok = last is not None and last[0] == token and last[1] is not None and abs(last[1] - lp) < 0.05
         if ok:
             return "echo"
         if wanted == "echo":
@@ -299,7 +300,7 @@ class OpenAIBackend(Backend):
         if not mine or any(lp is None for _, lp in mine):
             raise BackendError(f"server {self.base_url} echoed no log-prob for the continuation {cont!r}; "
                                f"it cannot score at grey access")
-        return float(sum(lp for _, lp in mine)), len(rows) - len(mine), len(mine)
+        return float(sum(lp for _, lp in mine if lp is not None)), len(rows) - len(mine), len(mine)
 
     def _from_top_k(self, top: dict[str, float], conts: list[str]) -> list[float]:
         """Each continuation's score from one next-token top-k: the log-prob of the longest listed

@@ -12,7 +12,9 @@ use these functions; the backend conformance test (tests/test_conformance.py) ch
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import hashlib
+import json
+from typing import Any, Callable, Sequence
 
 from boxbench.registry import UserError
 
@@ -66,3 +68,8 @@ def answer_ended(text: str, stop: Sequence[str]) -> bool:
     """True once ``text`` holds a stop string after some content (decoding may end there)."""
     body = text.lstrip()
     return any(s and s in body for s in stop)
+
+
+def vocabulary_fingerprint(tok: Any) -> str:
+    """sha256 (16 hex) of a tokenizer's token -> id map: equal for tokenizers that share a vocabulary."""
+    return hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:16]

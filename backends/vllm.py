@@ -67,7 +67,7 @@ class VLLMBackend(Backend):
                    settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization})
 
     def vocabulary_id(self) -> str | None:
-        from boxbench.backends.hf import vocabulary_fingerprint
+        from boxbench.backends.tokens import vocabulary_fingerprint
 
         return vocabulary_fingerprint(self.llm.get_tokenizer())
 

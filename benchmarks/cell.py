@@ -58,17 +58,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def component_accuracy(view: Any, gold: list[int], protocol: str) -> dict[str, float] | None:
-    """Accuracy of each model a combining backend reads (its ``component_scores``), on the very
-    examples the cell was scored on; None for a single model or when the rows do not line up."""
-    from boxbench.benchmarks.evaluate import accuracy, argmax_labels
-
-    parts = view.component_scores() if protocol == "logprob" else {}
-    if not parts or any(len(rows) != len(gold) for rows in parts.values()):
-        return None
-    return {name: accuracy(gold, argmax_labels(rows)) for name, rows in parts.items()}
-
-
 def write_predictions(path: Path, test: list[Any], res: dict[str, Any], prompts: list[str]) -> None:
     """One line per test example: text, gold, prediction, each label's score (logprob protocol) or
     the raw answer (generate protocol), and the prompt's sha256, so that any two cells can be
@@ -193,7 +182,7 @@ class CellRun:
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_view.usage.snapshot()
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
-        record["component_accuracy"] = component_accuracy(eval_view, [e.label for e in test], res["protocol"])
+        record.update(self.artifact.extra_metrics([e.label for e in test], res))  # what only this artifact knows
         write_predictions(self.cell_dir / "predictions.jsonl", test, res, res["prompts"])
         record.update(per_example_record(test, res["predictions"]))
         walls = self.meter.walls

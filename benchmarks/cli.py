@@ -75,7 +75,7 @@ def cmd_serve(model: str, port: int, n_ctx: int) -> None:
 
 def cmd_list() -> None:
     from boxbench.backends import BACKENDS
-    from boxbench.backends.hf import ALIASES
+    from boxbench.backends.weights import ALIASES
     from boxbench.benchmarks.datasets import DATASETS
     from boxbench.methods.registry import METHODS
 

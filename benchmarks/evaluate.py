@@ -69,7 +69,7 @@ def predict_with_evidence(view: BlackView, task: Task, prompts: Sequence[str],
     candidates on its dev set (APE, USP, ...) come here, so all are measured the same way.
     """
     if view.access >= Access.grey:
-        scores = view.score(list(prompts), [list(task.label_words)] * len(prompts))  # type: ignore[attr-defined]
+        scores = view.score(list(prompts), [list(task.label_words)] * len(prompts))
         return list(argmax_labels(scores)), [], scores
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
     answers = view.generate([with_hint(task, p) for p in prompts], config)

@@ -180,7 +180,7 @@ class LocalExecutor(Executor):
 
 def model_parameters(cell: Cell) -> float | None:
     """Parameter count read off the model's name (``135M``, ``1.5B``, ``13b``); None if it does not say."""
-    from boxbench.backends.hf import ALIASES
+    from boxbench.backends.weights import ALIASES
 
     name = ALIASES[cell.model.model].repo if cell.model.model in ALIASES else cell.model.model
     m = re.search(r"(\d+(?:\.\d+)?)\s*([MB])(?![a-z])", name, flags=re.I)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from boxbench.backends.base import Access, BlackView, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView, require
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, freeze, planned_steps, train
@@ -70,9 +70,7 @@ class AdapterArtifact(ModelArtifact):
     def attach(self, view: BlackView) -> BlackView:
         from peft import PeftModel
 
-        if view.access < Access.white:
-            raise UserError(f"a peft adapter needs white access to {view.model_name}; this cell has {view.access.name}")
-        backend = view.backend  # type: ignore[attr-defined]
+        backend = require(view, Access.white, "a peft adapter").backend
         module = backend.module
         if self.model is not None and (module is self.model or module is self.model.get_base_model()):
             backend.module = self.model  # the model it was trained on, in this process
@@ -87,7 +85,7 @@ class AdapterArtifact(ModelArtifact):
         return view
 
 
-class PeftMethod(Method):
+class PeftMethod(Method[WhiteView]):
     """Base of the peft adapter methods: ``peft_config`` on the frozen model, then the shared loop.
     A subclass may add a loss term (``regulariser``) or a per-step hook (``after_step``)."""
 
@@ -104,7 +102,7 @@ class PeftMethod(Method):
     def after_step(self, model: Any, params: Any) -> Callable[[int], None] | None:
         return None
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: Any, seed: int) -> AdapterArtifact:  # type: ignore[override]
+    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: Any, seed: int) -> AdapterArtifact:
         import torch
         from peft import get_peft_model
 

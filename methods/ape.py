@@ -77,7 +77,7 @@ def clean_instruction(text: str) -> str:
     return text[:1].upper() + text[1:] if text else ""
 
 
-class Ape(Method):
+class Ape(Method[BlackView]):
     name = "ape"
     access = Access.black
     Params = ApeParams

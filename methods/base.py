@@ -11,7 +11,7 @@ import dataclasses
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 from boxbench.backends.base import Access, BlackView
 from boxbench.benchmarks.datasets import Example, Task
@@ -42,6 +42,11 @@ class Artifact:
         view (``view.backend``), a proxy wraps a grey one. Default: the view unchanged."""
         return view
 
+    def extra_metrics(self, gold: Sequence[int], result: dict[str, Any]) -> dict[str, Any]:
+        """Fields only this artifact can compute about its own evaluation (called after the scorer,
+        with the test labels and its result; added to the cell's record). Default: none."""
+        return {}
+
     def to_json(self) -> dict[str, Any]:
         return {}
 
@@ -63,7 +68,7 @@ class Artifact:
             from boxbench.methods.registry import METHODS
 
             dict(METHODS.items())
-        cls = ARTIFACT_KINDS.get(kind)  # type: ignore[arg-type]
+        cls = ARTIFACT_KINDS.get(kind)
         if cls is None:
             raise UserError(f"artifact {folder}: unknown kind {kind!r}; known kinds: {', '.join(sorted(ARTIFACT_KINDS))} "
                             f"(load the plugin that defines it with --plugin)")
@@ -153,8 +158,12 @@ class NoParams(Checked):
     """This method has no hyperparameters."""
 
 
-class Method(ABC):
-    """A tuning method. Register it with ``@register_method``."""
+V = TypeVar("V", bound=BlackView)
+
+
+class Method(ABC, Generic[V]):
+    """A tuning method, generic in the view it tunes through (``Method[WhiteView]`` for white-box
+    methods): ``tune`` gets a view of exactly ``access``. Register it with ``@register_method``."""
 
     name: ClassVar[str]
     access: ClassVar[Access]  # the least access it needs; tune() gets a view of exactly this
@@ -163,12 +172,18 @@ class Method(ABC):
     family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
 
     @abstractmethod
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
+    def tune(self, model: V, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
         """Tune on ``train``/``dev`` (never the test set) and return the artifact."""
 
     @classmethod
     def check(cls, params: Any, model: Any, where: str) -> None:
         """Suite-time check of ``params`` against a cell's model spec (a UserError before any work)."""
+
+    @classmethod
+    def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
+        """This method's own tables in the report (``reports.tables.Table``), read from the run's
+        records (all of them: a table may set this method's cells beside others). Default: none."""
+        return []
 
 
 def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView
+from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView, require
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.benchmarks.evaluate import accuracy, argmax_labels
 from boxbench.methods.base import Checked, Method, ModelArtifact, PromptArtifact, render_prompt
@@ -98,7 +98,7 @@ def label_cross_entropy(scores: list[list[float]], gold: list[int]) -> float:
     return total / len(gold)
 
 
-class Bbt(Method):
+class Bbt(Method[GreyView]):
     name = "bbt"
     access = Access.grey
     family = "module"
@@ -114,7 +114,7 @@ class Bbt(Method):
             raise UserError(f"{where}: bbt sends input embeddings, which a {model.backend} model does not take; "
                             f"use a model served in process (backend: hf)")
 
-    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> "EmbeddingPromptArtifact":  # type: ignore[override]
+    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> "EmbeddingPromptArtifact":
         import cma
         import numpy as np
         import torch
@@ -155,7 +155,7 @@ class Bbt(Method):
 
         zero = [0.0] * params.intrinsic_dim
         first = loss(zero)
-        best = {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0}
+        best: dict[str, Any] = {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0}
         history = [{"evaluations": 0, "best_loss": first, "dev_accuracy": best["dev_accuracy"]}]
         es = cma.CMAEvolutionStrategy(zero, params.sigma, {"seed": seed + 1, "popsize": params.popsize, "verbose": -9,
                                                            "maxfevals": params.budget})
@@ -235,9 +235,8 @@ class EmbeddingPromptArtifact(ModelArtifact):
         return cls(load_file(str(folder / "prompt_embeds.safetensors"))["prompt_embeds"], cls.prompt_from(data))
 
     def attach(self, view: Any) -> Any:
-        if view.access < Access.grey:
-            raise UserError(f"a continuous prompt needs grey access to {view.model_name} (input embeddings); this cell has {view.access.name}")
-        width = view.input_embeddings("a").shape[1]
+        grey = require(view, Access.grey, "a continuous prompt (input embeddings)")
+        width = grey.input_embeddings("a").shape[1]
         if width != self.embeds.shape[1]:
             raise UserError(f"continuous prompt width {self.embeds.shape[1]} does not match {view.model_name}'s embeddings ({width})")
-        return EmbeddingPromptBackend(view, self.embeds).view(Access.grey)
+        return EmbeddingPromptBackend(grey, self.embeds).view(Access.grey)

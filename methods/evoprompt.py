@@ -107,7 +107,7 @@ def roulette(rng: random.Random, scores: list[float], k: int = 2) -> list[int]:
     return out
 
 
-class EvoPrompt(Method):
+class EvoPrompt(Method[BlackView]):
     name = "evoprompt"
     access = Access.black
     family = "multi-pass"

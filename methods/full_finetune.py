@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView, require
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, train
@@ -75,9 +75,7 @@ class FullWeightsArtifact(ModelArtifact):
         return cls(None, folder if data.get("weights") else None, cls.prompt_from(data))
 
     def attach(self, view: BlackView) -> BlackView:
-        if view.access < Access.white:
-            raise UserError(f"fine-tuned weights need white access to {view.model_name}; this cell has {view.access.name}")
-        backend = view.backend  # type: ignore[attr-defined]
+        backend = require(view, Access.white, "fine-tuned weights").backend
         if self.model is not None and backend.module is self.model:
             return view
         if self.folder is None:
@@ -88,14 +86,14 @@ class FullWeightsArtifact(ModelArtifact):
         return view
 
 
-class FullFinetune(Method):
+class FullFinetune(Method[WhiteView]):
     name = "full_finetune"
     access = Access.white
     Params = FullFinetuneParams
     description = "all parameters trained on the label-word loss (AdamW)"
     family = "full"
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: FullFinetuneParams, seed: int) -> FullWeightsArtifact:  # type: ignore[override]
+    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: FullFinetuneParams, seed: int) -> FullWeightsArtifact:
         module = model.module
         device = next(module.parameters()).device
         need, have = estimate_extra_bytes(module, params), free_bytes(device)

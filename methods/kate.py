@@ -107,7 +107,7 @@ class KNNPromptArtifact(Artifact):
         return cls(pool, np.load(folder / "embeddings.npy"), data["encoder"], data["k"], data["order"], data.get("instruction", ""))
 
 
-class Kate(Method):
+class Kate(Method[BlackView]):
     name = "kate"
     access = Access.black
     Params = KateParams

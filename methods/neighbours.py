@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from boxbench.backends.hf import cache_dir
+from boxbench.backends.weights import cache_dir
 
 
 @dataclass
@@ -64,7 +64,7 @@ def common_vocabulary(tokenizers: Sequence[Any], fingerprints: Sequence[str] | N
     maps = [single_token_texts(t) for t in tokenizers]
     texts = sorted(set.intersection(*(set(m) for m in maps)))
     ids = [[m[t] for t in texts] for m in maps]
-    if path is not None:
+    if path is not None and fingerprints is not None:
         _write_json(path, {"texts": texts, "ids": dict(zip(fingerprints, ids))})
     return texts, ids
 

@@ -145,7 +145,8 @@ def candidate_ids(model: WhiteView, params: PezParams, seed: int, stats: dict[st
             ids = sorted(rng.sample(ids, min(params.s, len(ids))))
         stats["candidate_vocab"] = len(ids)
         return ids
-    from boxbench.backends.hf import HFBackend, vocabulary_fingerprint
+    from boxbench.backends.hf import HFBackend
+    from boxbench.backends.tokens import vocabulary_fingerprint
     from boxbench.methods.neighbours import agreement
 
     specs = counterpart_models(params.counterparts, model.model_name)
@@ -242,12 +243,17 @@ def initial_ids(tok: Any, task: Task, params: PezParams, cand: list[int], seed: 
     return [cand[i] for i in torch.randint(len(cand), (m,), generator=gen).tolist()]  # as boxbench drew them before
 
 
-class Pez(Method):
+class Pez(Method[WhiteView]):
     name = "pez"
     access = Access.white
     Params = PezParams
     description = "hard prompt by projected gradient descent (PEZ), optionally on a cross-model agreeing vocabulary"
     family = "partial"
+
+
+    @classmethod
+    def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
+        return [t for t in (pez_table(records), dictionary_table(records)) if t is not None]
 
     def tune(self, model: WhiteView, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
         import torch
@@ -335,3 +341,47 @@ class Pez(Method):
                      prompt_dictionary_fraction=dictionary_fraction(art.instruction))
         art.stats = stats
         return art
+
+
+def pez_table(records: list[dict[str, Any]]) -> Any:
+    """How each PEZ variant searched, per dataset over seeds: the candidate vocabulary, how strongly
+    its tokens agree across models, what the agreement cost (the shared cache is filled by whichever
+    cell misses first, so a miss's seconds land in that cell's tune time), the step rate, and the
+    step whose prompt the dev set chose (0 = the random initial prompt)."""
+    from boxbench.reports.tables import Table, _fmt, _mean, is_transfer, mean_std
+
+    rows = [r for r in records if r["status"] == "ok" and r.get("pez_steps") is not None and not is_transfer(r)]
+    if not rows:
+        return None
+    t = Table("PEZ search", ["method", "model", "dataset", "candidates", "mean agreement of candidates", "agreement s (misses)",
+                             "steps", "steps/s", "best step per seed", "loss first → last"],
+              note="mean ± std over seeds; agreement = mean Jaccard of the tokens' top-K neighbour sets across models")
+    for lab, model, d in dict.fromkeys((r["label"], r["model"], r["dataset"]) for r in rows):
+        mine = [r for r in rows if (r["label"], r["model"], r["dataset"]) == (lab, model, d)]
+        misses = [r["agreement_s"] for r in mine if r.get("agreement_s") is not None and not r.get("agreement_cached")]
+        first, last = _mean(r.get("loss_first") for r in mine), _mean(r.get("loss_last") for r in mine)
+        t.rows.append([lab, model, d, _fmt(_mean(r.get("candidate_vocab") for r in mine), digits=0),
+                       mean_std((r.get("mean_agreement_chosen") for r in mine), digits=3),
+                       "—" if not misses else f"{_fmt(_mean(misses), digits=0)} ({len(misses)})",
+                       str(mine[0]["pez_steps"]), mean_std((r.get("steps_per_s") for r in mine), digits=2),
+                       ", ".join(str(r.get("best_step", "?")) for r in sorted(mine, key=lambda r: r["seed"])),
+                       "—" if first is None or last is None else f"{first:.3f} → {last:.3f}"])
+    return t
+
+
+def dictionary_table(records: list[dict[str, Any]]) -> Any:
+    """Share of dictionary words in the tuned prompts per method and dataset, mean ± std over seeds
+    (the study's claim: prompts searched over the agreeing vocabulary read more like words)."""
+    from boxbench.reports.tables import Table, is_transfer, mean_std
+
+    rows = [r for r in records if r["status"] == "ok" and r.get("prompt_dictionary_fraction") is not None and not is_transfer(r)]
+    if not rows:
+        return None
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    t = Table("Dictionary words in tuned prompts", ["method", "model", *datasets, "all"],
+              note="% of the prompt's words found in an English word list, mean ± std over seeds")
+    for lab, model in dict.fromkeys((r["label"], r["model"]) for r in rows):
+        mine = [r for r in rows if r["label"] == lab and r["model"] == model]
+        t.rows.append([lab, model, *[mean_std((r["prompt_dictionary_fraction"] for r in mine if r["dataset"] == d), 100)
+                                     for d in datasets], mean_std((r["prompt_dictionary_fraction"] for r in mine), 100)])
+    return t

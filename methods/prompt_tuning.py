@@ -4,7 +4,7 @@ frozen. Artifact = the peft adapter folder (loadable by peft) + the prompt embed
 
 peft provides the config, the prompt-embedding module and the saved adapter; the forward pass,
 in training and in evaluation, puts the embeddings in front of each input itself
-(``backends.hf.model_inputs``, ``HFBackend.prefix_embeds``): peft's forward drops ``position_ids``
+(``backends.torch_utils.model_inputs``, ``HFBackend.prefix_embeds``): peft's forward drops ``position_ids``
 for prompt learning, so with left-padded batches the real tokens' positions would shift with the
 amount of padding and predictions would depend on the batch.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, WhiteView
+from boxbench.backends.base import Access, BlackView, WhiteView, require
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
 from boxbench.methods.training import TrainParams, forward_tail, freeze, train
@@ -59,9 +59,7 @@ class SoftPromptArtifact(ModelArtifact):
                    cls.prompt_from(data))
 
     def attach(self, view: BlackView) -> BlackView:
-        if view.access < Access.white:
-            raise UserError(f"a soft prompt needs white access to {view.model_name}; this cell has {view.access.name}")
-        backend = view.backend  # type: ignore[attr-defined]
+        backend = require(view, Access.white, "a soft prompt").backend
         if not hasattr(backend, "prefix_embeds"):
             raise UserError(f"a soft prompt needs a backend that takes input embeddings; {backend.name} does not")
         hidden = backend.module.get_input_embeddings().weight.shape[1]
@@ -71,14 +69,14 @@ class SoftPromptArtifact(ModelArtifact):
         return view
 
 
-class PromptTuning(Method):
+class PromptTuning(Method[WhiteView]):
     name = "prompt_tuning"
     access = Access.white
     Params = PromptTuningParams
     description = "soft prompt tuning (peft PromptTuningConfig), model frozen"
     family = "partial"
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> SoftPromptArtifact:  # type: ignore[override]
+    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> SoftPromptArtifact:
         import torch
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, Usage
+from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, Usage, require
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Artifact, Checked, Method, PromptArtifact, build_params
 from boxbench.registry import UserError
@@ -76,11 +76,6 @@ class ProxyBackend(Backend):
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         base = self._timed("large", self.large, lambda: self.large.score(prompts, continuations))
         return self._steer(prompts, continuations, base, keep=True)
-
-    def component_scores(self) -> dict[str, list[list[float]]]:
-        """The large model alone, the tuned expert alone and the untuned small model, on every
-        prompt scored: the method's two reference numbers come free from the proxy's own passes."""
-        return self.parts
 
     def _steer(self, prompts: list[str], continuations: list[list[str]], base: list[list[float]], keep: bool = False) -> list[list[float]]:
         """``base`` (the large model's scores) + α · (expert − anti-expert) for the same continuations."""
@@ -153,6 +148,7 @@ class ProxyArtifact(Artifact):
         self.small, self.alpha, self.expert = small, alpha, expert
         self.prompt = prompt or PromptArtifact()
         self.small_backend: Backend | None = None  # the loaded small model, while in the tuning process
+        self.proxy: ProxyBackend | None = None  # the combining backend ``attach`` made (its passes: ``extra_metrics``)
 
     def prompts(self, task: Task, texts: Any) -> list[str]:
         return self.prompt.prompts(task, texts)
@@ -169,13 +165,24 @@ class ProxyArtifact(Artifact):
         return cls(data["small"], data["alpha"], Artifact.load(folder / data.get("expert", "expert")),
                    PromptArtifact.from_json(data.get("prompt", {}), folder))
 
+    def extra_metrics(self, gold: Sequence[int], result: dict[str, Any]) -> dict[str, Any]:
+        """``component_accuracy``: the large model alone, the tuned expert alone and the untuned small
+        model (anti-expert), each on the very examples the cell was scored on, from the proxy's own
+        passes (logprob protocol; None when the rows do not line up)."""
+        from boxbench.benchmarks.evaluate import accuracy, argmax_labels
+
+        parts = self.proxy.parts if self.proxy is not None and result.get("protocol") == "logprob" else {}
+        if not parts or any(len(rows) != len(gold) for rows in parts.values()):
+            return {"component_accuracy": None}
+        return {"component_accuracy": {name: accuracy(gold, argmax_labels(rows)) for name, rows in parts.items()}}
+
     def attach(self, view: BlackView) -> BlackView:
-        if view.access < Access.grey:
-            raise UserError(f"proxy_tuning needs grey access to {view.model_name} (its log-probabilities); this cell has {view.access.name}")
+        grey = require(view, Access.grey, "proxy_tuning (its log-probabilities)")
         small = self.small_backend or load_small(self.small)
-        check_vocabulary(view, small)
+        check_vocabulary(grey, small)
         self.expert.attach(small.view(Access.white))
-        return ProxyBackend(view, small, self.alpha).view(Access.grey)  # type: ignore[arg-type]
+        self.proxy = ProxyBackend(grey, small, self.alpha)
+        return self.proxy.view(Access.grey)
 
 
 def load_small(spec: str) -> Backend:
@@ -197,7 +204,7 @@ def check_vocabulary(large: Any, small: Backend) -> str:
     return "verified"
 
 
-class ProxyTuning(Method):
+class ProxyTuning(Method[GreyView]):
     name = "proxy_tuning"
     access = Access.grey
     Params = ProxyParams
@@ -206,12 +213,18 @@ class ProxyTuning(Method):
 
     @classmethod
     def check(cls, params: ProxyParams, model: Any, where: str) -> None:
-        from boxbench.backends.hf import ALIASES
+        from boxbench.backends.weights import ALIASES
 
         small, large = ALIASES.get(params.small), ALIASES.get(model.model) if model.backend == "hf" else None
         if small and large and small.vocab != large.vocab:
             raise UserError(f"{where}.params.small: {params.small!r} ({small.vocab} vocabulary) cannot steer "
                             f"{model.display!r} ({large.vocab} vocabulary); pick a small model of the same family")
+
+
+    @classmethod
+    def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
+        table = proxy_table(records)
+        return [table] if table is not None else []
 
     def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: ProxyParams, seed: int) -> ProxyArtifact:
         from boxbench.methods.lora import LoRA
@@ -231,3 +244,35 @@ class ProxyTuning(Method):
         art.small_backend = small
         art.stats.update(stats, small_model=params.small, alpha=params.alpha, vocabulary_check=vocab)
         return art
+
+
+def proxy_table(records: list[dict[str, Any]]) -> Any:
+    """Proxy-Tuning next to the numbers it is about — the large model alone, the untuned small model
+    and the tuned small expert alone — read from the proxy cell's own passes over the same examples
+    (``component_accuracy``); records without them fall back to the run's zero_shot / lora cells."""
+    from boxbench.reports.tables import Table, is_transfer, mean_std
+
+    ok = [r for r in records if r["status"] == "ok" and not is_transfer(r)]
+    proxies = [r for r in ok if r["method"] == "proxy_tuning"]
+    if not proxies:
+        return None
+
+    def part(group: list[dict[str, Any]], name: str, fallback: Any) -> str:
+        vals = [(r.get("component_accuracy") or {}).get(name) for r in group]
+        if all(v is None for v in vals):
+            return mean_std([r["accuracy"] for r in ok if fallback(r)], 100) + " *"
+        return mean_std(vals, 100)
+
+    t = Table("Proxy-Tuning", ["large model", "small model", "dataset", "α", "large alone", "small untuned",
+                               "small expert alone", "proxy-tuned large"],
+              note="accuracy (%), mean ± std over seeds, all four on the proxy cell's own test examples; "
+                   "* = from the run's zero_shot / lora cells instead")
+    for key in dict.fromkeys((p["model"], p.get("small_model"), p["dataset"], p.get("alpha")) for p in proxies):
+        large, small, d, alpha = key
+        group = [p for p in proxies if (p["model"], p.get("small_model"), p["dataset"], p.get("alpha")) == key]
+        t.rows.append([large, str(small), d, str(alpha),
+                       part(group, "large", lambda r: r["method"] == "zero_shot" and r["model"] == large and r["dataset"] == d),
+                       part(group, "antiexpert", lambda r: r["method"] == "zero_shot" and r["model"] == small and r["dataset"] == d),
+                       part(group, "expert", lambda r: r["method"] == "lora" and r["model"] == small and r["dataset"] == d),
+                       mean_std([p["accuracy"] for p in group], 100)])
+    return t

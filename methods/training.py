@@ -85,7 +85,7 @@ def label_loss(logits: Any, labels: Any) -> Any:
 
 def forward_tail(model: Any, ids: Any, mask: Any, keep: int, prefix_embeds: Any = None) -> Any:
     """Logits at the last ``keep`` positions of left-padded rows (position ids from the mask)."""
-    from boxbench.backends.hf import model_inputs
+    from boxbench.backends.torch_utils import model_inputs
 
     inputs = model_inputs(model, ids, mask, prefix_embeds)
     try:

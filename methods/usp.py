@@ -82,7 +82,7 @@ def select(probs: list[list[float]], sims: Any, k: int, rule: str, lam: float, r
     return chosen
 
 
-class Usp(Method):
+class Usp(Method[GreyView]):
     name = "usp"
     access = Access.grey
     Params = UspParams

@@ -9,7 +9,7 @@ from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Method, PromptArtifact
 
 
-class ZeroShot(Method):
+class ZeroShot(Method[BlackView]):
     name = "zero_shot"
     access = Access.black
     description = "task template only, no tuning"

@@ -11,9 +11,8 @@ from typing import Any
 
 from boxbench.registry import UserError
 from boxbench.reports.plots import accuracy_plot, cost_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, dictionary_table, error_table, fast_path_table,
-                                     is_transfer, pez_table, prompts_table, proxy_table, stale_table, training_table,
-                                     transfer_sources, transfer_table)
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, error_table, fast_path_table, is_transfer,
+                                     prompts_table, stale_table, training_table, transfer_sources, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -48,6 +47,17 @@ def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[di
     return [r for r in records if r.get("cell_key") in want], [r for r in records if r.get("cell_key") not in want]
 
 
+def method_tables(records: list[dict[str, Any]]) -> list[Table]:
+    """Each method's own tables (``Method.report_tables``), for the methods that have cells here."""
+    from boxbench.methods.registry import METHODS
+
+    out: list[Table] = []
+    for name in dict.fromkeys(r["method"] for r in records):
+        if name in METHODS:
+            out += METHODS.get(name).report_tables(records)
+    return out
+
+
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None) -> list[Table]:
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
     tables: list[Table | None] = []
@@ -55,9 +65,8 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
         tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
-    tables += [proxy_table(records), pez_table(records), prompts_table(records), dictionary_table(records), fast_path_table(records),
-               error_table(records),
-               stale_table(stale or [])]
+    tables += method_tables(records)
+    tables += [prompts_table(records), fast_path_table(records), error_table(records), stale_table(stale or [])]
     return [t for t in tables if t is not None]
 
 
@@ -70,7 +79,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     bars = accuracy_plot(records)
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
-    versions = next((r.get("versions") for r in records if r.get("versions")), {})
+    versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
     suite = json.loads((run_dir / "suite.json").read_text()).get("name", "?") if (run_dir / "suite.json").exists() else "?"
     header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"

@@ -48,7 +48,7 @@ def skip_without(alias: str) -> None:
     under CI=true (CI installs every wheel the README's test command names)."""
     import pytest
 
-    from boxbench.backends.hf import check_alias
+    from boxbench.backends.weights import check_alias
     from boxbench.registry import UserError
 
     try:

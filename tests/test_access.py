@@ -25,7 +25,7 @@ def test_black_view_exposes_no_logprob_score_or_module(smol):
         view.module  # noqa: B018
     public = {n for n in dir(view) if not n.startswith("_")}
     # a vocabulary fingerprint, a description of the model and a combining backend's per-model scores are no parameters
-    assert public == {"access", "component_scores", "describe", "generate", "model_name", "usage", "vocabulary_id"}
+    assert public == {"access", "describe", "generate", "model_name", "usage", "vocabulary_id"}
 
 
 def _reaches_backend(obj, backend, depth: int = 0) -> bool:

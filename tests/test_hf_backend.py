@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from boxbench.backends import parse_model_spec
-from boxbench.backends.hf import ALIASES, Alias, HFBackend, check_alias
+from boxbench.backends.hf import HFBackend
+from boxbench.backends.weights import ALIASES, Alias, check_alias
 from boxbench.registry import UserError
 
 
@@ -56,7 +57,7 @@ def test_large_linears_take_the_skinny_product_only_at_inference_with_few_rows(s
     """A CPU model's large linear layers (here SmolLM2's output head, 49152 x 576) compute few-row
     products as W·xᵀ at inference; the result agrees with F.linear to float rounding, and with
     gradients on (training) or many rows it is F.linear itself."""
-    from boxbench.backends.hf import SKINNY_MIN_WEIGHT
+    from boxbench.backends.torch_utils import SKINNY_MIN_WEIGHT
 
     skinny = [n for n, m in smol.module.named_modules() if "forward" in vars(m)]
     assert skinny == ["lm_head"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from boxbench.backends.base import Access
-from boxbench.backends.hf import model_inputs
+from boxbench.backends.torch_utils import model_inputs
 from boxbench.benchmarks.datasets import load_splits
 from boxbench.methods.ape import FORWARD_TEMPLATES, forward_query
 from boxbench.methods.base import build_params

@@ -35,7 +35,7 @@ def main() -> None:
     hf = load_backend(parse_model_spec(args.model), device="cpu", dtype="float32", batch_size=16)
     with LlamaServer(args.model) as srv:
         api = load_backend(parse_model_spec({"backend": "openai", "model": args.model, "base_url": srv.base_url}))
-        print(f"{args.model} on {args.dataset}, {len(splits.test)} test examples; openai score method: {api.score_method}")
+        print(f"{args.model} on {args.dataset}, {len(splits.test)} test examples; openai score method: {api.settings['score_method']}")
         prompts = [splits.task.template.format(text=e.text) for e in splits.test]
         gold = [e.label for e in splits.test]
         words = [list(splits.task.label_words)] * len(prompts)

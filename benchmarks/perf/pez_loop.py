@@ -60,6 +60,7 @@ def reference_pez(model, tok, task, train, steps: int, batch_size: int, length: 
 
 
 def main() -> None:
+    from boxbench.backends.base import Access
     from boxbench.backends.hf import HFBackend
     from boxbench.benchmarks.datasets import load_splits
     from boxbench.methods.pez import Pez, PezParams
@@ -75,7 +76,7 @@ def main() -> None:
     ref, ours = [], []
     for r in range(args.rounds):  # alternate, so drift (thermal, caches) hits both
         ref.append(reference_pez(backend.module, backend.tokenizer, splits.task, splits.train, args.steps, args.batch_size, 10, r))
-        art = Pez().tune(backend.view("white"), splits.task, splits.train, [], PezParams(steps=args.steps, batch_size=args.batch_size), r)
+        art = Pez().tune(backend.view(Access.white), splits.task, splits.train, [], PezParams(steps=args.steps, batch_size=args.batch_size), r)
         ours.append(art.stats["steps_per_s"])
     best_ref, best_ours = max(ref), max(ours)
     print(f"{args.model}, SST-2, PEZ {args.steps} steps x {args.rounds} rounds, batch {args.batch_size}, prompt 10, "

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ("zero_shot_grey_sst2", "kate_black_sst2", "kate_black_agnews", "few_shot_black_agnews", "ape_dev_scoring",
@@ -104,6 +105,7 @@ def worker(names: list[str], test: int) -> None:
         timed = HFBackend.load("qwen2.5-coder-1.5b", batch_size=16) if name == "proposer_decode" else backend
         before = timed.usage.snapshot()
         t0 = time.perf_counter()
+        preds: Any
         if name == "proposer_decode":
             demos = "\n".join(f"Input: {e.text}\nOutput: {splits.task.label_names[e.label]}" for e in splits.dev[:5])
             prompts = [f"I gave a friend an instruction and five inputs. The friend read the instruction and wrote an "
@@ -115,13 +117,14 @@ def worker(names: list[str], test: int) -> None:
             if hasattr(proposer, "instruction_accuracies"):
                 preds = proposer.instruction_accuracies(view, splits.task, CANDIDATES, dev, 6)
             else:
-                preds = [proposer.instruction_accuracy(view, splits.task, c, dev, 6) for c in CANDIDATES]
+                one = getattr(proposer, "instruction_accuracy")  # a baseline tree older than instruction_accuracies
+                preds = [one(view, splits.task, c, dev, 6) for c in CANDIDATES]
         else:
             preds = evaluate(art, view, splits.task, splits.test, max_new_tokens=6)["predictions"]
         wall = time.perf_counter() - t0
         after = timed.usage.snapshot()
         del timed
-        out = {"workload": name, "wall_s": wall, "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
+        out: dict[str, Any] = {"workload": name, "wall_s": wall, "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
                "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                "predictions": hashlib.sha256(json.dumps(preds).encode()).hexdigest()[:12]}
         if name == "zero_shot_grey_sst2":
@@ -180,10 +183,10 @@ def main() -> None:
         print(f"{name:24} {b['wall_s']:10.2f} {t['wall_s']:8.2f} {b['wall_s'] / t['wall_s']:7.2f}x  "
               f"{str(b['predictions'] == t['predictions']):16} {b['completion_tokens']} -> {t['completion_tokens']}")
     for side in best:
-        r = best[side].get("zero_shot_grey_sst2")
-        if r:
-            print(f"roofline ({side}): {r['useful_gflops']:.1f} useful GFLOP/s of {r['matmul_gflops']:.1f} matmul GFLOP/s "
-                  f"= {100 * r['useful_gflops'] / r['matmul_gflops']:.0f} %")
+        roof = best[side].get("zero_shot_grey_sst2")
+        if roof:
+            print(f"roofline ({side}): {roof['useful_gflops']:.1f} useful GFLOP/s of {roof['matmul_gflops']:.1f} matmul GFLOP/s "
+                  f"= {100 * roof['useful_gflops'] / roof['matmul_gflops']:.0f} %")
 
 
 if __name__ == "__main__":
