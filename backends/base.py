@@ -135,10 +135,11 @@ class Backend(ABC):
         grey class), not the parameters."""
         raise AccessError(f"backend {self.name} gives no input embeddings")
 
-    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]],
+                              after_bos: bool = True) -> list[list[float]]:
         """``score`` with ``prefix`` (n × width input embeddings, e.g. a tuned continuous prompt) in
-        front of every prompt — right after the BOS token where the model's tokenizer adds one (BBT's
-        placement), else first; its n positions count as prompt tokens of each call."""
+        front of every prompt — right after the BOS token where the model's tokenizer adds one
+        (``after_bos``, BBT's placement), else first; its n positions count as prompt tokens of each call."""
         raise AccessError(f"backend {self.name} takes no input embeddings")
 
     # --- white ---
@@ -150,6 +151,11 @@ class Backend(ABC):
     def module(self, value: Any) -> None:
         """Replace the torch module (an artifact attaching an adapter or new weights at white access)."""
         raise AccessError(f"backend {self.name} gives no parameters")
+
+    def set_input_prefix(self, embeds: Any, after_bos: bool = False) -> None:
+        """Put ``embeds`` (n × width) in front of every input of every later call, generation and
+        scoring alike (after BOS with ``after_bos``): a tuned continuous prompt attached at white access."""
+        raise AccessError(f"backend {self.name} takes no input embeddings")
 
     @property
     def tokenizer(self) -> Any:
@@ -276,9 +282,10 @@ class GreyView(BlackView):
         """The embeddings the model reads for ``text`` or token ids (see ``Backend.input_embeddings``)."""
         return _held(self).input_embeddings(text if isinstance(text, str) else [int(i) for i in text])
 
-    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]],
+                              after_bos: bool = True) -> list[list[float]]:
         """``score`` with input embeddings in front of every prompt (see ``Backend.score_with_embeddings``)."""
-        return _held(self).score_with_embeddings(prefix, list(prompts), [list(c) for c in continuations])
+        return _held(self).score_with_embeddings(prefix, list(prompts), [list(c) for c in continuations], after_bos)
 
 
 class WhiteView(GreyView):

@@ -447,11 +447,16 @@ class HFBackend(Backend):
         with torch.inference_mode():
             return self._model.get_input_embeddings()(ids)[0].float().cpu()
 
-    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+    def set_input_prefix(self, embeds: Any, after_bos: bool = False) -> None:
+        """A continuous prompt in front of every later input (``Backend.set_input_prefix``)."""
+        self.prefix_embeds, self.prefix_after_bos = embeds, after_bos
+
+    def score_with_embeddings(self, prefix: Any, prompts: list[str], continuations: list[list[str]],
+                              after_bos: bool = True) -> list[list[float]]:
         """``score`` with ``prefix`` (n × width input embeddings) in front of every prompt."""
         if self.prefix_embeds is not None:
             raise UserError(f"model {self.name!r} already carries a soft prompt; load it fresh to score another in front")
-        self.prefix_embeds, self.prefix_after_bos = prefix, True
+        self.prefix_embeds, self.prefix_after_bos = prefix, after_bos
         try:
             return self.score(prompts, continuations)
         finally:

@@ -32,13 +32,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GenerationConfig, GreyView, require
+from boxbench.backends.base import Access, Backend, GreyView
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.benchmarks.evaluate import accuracy, argmax_labels
-from boxbench.methods.base import Checked, Method, ModelArtifact, PromptArtifact, render_prompt
+from boxbench.methods.base import Checked, Method, PromptArtifact, render_prompt
+from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
 from boxbench.registry import UserError
 
 P0S = ("vocab_ids", "instruction")
@@ -114,7 +114,7 @@ class Bbt(Method[GreyView]):
             raise UserError(f"{where}: bbt sends input embeddings, which a {model.backend} model does not take; "
                             f"use a model served in process (backend: hf)")
 
-    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> "EmbeddingPromptArtifact":
+    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> EmbeddingPromptArtifact:
         import cma
         import numpy as np
         import torch
@@ -174,69 +174,9 @@ class Bbt(Method[GreyView]):
                 history.append({"evaluations": done, "best_loss": fits[i], "dev_accuracy": acc})
                 if (acc, -fits[i]) > (best["dev_accuracy"], -best["loss"]):
                     best = {"z": list(map(float, xs[i])), "loss": fits[i], "dev_accuracy": acc, "evaluation": done}
-        art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction))
+        art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction), after_bos=True)
         art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(batch), loss_first=first,
                          loss_best=best["loss"], best_dev_accuracy=best["dev_accuracy"], best_at_evaluation=best["evaluation"],
                          dev_checked=len(check), dev_from=params.dev_from, p0=params.p0, search_curve=history,
                          prompt_tokens=params.prompt_tokens, intrinsic_dim=params.intrinsic_dim)
         return art
-
-
-class EmbeddingPromptBackend(Backend):
-    """A grey view with a continuous prompt in front of every input: scores through
-    ``score_with_embeddings``; the model's own calls and tokens are this backend's."""
-
-    name = "embedding_prompt"
-
-    def __init__(self, grey: GreyView, prefix: Any) -> None:
-        super().__init__()
-        self.grey, self.prefix = grey, prefix
-        self.name = f"{grey.model_name} + continuous prompt"
-        self.max_access = Access.grey
-        self.usage = grey.usage
-
-    def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
-        raise UserError("a continuous prompt is read through log-probabilities (grey access); generation with input "
-                        "embeddings in front is not offered")
-
-    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
-        return self.grey.score_with_embeddings(self.prefix, prompts, continuations)
-
-    def vocabulary_id(self) -> str | None:
-        return self.grey.vocabulary_id()
-
-    def describe(self) -> dict[str, Any]:
-        return {**self.grey.describe(), "input_prefix_positions": int(self.prefix.shape[0])}
-
-
-class EmbeddingPromptArtifact(ModelArtifact):
-    """A continuous prompt (L × width input embeddings) put in front of every input through the grey
-    view; re-applies to any model with the same embedding width that takes input embeddings."""
-
-    kind = "embedding_prompt"
-
-    def __init__(self, embeds: Any = None, prompt: PromptArtifact | None = None) -> None:
-        super().__init__(prompt)
-        self.embeds = embeds
-
-    def save(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        super().save(folder)
-        save_file({"prompt_embeds": self.embeds.contiguous()}, str(folder / "prompt_embeds.safetensors"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"prompt_positions": int(self.embeds.shape[0]), **super().to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], folder: Path) -> "EmbeddingPromptArtifact":
-        from safetensors.torch import load_file
-
-        return cls(load_file(str(folder / "prompt_embeds.safetensors"))["prompt_embeds"], cls.prompt_from(data))
-
-    def attach(self, view: Any) -> Any:
-        grey = require(view, Access.grey, "a continuous prompt (input embeddings)")
-        width = grey.input_embeddings("a").shape[1]
-        if width != self.embeds.shape[1]:
-            raise UserError(f"continuous prompt width {self.embeds.shape[1]} does not match {view.model_name}'s embeddings ({width})")
-        return EmbeddingPromptBackend(grey, self.embeds).view(Access.grey)

@@ -10,7 +10,8 @@ from boxbench.benchmarks.datasets import load_splits
 from boxbench.benchmarks.evaluate import evaluate
 from boxbench.methods.base import Artifact
 from boxbench.methods.full_finetune import FullFinetune, FullFinetuneParams
-from boxbench.methods.prompt_tuning import PromptTuning, PromptTuningParams, SoftPromptArtifact
+from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
+from boxbench.methods.prompt_tuning import PromptTuning, PromptTuningParams
 from boxbench.registry import UserError
 
 
@@ -30,11 +31,25 @@ def test_prompt_tuning_trains_only_the_prompt_and_reapplies(tmp_path):
     one = evaluate(art, art.attach(backend.view("white")), splits.task, splits.test)
     fresh = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8)
     loaded = Artifact.load(tmp_path / "a")
-    assert isinstance(loaded, SoftPromptArtifact)
+    assert isinstance(loaded, EmbeddingPromptArtifact)
     many = evaluate(loaded, loaded.attach(fresh.view("white")), splits.task, splits.test)
     assert one["predictions"] == many["predictions"]  # batch 1 vs 8, reloaded: same predictions
     gen = fresh.view("black").generate(art.prompts(splits.task, [splits.test[0].text]))
     assert isinstance(gen[0], str)  # generation works with the soft prompt in front
+    # a prompt-tuning artifact written before prompt tuning and BBT shared one artifact still loads
+    import json
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "a", legacy)
+    meta = json.loads((legacy / "artifact.json").read_text())
+    (legacy / "artifact.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "after_bos"}, "kind": "soft_prompt"}))
+    from safetensors.torch import load_file, save_file
+
+    save_file({"prefix_embeds": load_file(str(legacy / "prompt_embeds.safetensors"))["prompt_embeds"]}, str(legacy / "prefix_embeds.safetensors"))
+    (legacy / "prompt_embeds.safetensors").unlink()
+    old = Artifact.load(legacy)
+    assert isinstance(old, EmbeddingPromptArtifact) and not old.after_bos and torch.equal(old.embeds, loaded.embeds)
 
 
 def test_full_finetune_refuses_when_memory_does_not_fit():
