@@ -44,6 +44,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "peak_accelerator_bytes": None, "model_calls": None, "prompt_tokens": None, "completion_tokens": None,
         "started_at": None, "finished_at": None, "versions": None, "device": None, "status": None, "error": None,
         "source_model": (cell.source or cell).model.display, "target_model": cell.model.display,
+        "sweep": dict(cell.sweep) or None,
     }
 
 

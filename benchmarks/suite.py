@@ -16,6 +16,9 @@ methods:
     seeds: [0]                         # optional: this method's own seeds (e.g. a deterministic one)
   - name: pez
     transfer_to: [gemma3-270m]         # optional: also evaluate the tuned prompt, as text, on these
+  - name: lora
+    sweep: {max_train_examples: [64, 256, 1024]}   # optional: one entry per value (per combination when
+                                       # several), labelled lora[max_train_examples=64], ...: the report's learning curves
 seeds: [0]
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
 settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600,
@@ -51,7 +54,7 @@ from boxbench.methods.registry import get_method
 from boxbench.registry import UserError, check_fields, typed_record
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to", "resources"}
-METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources", "sweep"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check")  # how a cell is run, not what it measures: not in the key
@@ -103,6 +106,7 @@ class Cell:
     source: "Cell | None" = None  # a transfer cell: the cell whose artifact it evaluates on ``model``
     data: str = ""  # fingerprint of the data files (``datasets.data_identity``): part of the key
     resources: dict[str, Any] = field(default_factory=dict)  # what the Ray executor asks for (not in the key)
+    sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values of this cell (the report's curves)
 
     def to_json(self) -> dict[str, Any]:
         d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
@@ -112,21 +116,23 @@ class Cell:
             d["source"] = self.source.to_json()
         if self.resources:
             d["resources"] = dict(self.resources)
+        if self.sweep:
+            d["sweep"] = dict(self.sweep)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
                    d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None,
-                   d.get("data", ""), d.get("resources", {}))
+                   d.get("data", ""), d.get("resources", {}), d.get("sweep", {}))
 
     @property
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
-        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources")}
+        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep")}
         ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS}
         if self.source is not None:  # as keys were before max_retries and resources existed
-            src = {k: v for k, v in ident["source"].items() if k != "resources"}
+            src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep")}
             ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -150,6 +156,35 @@ class MethodEntry:
     transfer_to: list[ModelSpec]
     seeds: list[int]
     resources: dict[str, Any]
+    sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values (one entry per combination)
+
+
+def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str) -> list[dict[str, Any]]:
+    """A method entry's ``sweep:`` — a mapping of params to lists of values — as the list of value
+    combinations (the cartesian product, in the order written), each checked as the method's params
+    would be (``build_params``); ``[{}]`` without a sweep."""
+    import itertools
+
+    if value is None:
+        return [{}]
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"{where}.sweep: must be a mapping of params to lists of values, e.g. {{max_train_examples: [64, 256, 1024]}}")
+    for key, vals in value.items():
+        if not isinstance(vals, list) or not vals:
+            raise UserError(f"{where}.sweep.{key}: must be a non-empty list of values")
+        if len(set(map(repr, vals))) != len(vals):
+            raise UserError(f"{where}.sweep.{key}: lists a value twice")
+        if key in params:
+            raise UserError(f"{where}.sweep.{key}: also set in params; set it in one place")
+    combos = [dict(zip(value, vals)) for vals in itertools.product(*value.values())]
+    for combo in combos:
+        build_params(cls, {**params, **combo}, f"{where}.sweep")
+    return combos
+
+
+def sweep_label(label: str, combo: dict[str, Any]) -> str:
+    """``lora[max_train_examples=256]``: a swept entry's label names its values."""
+    return f"{label}[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else label
 
 
 @dataclass
@@ -374,8 +409,11 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
-        methods.append(MethodEntry(cls.name, str(m.get("label") or default_label), access, dataclasses.asdict(params),
-                                   method_models, own_limits or {}, method_targets, method_seeds, method_resources))
+        for combo in sweep_combinations(cls, dict(m.get("params") or {}), m.get("sweep"), where):
+            swept = build_params(cls, {**(m.get("params") or {}), **combo}, f"{where}.sweep") if combo else params
+            methods.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
+                                       dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
+                                       method_resources, combo))
     pairs = [(m.label, spec.display) for m in methods for spec in m.models]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
@@ -388,7 +426,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
             for ds in datasets:
                 for seed in e.seeds:
                     src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, cap({**limits_for[ds["name"]], **e.limits}),
-                               settings, data=data_ids[ds["name"]], resources=res)
+                               settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep)
                     cells.append(src)
                     for tgt in e.transfer_to:  # after their source: the artifact must exist
                         cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), e.access, Access.grey), source=src,

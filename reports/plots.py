@@ -118,3 +118,42 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     handles = [plt.Line2D([], [], color=c, marker="s", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
     handles.append(plt.Line2D([], [], color="#d62728", label="95 % interval"))
     return _png(fig, handles, top=0.9)
+
+
+def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
+    """Learning curves: accuracy (95 % interval) against each swept budget, one panel per (dataset,
+    swept param), one line per method and model, coloured by access class. None without sweeps."""
+    from boxbench.reports.tables import accuracy_interval, sweep_curves
+
+    curves = sweep_curves(records)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((k[2], k[3]) for k in curves))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, (dataset, param) in zip(axes[0], panels):
+        for i, ((name, model, d, p), points) in enumerate(curves.items()):
+            if (d, p) != (dataset, param):
+                continue
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in points)
+            xs = [v if numeric else j for j, (v, _) in enumerate(points)]
+            stats = [accuracy_interval(g) for _, g in points]
+            ys = [100 * m for m, _, _ in stats]
+            err = [[100 * (m - lo) for m, lo, _ in stats], [100 * (hi - m) for m, _, hi in stats]]
+            access = points[0][1][0]["access"]
+            ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3, color=ACCESS_COLOURS.get(access, "red"),
+                        label=f"{name} · {model}")
+            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            if not numeric:
+                ax.set_xticks(xs, [str(v) for v, _ in points])
+        ax.set_title(f"{dataset}", fontsize=9)
+        ax.set_xlabel(param)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _png(fig)

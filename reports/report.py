@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.registry import UserError
-from boxbench.reports.plots import accuracy_plot, cost_plot, transfer_heatmap
+from boxbench.reports.plots import accuracy_plot, cost_plot, sweep_plot, transfer_heatmap
 from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, error_table, fast_path_table, is_transfer,
-                                     prompts_table, stale_table, training_table, transfer_sources, transfer_table)
+                                     prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -66,7 +66,7 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     tables += method_tables(records)
-    tables += [prompts_table(records), fast_path_table(records), error_table(records), stale_table(stale or [])]
+    tables += [sweep_table(records), prompts_table(records), fast_path_table(records), error_table(records), stale_table(stale or [])]
     return [t for t in tables if t is not None]
 
 
@@ -77,6 +77,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     png = cost_plot(records)
     heat = transfer_heatmap(records)
     bars = accuracy_plot(records)
+    curves = sweep_plot(records)
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
@@ -96,6 +97,9 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     if heat:
         (run_dir / "report_transfer.png").write_bytes(heat)
         md_parts.append("### Transfer\n\n![transfer heatmap](report_transfer.png)\n")
+    if curves:
+        (run_dir / "report_curves.png").write_bytes(curves)
+        md_parts.append("### Learning curves\n\n![learning curves](report_curves.png)\n")
     md = run_dir / "report.md"
     md.write_text("\n".join(md_parts))
     img = (f'<h3>Accuracy with 95 % intervals</h3><img alt="accuracy with intervals" '
@@ -103,6 +107,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     img += f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
     if heat:
         img += f'<h3>Transfer</h3><img alt="transfer heatmap" src="data:image/png;base64,{base64.b64encode(heat).decode()}">'
+    if curves:
+        img += f'<h3>Learning curves</h3><img alt="learning curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">'
     body = "".join(t.html() for t in tables)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"

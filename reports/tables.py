@@ -415,3 +415,33 @@ def prompts_table(records: list[dict[str, Any]]) -> Table | None:
         t.rows.append([r["label"], r["model"], r["dataset"], str(r["seed"]), repr(r["prompt_text"]),
                        "—" if frac is None else f"{100 * frac:.0f}"])
     return t
+
+
+def sweep_curves(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[tuple[Any, list[dict[str, Any]]]]]:
+    """Budget sweeps (a suite entry's ``sweep:``): per (method, model, dataset, swept param), the swept
+    values in suite order, each with its cells (the seeds). A param swept together with others is
+    drawn once per combination of the others (named in the method)."""
+    ok = [r for r in records if r["status"] == "ok" and r.get("sweep") and not is_transfer(r) and r.get("accuracy") is not None]
+    out: dict[tuple[str, str, str, str], dict[Any, list[dict[str, Any]]]] = {}
+    for r in ok:
+        base = r["label"].rsplit("[", 1)[0]
+        for param, value in r["sweep"].items():
+            others = {k: v for k, v in r["sweep"].items() if k != param}
+            name = base + (f" ({', '.join(f'{k}={v}' for k, v in others.items())})" if others else "")
+            out.setdefault((name, r["model"], r["dataset"], param), {}).setdefault(value, []).append(r)
+    return {k: list(v.items()) for k, v in out.items()}
+
+
+def sweep_table(records: list[dict[str, Any]]) -> Table | None:
+    """Learning curves as a table: accuracy (mean [95 % interval]) at each swept value, with the
+    tuning time it took — where each method's budget was chosen from."""
+    curves = sweep_curves(records)
+    if not curves:
+        return None
+    t = Table("Learning curves (budget sweeps)", ["method", "model", "dataset", "swept", "value", "accuracy % [95 % CI]", "tune s"],
+              note="one row per swept value; accuracy mean over seeds with its interval (``accuracy_interval``)")
+    for (name, model, dataset, param), points in curves.items():
+        for value, group in points:
+            t.rows.append([name, model, dataset, param, str(value), accuracy_cell(group),
+                           _fmt(_mean(r.get("tune_wall_s") for r in group), digits=0)])
+    return t
