@@ -149,8 +149,8 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
                         label=f"{name} · {model}")
             if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
                 ax.set_xscale("log")
-            if not numeric:
-                ax.set_xticks(xs, [str(v) for v, _ in points])
+                ax.minorticks_off()
+            ax.set_xticks(xs, [str(v) for v, _ in points])  # the swept values themselves
         ax.set_title(f"{dataset}", fontsize=9)
         ax.set_xlabel(param)
         ax.set_ylabel("accuracy (%)")
