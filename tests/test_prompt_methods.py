@@ -76,6 +76,8 @@ def test_clean_instruction():
     assert clean_instruction(" classify each review by its sentiment.\nInput: x") == "Classify each review by its sentiment."
     assert clean_instruction("The instruction was to label the topic") == "Label the topic"
     assert clean_instruction("\n") == ""
+    assert clean_instruction(":") == "" and clean_instruction(": .") == "" and clean_instruction("<") == ""  # no word: no candidate
+    assert clean_instruction(": classify the review") == "Classify the review"
 
 
 class HiddenLabel(Example):
