@@ -159,14 +159,14 @@ class MethodEntry:
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values (one entry per combination)
 
 
-def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str) -> list[dict[str, Any]]:
+def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str) -> list[tuple[dict[str, Any], Any]]:
     """A method entry's ``sweep:`` — a mapping of params to lists of values — as the list of value
     combinations (the cartesian product, in the order written), each checked as the method's params
-    would be (``build_params``); ``[{}]`` without a sweep."""
+    would be: (combination, its built params); ``[({}, None)]`` without a sweep."""
     import itertools
 
     if value is None:
-        return [{}]
+        return [({}, None)]
     if not isinstance(value, dict) or not value:
         raise UserError(f"{where}.sweep: must be a mapping of params to lists of values, e.g. {{max_train_examples: [64, 256, 1024]}}")
     for key, vals in value.items():
@@ -177,9 +177,7 @@ def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str)
         if key in params:
             raise UserError(f"{where}.sweep.{key}: also set in params; set it in one place")
     combos = [dict(zip(value, vals)) for vals in itertools.product(*value.values())]
-    for combo in combos:
-        build_params(cls, {**params, **combo}, f"{where}.sweep")
-    return combos
+    return [(combo, build_params(cls, {**params, **combo}, f"{where}.sweep")) for combo in combos]
 
 
 def sweep_label(label: str, combo: dict[str, Any]) -> str:
@@ -409,8 +407,10 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
-        for combo in sweep_combinations(cls, dict(m.get("params") or {}), m.get("sweep"), where):
-            swept = build_params(cls, {**(m.get("params") or {}), **combo}, f"{where}.sweep") if combo else params
+        for combo, built in sweep_combinations(cls, dict(m.get("params") or {}), m.get("sweep"), where):
+            swept = built if combo else params
+            for spec in method_models if combo else ():  # a swept value is checked against each model as params are
+                cls.check(swept, spec, where)
             methods.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
                                        dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
                                        method_resources, combo))
