@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.backends.base import Access, AccessError, Backend, BlackView, GreyView, WhiteView
+from boxbench.backends.base import Access, AccessError, Backend, BlackView, GreyView, Usage, WhiteView
 from boxbench.registry import Registry, UserError
 
 BACKENDS: Registry[Any] = Registry("backend", {
@@ -25,7 +25,7 @@ BACKENDS: Registry[Any] = Registry("backend", {
 register_backend = BACKENDS.register
 
 __all__ = ["Access", "AccessError", "Backend", "BlackView", "GreyView", "WhiteView", "BACKENDS",
-           "register_backend", "ModelSpec", "parse_model_spec", "load_backend"]
+           "register_backend", "ModelSpec", "parse_model_spec", "load_backend", "loaded_models"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,25 @@ def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
     return spec
 
 
+_LOADED: list[tuple[str, int | None, Usage]] = []
+
+
 def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
-    """Instantiate the spec's backend (``settings``: device, dtype, batch_size, ...)."""
+    """Instantiate the spec's backend (``settings``: device, dtype, batch_size, ...). Every model
+    loaded is entered in this process's ledger (``loaded_models``): the compute estimate covers
+    the tuned model and every other model a method loads (a proposer, a proxy's small model)."""
     cls = BACKENDS.get(spec.backend)
     backend = cls.load(spec.model, **spec.options, **settings)
     if spec.access is not None and spec.access < backend.max_access:
         backend.max_access = spec.access
+    quantize = spec.options.get("quantize")
+    _LOADED.append((spec.display + (f" ({quantize})" if quantize and quantize != "none" else ""), backend.n_params(), backend.usage))
     return backend
+
+
+def loaded_models(reset: bool = False) -> list[tuple[str, int | None, Usage]]:
+    """(name, parameters, its Usage) of each model ``load_backend`` loaded in this process, in
+    order; ``reset`` empties the ledger (a cell starts with its own)."""
+    if reset:
+        _LOADED.clear()
+    return list(_LOADED)

@@ -113,6 +113,7 @@ class HFBackend(Backend):
             tok = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
             info = {"load_source": "hub" if spec.startswith("hf:") else "folder"}
+        info["n_params"] = int(model.num_parameters())  # tied weights once, 4-bit weights unpacked; before int8 packs them
         if quantize != "4bit":  # a bitsandbytes model is placed at load and cannot be moved
             model.to(dev)
         if quantize == "int8":

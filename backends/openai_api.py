@@ -50,7 +50,8 @@ class OpenAIBackend(Backend):
     name = "openai"
     max_access = Access.grey
     OPTIONS = {"base_url": str, "api_key_env": str, "chat": bool, "concurrency": int, "max_retries": int,
-               "timeout": (int, float), "top_logprobs": int, "score": str}
+               "timeout": (int, float), "top_logprobs": int, "score": str,
+               "n_params": (int, float)}
     SCORE_METHODS = ("auto", "echo", "top_k", "none")
 
     @classmethod
@@ -84,8 +85,11 @@ class OpenAIBackend(Backend):
     @classmethod
     def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = CHAT_DEFAULT,
              concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0, top_logprobs: int = 100,
-             score: str = "auto", **_runner_settings: Any) -> "OpenAIBackend":
+             score: str = "auto", n_params: float | None = None, **_runner_settings: Any) -> "OpenAIBackend":
         """Connect, check the server answers, and detect how (whether) it can score continuations.
+
+        ``n_params``: the served model's parameter count, for the compute estimate (an API does not
+        say it; without it the record's compute for this model is unknown).
 
         ``base_url`` defaults to ``$OPENAI_BASE_URL``, then the local server's default address.
         The runner's device/dtype/batch_size settings do not apply to a remote model and are ignored.
@@ -101,6 +105,8 @@ class OpenAIBackend(Backend):
         backend.score_method = backend._detect_score_method(score)
         backend.max_access = Access.grey if backend.score_method != "none" else Access.black
         backend.settings["score_method"] = backend.score_method
+        if n_params:
+            backend.settings["n_params"] = int(n_params)
         return backend
 
     # ----- plumbing -----

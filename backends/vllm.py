@@ -37,7 +37,7 @@ class VLLMBackend(Backend):
     name = "vllm"
     max_access = Access.grey
     OPTIONS = {"chat": bool, "gpu_memory_utilization": float, "max_model_len": int, "max_logprobs": int,
-               "tensor_parallel_size": int}
+               "tensor_parallel_size": int, "n_params": (int, float)}
 
     def __init__(self, llm: Any, name: str, *, chat: bool = CHAT_DEFAULT, max_logprobs: int = 20, settings: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -50,8 +50,9 @@ class VLLMBackend(Backend):
     @classmethod
     def load(cls, model: str, *, dtype: str = "auto", chat: bool = CHAT_DEFAULT, gpu_memory_utilization: float = 0.85,
              max_model_len: int | None = None, max_logprobs: int = 20, tensor_parallel_size: int = 1,
-             **_runner_settings: Any) -> "VLLMBackend":
-        """``model``: ``hf:ORG/NAME`` or a local folder (vLLM loads it itself)."""
+             n_params: float | None = None, **_runner_settings: Any) -> "VLLMBackend":
+        """``model``: ``hf:ORG/NAME`` or a local folder (vLLM loads it itself); ``n_params``: its
+        parameter count for the compute estimate (else unknown: the engine's weights are not ours to count)."""
         reason = unavailable_reason()
         if reason:
             raise UserError(f"model {model!r}: backend vllm unavailable: {reason}")
@@ -64,7 +65,8 @@ class VLLMBackend(Backend):
             kwargs["max_model_len"] = max_model_len
         llm = LLM(**kwargs)
         return cls(llm, model, chat=chat, max_logprobs=max_logprobs,
-                   settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization})
+                   settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
+                             **({"n_params": int(n_params)} if n_params else {})})
 
     def vocabulary_id(self) -> str | None:
         from boxbench.backends.tokens import vocabulary_fingerprint

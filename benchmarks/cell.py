@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from boxbench.benchmarks import compute
 from boxbench.benchmarks.suite import Cell
 from boxbench.registry import UserError, load_plugin_file
 
@@ -135,15 +136,16 @@ class CellRun:
         self.record["family"] = family_of(self.method_cls)
         self.params = build_params(self.method_cls, cell.params)
         self.splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
-                                  cell.limits.get("test"), cell.settings.get("data_seed", 0))
+                                  cell.limits.get("test"), cell.settings.get("data_seed", 0), cell.settings.get("evaluate_on", "test"))
         self.task = self.splits.task.with_overrides(**cell.dataset)
         self.record.update(data_source=self.splits.source, data_files=self.splits.files, sizes=self.splits.sizes)
 
     def load(self) -> None:
-        from boxbench.backends import load_backend
+        from boxbench.backends import load_backend, loaded_models
         from boxbench.benchmarks.metering import device_info
 
         cell = self.cell
+        loaded_models(reset=True)  # the compute ledger is this cell's own
         _emit({"event": "phase", "phase": "load"})
         with self.meter.phase("load"):
             self.backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
@@ -168,6 +170,7 @@ class CellRun:
         if cell.source is None:
             self.artifact.save(self.cell_dir / "artifact")
         self.tune_usage = self.backend.usage.snapshot()
+        self.tune_ledger = compute.snapshot()
 
     def evaluate(self) -> None:
         from boxbench.benchmarks.evaluate import evaluate
@@ -182,6 +185,7 @@ class CellRun:
             res = evaluate(self.artifact, eval_view, self.task, test, max_new_tokens=cell.settings["max_new_tokens"],
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_view.usage.snapshot()
+        spent = compute.estimate(self.tune_ledger, compute.snapshot())
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
         record.update(self.artifact.extra_metrics([e.label for e in test], res))  # what only this artifact knows
         write_predictions(self.cell_dir / "predictions.jsonl", test, res, res["prompts"])
@@ -190,6 +194,7 @@ class CellRun:
         record.update({k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},
                       tune_wall_s=walls["tune"], eval_wall_s=walls["eval"], load_wall_s=walls["load"], **usage,
                       tune_usage=self.tune_usage, eval_usage={k: usage[k] - self.tune_usage[k] for k in usage},
+                      tune_flops=spent["tune_flops"], eval_flops=spent["eval_flops"], compute=spent,
                       **{k: v for k, v in self.artifact.stats.items() if k not in record},  # train_steps, trainable_params, ...
                       artifact=str((self.cell_dir.parent / (cell.source or cell).cell_id / "artifact").relative_to(self.cell_dir.parent.parent)),
                       status="ok")

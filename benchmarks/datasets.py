@@ -307,12 +307,14 @@ def load_raw(name: str) -> tuple[tuple[Example, ...], tuple[Example, ...], str]:
 
 
 def load_splits(name: str, train: int | None = None, dev: int | None = None, test: int | None = None,
-                data_seed: int = 0) -> Splits:
+                data_seed: int = 0, evaluate_on: str = "test") -> Splits:
     """Fixed, seed-independent splits so that every method and seed sees the same data.
 
     dev (first ``dev`` rows) and the train pool (the next ``train`` rows) come from one shuffle of
     the train split; the test subset is the first ``test`` rows of a shuffle of the test split
-    (``None`` = all of it).
+    (``None`` = all of it). ``evaluate_on="holdout"``: the evaluation rows are instead the ``test``
+    rows of that train shuffle after dev and train — rows no method sees, for choosing budgets
+    without looking at test (``sizes["evaluated_on"]`` says which).
     """
     d = DATASETS.get(name)
     tr, te, source = load_raw(name)
@@ -321,9 +323,20 @@ def load_splits(name: str, train: int | None = None, dev: int | None = None, tes
     n_dev = dev or 0
     dev_rows = pool[:n_dev]
     train_rows = pool[n_dev : n_dev + train] if train is not None else pool[n_dev:]
-    test_rows = list(te)
-    if test is not None and test < len(test_rows):
-        random.Random(data_seed + 1).shuffle(test_rows)
-        test_rows = test_rows[:test]
+    if evaluate_on == "holdout":
+        if train is None or test is None:
+            raise UserError("settings.evaluate_on: holdout needs limits.train and limits.test (the held-out rows follow "
+                            "dev and train in the train split); set both")
+        test_rows = pool[n_dev + train : n_dev + train + test]
+        if len(test_rows) < test:
+            raise UserError(f"settings.evaluate_on: holdout: {name}'s train split has {len(pool)} rows, fewer than "
+                            f"limits dev + train + test = {n_dev + train + test}; lower limits.train or limits.test")
+    else:
+        test_rows = list(te)
+        if test is not None and test < len(test_rows):
+            random.Random(data_seed + 1).shuffle(test_rows)
+            test_rows = test_rows[:test]
     sizes = {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows), "train_total": len(tr), "test_total": len(te)}
+    if evaluate_on != "test":
+        sizes["evaluated_on"] = evaluate_on
     return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes, data_files(name))

@@ -76,6 +76,9 @@ class Settings:
                                                                   "gt": 0, "nullable": True})
     max_retries: int = field(default=1, metadata={"help": "a cell whose process dies is run again this many times", "min": 0})
     exact_check: int = field(default=32, metadata={"help": "a fast-path model's first N test examples also on its exact twin", "min": 0})
+    evaluate_on: str = field(default="test", metadata={
+        "help": "test: the dataset's test split; holdout: limits.test rows of train that no method sees (train and dev "
+                "come first), for calibrating budgets without looking at test", "choices": ("test", "holdout")})
 
     def __post_init__(self) -> None:
         check_fields(self, "suite.settings")
@@ -130,10 +133,12 @@ class Cell:
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
         ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep")}
-        ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS}
+        ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS
+                             and not (k == "evaluate_on" and v == "test")}  # keys as before the field existed
         if self.source is not None:  # as keys were before max_retries and resources existed
             src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep")}
-            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")}}
+            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")
+                                                   and not (k == "evaluate_on" and v == "test")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -174,10 +179,23 @@ def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str)
             raise UserError(f"{where}.sweep.{key}: must be a non-empty list of values")
         if len(set(map(repr, vals))) != len(vals):
             raise UserError(f"{where}.sweep.{key}: lists a value twice")
-        if key in params:
+        outer, _, inner = str(key).partition(".")
+        if key in params or (inner and inner in (params.get(outer) or {})):
             raise UserError(f"{where}.sweep.{key}: also set in params; set it in one place")
+        if inner and not isinstance(params.get(outer, {}), dict):
+            raise UserError(f"{where}.sweep.{key}: params.{outer} is not a mapping; sweep {outer} itself")
     combos = [dict(zip(value, vals)) for vals in itertools.product(*value.values())]
-    return [(combo, build_params(cls, {**params, **combo}, f"{where}.sweep")) for combo in combos]
+    return [(combo, build_params(cls, with_swept(params, combo), f"{where}.sweep")) for combo in combos]
+
+
+def with_swept(params: dict[str, Any], combo: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a combination's values set; ``outer.inner`` sets a key of a mapping param
+    (Proxy-Tuning's ``expert_params.max_train_examples``)."""
+    out = dict(params)
+    for key, v in combo.items():
+        outer, _, inner = key.partition(".")
+        out[outer] = {**(out.get(outer) or {}), inner: v} if inner else v
+    return out
 
 
 def sweep_label(label: str, combo: dict[str, Any]) -> str:
@@ -369,6 +387,11 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
     settings = typed_record(Settings, settings_raw, "suite.settings").to_json()
+    if settings["evaluate_on"] == "holdout":
+        for name, lim in limits_for.items():
+            if lim["train"] is None or lim["test"] is None:
+                raise UserError(f"suite.settings.evaluate_on: holdout needs limits.train and limits.test for {name} "
+                                f"(the held-out rows follow dev and train in its train split); set both")
 
     def targets(value: Any, where: str) -> list[ModelSpec]:
         if value is None:

@@ -118,7 +118,8 @@ class PeftMethod(Method[WhiteView]):
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"{self.name}: peft refused the config ({first}); set params.target_modules") from None
         stats = train(peft_model, model.tokenizer, task, train_set, params, seed, instruction=task.instruction,
-                      extra_loss=self.regulariser(peft_model, params), after_step=self.after_step(peft_model, params))
+                      extra_loss=self.regulariser(peft_model, params), after_step=self.after_step(peft_model, params),
+                      usage=model.usage)
         stats["adapter_type"] = str(peft_model.peft_config["default"].peft_type.value)
         art = AdapterArtifact(peft_model, prompt=PromptArtifact(task.instruction))
         art.stats = stats

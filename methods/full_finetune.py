@@ -106,7 +106,7 @@ class FullFinetune(Method[WhiteView]):
         module.float()
         for p in module.parameters():
             p.requires_grad_(True)
-        stats = train(module, model.tokenizer, task, train_set, params, seed, instruction=task.instruction)
+        stats = train(module, model.tokenizer, task, train_set, params, seed, instruction=task.instruction, usage=model.usage)
         stats.update(estimated_extra_bytes=need, master_weights="float32",
                      loaded_dtype=str(loaded).removeprefix("torch."))
         art = FullWeightsArtifact(module, prompt=PromptArtifact(task.instruction), save_weights=params.save_weights)

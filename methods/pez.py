@@ -318,6 +318,7 @@ class Pez(Method[WhiteView]):
             else:
                 loss = label_softmax_loss(logits, labels, batch)
             loss.backward()
+            model.usage.add_backward(int(mask.sum()) + soft.shape[0] * len(flat), leaf.numel())  # gradient to the prompt only
             prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
             if params.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_([prompt], params.max_grad_norm)

@@ -51,7 +51,8 @@ class PromptTuning(Method[WhiteView]):
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(init)
         soft = peft_model.prompt_encoder["default"].embedding.weight  # the trainable n x hidden prompt
         fwd = lambda m, ids, mask, keep: forward_tail(base, ids, mask, keep, soft)  # noqa: E731
-        stats = train(peft_model, tok, task, train_set, params, seed, forward=fwd, instruction=task.instruction)
+        stats = train(peft_model, tok, task, train_set, params, seed, forward=fwd, instruction=task.instruction,
+                      usage=model.usage, prefix_tokens=n)
         embeds = peft_model.get_prompt_embedding_to_save("default")
         art = EmbeddingPromptArtifact(embeds, PromptArtifact(task.instruction), after_bos=False, peft_model=peft_model)
         art.stats = stats

@@ -59,7 +59,7 @@ class ProxyBackend(Backend):
         self.large, self.small, self.alpha = large, small, alpha  # the large model only through its grey view
         self.name = f"proxy({large.model_name} + {small.name})"
         self.max_access = Access.grey
-        self.usage = large.usage  # the runner's totals: all three models' calls and tokens
+        self.usage = Usage(**large.usage.snapshot())  # the runner's totals: all three models' calls and tokens
         self.by_model = {"large": Usage(), "expert": Usage(), "antiexpert": Usage()}
         self.parts: dict[str, list[list[float]]] = {"large": [], "expert": [], "antiexpert": []}
 
@@ -69,8 +69,7 @@ class ProxyBackend(Backend):
         after = backend.usage.snapshot()
         delta = {k: after[k] - before[k] for k in after}
         self.by_model[who].add(delta["model_calls"], delta["prompt_tokens"], delta["completion_tokens"])
-        if backend is not self.large:
-            self.usage.add(delta["model_calls"], delta["prompt_tokens"], delta["completion_tokens"])
+        self.usage.add(delta["model_calls"], delta["prompt_tokens"], delta["completion_tokens"])  # each model keeps its own too
         return out
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:

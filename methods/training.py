@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from boxbench.backends.base import Usage
 from boxbench.benchmarks.datasets import Example, Task
 from boxbench.methods.base import Checked, render_prompt
 
@@ -117,14 +118,17 @@ def planned_steps(pool_size: int, params: TrainParams) -> int:
 def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
           forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
           instruction: str = "", extra_loss: Callable[[], Any] | None = None,
-          after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+          after_step: Callable[[int], None] | None = None, usage: Usage | None = None,
+          prefix_tokens: int = 0) -> dict[str, Any]:
     """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
 
     ``forward(model, ids, mask, keep)`` returns the logits of the last ``keep`` positions (default:
     ``forward_tail``); prompt tuning passes its own to prepend the soft prompt. ``extra_loss()`` is
     added to every forward pass's loss (a method's regulariser, e.g. AdaLoRA's orthogonality term);
     ``after_step(step)`` runs after each optimizer step, gradients still present (AdaLoRA's rank
-    allocation). Returns the stats the runner records.
+    allocation). Every forward + backward pass is counted in ``usage`` (the trained model's: its
+    tokens, plus ``prefix_tokens`` per row a ``forward`` puts in front) for the compute estimate.
+    Returns the stats the runner records.
     """
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -140,6 +144,7 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
     data = encode_examples(tok, task, pool, params.max_length, instruction)
     steps = planned_steps(len(data), params)
     trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    n_trained = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
     if params.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
@@ -173,6 +178,8 @@ def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params
                     loss = loss + extra_loss()
                 loss = loss / params.grad_accum
             loss.backward()
+            if usage is not None:
+                usage.add_backward(int(mask.sum()) + prefix_tokens * len(batch), n_trained)
             step_loss += float(loss.detach())
             seen += len(batch)
         if params.max_grad_norm:

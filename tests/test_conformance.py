@@ -128,6 +128,9 @@ def test_label_scores_agree_within_the_bound(backend, smol, sst2):
             assert g.index(max(g)) == r.index(first), (g, r)
 
 
+NO_BACKWARD = {"backward_tokens": 0, "grad_param_tokens": 0}  # inference never counts a backward pass
+
+
 def test_usage_is_counted_by_one_definition(backend, smol, sst2):
     prompts = [sst2.task.template.format(text=e.text) for e in sst2.test[:5]]
     words = list(sst2.task.label_words)
@@ -135,19 +138,19 @@ def test_usage_is_counted_by_one_definition(backend, smol, sst2):
     backend.score(prompts, [words] * len(prompts))
     want_prompt = sum(len(smol.encode_pair(p, words[0])[0]) + sum(len(smol.encode_pair(p, w)[1]) for w in words)
                       for p in prompts)
-    assert delta() == {"model_calls": len(prompts), "prompt_tokens": want_prompt, "completion_tokens": 0}
+    assert delta() == {"model_calls": len(prompts), "prompt_tokens": want_prompt, "completion_tokens": 0, **NO_BACKWARD}
 
     delta = _delta(backend)
     backend.next_token_logprobs(prompts[:3], 5)
     assert delta() == {"model_calls": 3, "prompt_tokens": sum(len(smol.tokenizer(p).input_ids) for p in prompts[:3]),
-                       "completion_tokens": 0}
+                       "completion_tokens": 0, **NO_BACKWARD}
 
     # six tokens of a list that does not end early: completion tokens = tokens generated, stop strings later
     gen = ["Count on: one, two, three, four,", "The alphabet: a, b, c, d,"]
     delta = _delta(backend)
     backend.generate(gen, GenerationConfig(max_new_tokens=6, stop=["\n"]))
     assert delta() == {"model_calls": 2, "prompt_tokens": sum(len(smol.tokenizer(p).input_ids) for p in gen),
-                       "completion_tokens": 12}
+                       "completion_tokens": 12, **NO_BACKWARD}
 
 
 def test_stop_rule_and_parse_are_the_same(backend, smol, sst2):

@@ -154,6 +154,18 @@ limits: {train: 40, dev: 0, test: 6}
     assert "component_accuracy" not in zs  # only the proxy's artifact adds it (Artifact.extra_metrics)
     report = (run / "report.md").read_text()
     assert "### Proxy-Tuning" in report and "| smollm2-135m | smollm2-135m | sst2 | 1.0 |" in report
+    # compute (benchmarks.compute): every model a cell loaded, from its own token counts
+    from boxbench.benchmarks.compute import flops
+
+    n = lora["compute"]["by_model"][0]["n_params"]
+    assert 1.3e8 < n < 1.4e8 and zs["tune_flops"] == 0 and zs["eval_flops"] == 2 * n * zs["prompt_tokens"]
+    assert lora["tune_usage"]["backward_tokens"] > 0  # 2 steps of 8 examples, forward and backward
+    assert lora["tune_usage"]["grad_param_tokens"] == lora["tune_usage"]["backward_tokens"] * lora["trainable_params"]
+    assert lora["tune_flops"] == flops(n, lora["tune_usage"]) and lora["eval_flops"] == flops(n, lora["eval_usage"])
+    assert [m["model"] for m in r["compute"]["by_model"]] == ["smollm2-135m", "smollm2-135m"]  # large, then the small pair
+    large, small = r["compute"]["by_model"]
+    assert large["tune_flops"] == 0 and small["backward_tokens"] == lora["tune_usage"]["backward_tokens"]  # the same expert's training
+    assert r["eval_flops"] == 2 * n * r["eval_usage"]["prompt_tokens"]  # all three models' reads, no double count
 
 
 def test_proxy_tuning_refuses_mismatched_vocabularies(smol, tmp_path):

@@ -58,3 +58,20 @@ def test_the_report_draws_each_sweep_as_a_learning_curve(tmp_path):
     table = report.split("### Learning curves (budget sweeps)")[1].split("###")[0]
     assert "| few_shot | smollm2-135m | sst2 | k | 1 |" in table and "| few_shot | smollm2-135m | sst2 | k | 2 |" in table
     assert "![learning curves](report_curves.png)" in report and (run / "report_curves.png").stat().st_size > 1000
+
+
+def test_a_dotted_sweep_sets_a_key_of_a_mapping_param(tmp_path):
+    """Proxy-Tuning's budget is its expert's training set: ``expert_params.max_train_examples``."""
+    text = """name: proxy-sweep
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - name: proxy_tuning
+    params: {small: smollm2-135m, expert_params: {lr: 1.0e-3}}
+    sweep: {expert_params.max_train_examples: [64, 256]}
+"""
+    cells = load_suite(write_suite(tmp_path / "s.yaml", text)).cells
+    assert [c.params["expert_params"] for c in cells] == [{"lr": 1.0e-3, "max_train_examples": 64}, {"lr": 1.0e-3, "max_train_examples": 256}]
+    assert [c.label for c in cells] == ["proxy_tuning[expert_params.max_train_examples=64]", "proxy_tuning[expert_params.max_train_examples=256]"]
+    with pytest.raises(UserError, match=r"^suite.methods\[0\].sweep.expert_params.lr: also set in params"):
+        load_suite(write_suite(tmp_path / "t.yaml", text.replace("max_train_examples: [64, 256]", "lr: [0.1, 0.2]")))
