@@ -157,3 +157,43 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig)
+
+
+def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
+    """The headline picture: accuracy (95 % interval) against tuning FLOPs, one point per method,
+    coloured by access class, one panel per dataset, the Pareto front drawn as a step line
+    (``tables.frontier_points``). None without compute estimates."""
+    from boxbench.reports.tables import frontier_points
+
+    points = {d: pts for d, pts in frontier_points(records).items() if pts}
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(points), figsize=(6.2 * len(points), 4.6), squeeze=False)
+    for ax, (dataset, pts) in zip(axes[0], points.items()):
+        positive = [p["tune_flops"] for p in pts if p["tune_flops"] > 0]
+        floor = min(positive) / 10 if positive else 1.0  # untuned methods sit at the left edge, labelled 0
+        several = len({p["model"] for p in pts}) > 1
+        for p in pts:
+            x = p["tune_flops"] or floor
+            y = 100 * p["accuracy"]
+            ax.errorbar(x, y, yerr=[[100 * max(0.0, p["accuracy"] - p["low"])], [100 * max(0.0, p["high"] - p["accuracy"])]],
+                        marker="o" if p["pareto"] else "s", ms=7 if p["pareto"] else 5, capsize=2, lw=0.8,
+                        color=ACCESS_COLOURS.get(p["access"], "red"), mfc=ACCESS_COLOURS.get(p["access"], "red") if p["pareto"] else "white")
+            name = f"{p['label']} ({p['model']})" if several else p["label"]
+            ax.annotate(name, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+        front = [p for p in pts if p["pareto"]]
+        ax.step([p["tune_flops"] or floor for p in front], [100 * p["accuracy"] for p in front], where="post",
+                color="#d62728", lw=1, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_xlabel("tuning compute (FLOPs, estimated; untuned at the left edge)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(dataset, fontsize=9)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
+    handles += [plt.Line2D([], [], color="#d62728", label="Pareto front (filled: on it)")]
+    return _png(fig, handles, top=0.9)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.registry import UserError
-from boxbench.reports.plots import accuracy_plot, cost_plot, sweep_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, error_table, fast_path_table, is_transfer,
+from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, error_table, fast_path_table, frontier_table,
+                                     is_transfer,
                                      prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -60,7 +61,7 @@ def method_tables(records: list[dict[str, Any]]) -> list[Table]:
 
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None) -> list[Table]:
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
-    tables: list[Table | None] = []
+    tables: list[Table | None] = [frontier_table(records)]
     for m in models:
         tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
@@ -78,6 +79,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     heat = transfer_heatmap(records)
     bars = accuracy_plot(records)
     curves = sweep_plot(records)
+    frontier = frontier_plot(records)
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
@@ -86,7 +88,14 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
               f"Devices: {'; '.join(devices)}\n")
+    held_out = sorted({r["dataset"] for r in records if (r.get("sizes") or {}).get("evaluated_on") == "holdout"})
+    if held_out:
+        header += (f"\nEvaluated on held-out rows of the train split ({', '.join(held_out)}: settings.evaluate_on holdout), "
+                   f"not on test: a calibration run\n")
     md_parts = [f"# boxbench report — {run_dir.name}\n", header]
+    if frontier:  # the headline: what each access class buys at what compute
+        (run_dir / "report_frontier.png").write_bytes(frontier)
+        md_parts.append("### Accuracy against tuning compute\n\n![accuracy against tuning compute](report_frontier.png)\n")
     md_parts += [t.markdown() for t in tables]
     if bars:
         (run_dir / "report_accuracy.png").write_bytes(bars)
@@ -102,6 +111,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md_parts.append("### Learning curves\n\n![learning curves](report_curves.png)\n")
     md = run_dir / "report.md"
     md.write_text("\n".join(md_parts))
+    top = (f'<h3>Accuracy against tuning compute</h3><img alt="accuracy against tuning compute" '
+           f'src="data:image/png;base64,{base64.b64encode(frontier).decode()}">') if frontier else ""
     img = (f'<h3>Accuracy with 95 % intervals</h3><img alt="accuracy with intervals" '
            f'src="data:image/png;base64,{base64.b64encode(bars).decode()}">') if bars else ""
     img += f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
@@ -112,7 +123,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     body = "".join(t.html() for t in tables)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"
-            f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{body}{img}</body></html>")
+            f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{top}{body}{img}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page)
     return md, out

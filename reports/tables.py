@@ -264,11 +264,12 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     paper = any(published.cost(r["method"], r["dataset"]) for r in ok)
     proposing = any(r.get("proposer_model") for r in ok)
-    t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "peak RSS GiB", "peak GPU GiB",
-                                  "calls", "prompt tok", "gen tok", "invalid %", "n"]
+    t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "tune FLOPs", "eval FLOPs", "peak RSS GiB",
+                                  "peak GPU GiB", "calls", "prompt tok", "gen tok", "invalid %", "n"]
               + (["proposer", "proposer calls", "proposer s", "proposer tok in / out"] if proposing else [])
               + ([f"{published.SOURCE}: memory · time"] if paper else []),
-              note="means over seeds; peak RSS sampled over the whole cell (model load included)"
+              note="means over seeds; FLOPs estimated from tokens (benchmarks/compute.py; '—': a record from before the estimate "
+                   "or a model of unknown size); peak RSS sampled over the whole cell (model load included)"
                    + ("; proposer: the model that wrote the instructions ('self': the tuned model, whose calls then "
                       "include these) and what it cost, apart from the tuned model's calls (its seconds are part of tune s)" if proposing else "")
                    + ("; the published column: peak GPU memory and wall time of one SST-2 run (another model and hardware)" if paper else ""))
@@ -282,6 +283,7 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
             gpu = _mean(r["peak_accelerator_bytes"] for r in mine)
             t.rows.append([
                 label, access, d, _fmt(_mean(r["tune_wall_s"] for r in mine)), _fmt(_mean(r["eval_wall_s"] for r in mine)),
+                flops_text(_mean(r.get("tune_flops") for r in mine)), flops_text(_mean(r.get("eval_flops") for r in mine)),
                 _fmt(rss / gib if rss is not None else None, digits=2), _fmt(gpu / gib if gpu is not None else None, digits=2),
                 _fmt(_mean(r["model_calls"] for r in mine), digits=0), _fmt(_mean(r["prompt_tokens"] for r in mine), digits=0),
                 _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
@@ -444,4 +446,53 @@ def sweep_table(records: list[dict[str, Any]]) -> Table | None:
         for value, group in points:
             t.rows.append([name, model, dataset, param, str(value), accuracy_cell(group),
                            _fmt(_mean(r.get("tune_wall_s") for r in group), digits=0)])
+    return t
+
+
+def frontier_points(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per dataset, one point per (model, access, method label): mean tuning FLOPs (the record's
+    ``tune_flops``, benchmarks/compute.py), accuracy with its 95 % interval, and whether the point is on
+    the Pareto front — no other point reaches at least its mean accuracy with less tuning compute,
+    or a higher one with as little. Cells without a compute estimate and transfer cells are left out."""
+    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and r.get("tune_flops") is not None
+          and not is_transfer(r)]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in dict.fromkeys(r["dataset"] for r in ok):
+        points = []
+        for model in dict.fromkeys(r["model"] for r in ok if r["dataset"] == d):
+            mine = [r for r in ok if r["dataset"] == d and r["model"] == model]
+            for access, label in row_order(mine):
+                group = [r for r in mine if (r["access"], r["label"]) == (access, label)]
+                mean, lo, hi = accuracy_interval(group)
+                points.append({"model": model, "access": access, "label": label, "seeds": len(group),
+                               "tune_flops": statistics.fmean(r["tune_flops"] for r in group),
+                               "eval_flops": statistics.fmean(r.get("eval_flops") or 0.0 for r in group),
+                               "accuracy": mean, "low": lo, "high": hi})
+        for p in points:
+            p["pareto"] = not any(q is not p and q["tune_flops"] <= p["tune_flops"] and q["accuracy"] >= p["accuracy"]
+                                  and (q["tune_flops"] < p["tune_flops"] or q["accuracy"] > p["accuracy"]) for q in points)
+        out[d] = sorted(points, key=lambda p: (p["tune_flops"], -p["accuracy"]))
+    return out
+
+
+def flops_text(v: float | None) -> str:
+    """FLOPs the way the report prints them: '0', '3.1e14'."""
+    return "—" if v is None else "0" if v == 0 else f"{v:.1e}".replace("e+", "e")
+
+
+def frontier_table(records: list[dict[str, Any]]) -> Table | None:
+    """The headline: accuracy against tuning compute, the Pareto front marked (``frontier_points``)."""
+    points = frontier_points(records)
+    if not any(points.values()):
+        return None
+    t = Table("Accuracy against tuning compute (Pareto front)",
+              ["dataset", "method", "access", "model", "tune FLOPs", "eval FLOPs", "accuracy % [95 % interval]", "on the front"],
+              note="compute estimated from the tokens each model processed (benchmarks/compute.py: 2·N per token forward, "
+                   "+4·N per token of a backward pass, +2 per token per trained parameter), tuning and evaluation apart, every model a "
+                   "cell loaded (target, proposer, proxy pair); on the front: no method here reaches at least its mean accuracy "
+                   "with less tuning compute, or a higher one with as little (means over seeds; the intervals say which gaps are real)")
+    for d, pts in points.items():
+        for p in pts:
+            t.rows.append([d, p["label"], p["access"], p["model"], flops_text(p["tune_flops"]), flops_text(p["eval_flops"]),
+                           f"{100 * p['accuracy']:.1f} [{100 * p['low']:.1f}, {100 * p['high']:.1f}]", "yes" if p["pareto"] else ""])
     return t

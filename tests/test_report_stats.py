@@ -92,3 +92,25 @@ def test_stale_cells_are_listed_not_averaged(tmp_path):
     md = write_report(tmp_path)[0].read_text()
     assert "| zero_shot@grey | — | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
     assert "1 stale cells listed at the end" in md and "### Stale cells" in md
+
+
+def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
+    from boxbench.reports.plots import frontier_plot
+    from boxbench.reports.tables import frontier_points, frontier_table
+
+    recs = [rec("zero_shot", "zero_shot", "black", "generate", "1" * 6 + "0" * 4),
+            rec("kate", "kate", "black", "generate", "1" * 5 + "0" * 5),          # no better, no cheaper
+            rec("usp", "usp", "grey", "logprob", "1" * 7 + "0" * 3),
+            rec("bbt", "bbt", "grey", "logprob", "1" * 7 + "0" * 3),           # ties USP at 100x the compute
+            rec("lora", "lora", "white", "logprob", "1" * 9 + "0" * 1),
+            rec("lora", "lora", "white", "logprob", "1" * 8 + "0" * 2, seed=1),  # seeds: means
+            rec("old", "old", "white", "logprob", "1" * 10)]                                     # no estimate: left out
+    for r, t in zip(recs, [0.0, 0.0, 1e12, 1e14, 1e15, 3e15]):
+        r["tune_flops"] = t
+    pts = {p["label"]: p for p in frontier_points(recs)["sst2"]}
+    assert set(pts) == {"zero_shot", "kate", "usp", "bbt", "lora"}
+    assert {k for k, p in pts.items() if p["pareto"]} == {"zero_shot", "usp", "lora"}
+    assert pts["lora"]["tune_flops"] == 2e15 and pts["lora"]["accuracy"] == pytest.approx(0.85) and pts["lora"]["seeds"] == 2
+    rows = frontier_table(recs).rows
+    assert rows[0][:2] == ["sst2", "zero_shot"] and rows[-1][4] == "2.0e15" and rows[-1][-1] == "yes"
+    assert frontier_plot(recs)[:4] == b"\x89PNG" and frontier_plot(recs[-1:]) is None
