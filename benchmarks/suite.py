@@ -133,10 +133,12 @@ class Cell:
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
         ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep")}
+        ident["dataset"] = {k: v for k, v in self.dataset.items() if k != "base"}  # where a task file lies is not what it is
         ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS
                              and not (k == "evaluate_on" and v == "test")}  # keys as before the field existed
         if self.source is not None:  # as keys were before max_retries and resources existed
             src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep")}
+            src["dataset"] = {k: v for k, v in src["dataset"].items() if k != "base"}
             ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")
                                                    and not (k == "evaluate_on" and v == "test")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -344,11 +346,46 @@ def load_suite(path: str | Path, limit: int | None = None, only: list[str] | Non
         raise UserError(f"suite {p}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"suite {p}: expected a mapping with models, datasets, methods")
-    suite = parse_suite(raw, limit, default_name=p.stem)
+    suite = parse_suite(raw, limit, default_name=p.stem, base=p.parent)
     return select_cells(suite, only) if only else suite
 
 
-def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite") -> Suite:
+def dataset_entry(value: Any, base: Path | None, where: str) -> dict[str, Any]:
+    """One entry of a suite's ``datasets:`` as a cell carries it, checked (its files exist, its
+    overrides apply): a registered name (``sst2``), a task file (``tickets.yaml``, or ``{task:
+    tickets.yaml, limits: ...}``), or a task defined inline (a mapping with ``files``/``file``/``hub``).
+    A task file's cells carry its definition (``task``) and the folder its paths are relative to (``base``)."""
+    from boxbench.benchmarks.taskfile import TASK_KEYS, TaskFile, load_task_file
+
+    if isinstance(value, str):
+        value = {"task": value} if value.endswith((".yaml", ".yml")) else {"name": value}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: give a dataset name, a task file (name.yaml) or a mapping")
+    d = dict(value)
+    if "task" in d or d.keys() & {"files", "file", "hub"}:
+        if "task" in d:
+            _unknown(d, {"task", "limits", *Task.OVERRIDES}, where)
+            path = Path(str(d.pop("task")))
+            tf = load_task_file(path if path.is_absolute() or base is None else base / path, f"{where}.task")
+        else:
+            inline = {k: v for k, v in d.items() if k in TASK_KEYS}
+            _unknown(d, {"limits", *TASK_KEYS}, where)
+            d = {k: v for k, v in d.items() if k not in TASK_KEYS}
+            tf = TaskFile(inline, base, where)
+        from boxbench.benchmarks.datasets import DATASETS
+
+        if tf.name in DATASETS:
+            raise UserError(f"{where}: {tf.name!r} is a built-in dataset's name; give your task another name")
+        d = {"name": tf.name, "task": tf.spec, "base": str(tf.base.resolve()) if tf.base else "", **d}
+    elif "name" not in d:
+        raise UserError(f"{where}: give a dataset name, a task file (name.yaml) or a mapping with 'name'")
+    else:
+        _unknown(d, DATASET_KEYS, where)
+    check_dataset(d, where).task.with_overrides(**d)
+    return d
+
+
+def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite", base: Path | None = None) -> Suite:
     _unknown(raw, TOP_KEYS, "suite")
     model_resources: dict[str, dict[str, Any]] = {}
 
@@ -364,15 +401,11 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
 
     suite_resources = check_resources(raw.get("resources"), "suite.resources")
     models = [model(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
-    datasets = []
-    for i, d in enumerate(_list(raw, "datasets")):
-        d = {"name": d} if isinstance(d, str) else d
-        if not isinstance(d, dict) or "name" not in d:
-            raise UserError(f"suite.datasets[{i}]: give a dataset name or a mapping with 'name'")
-        _unknown(d, DATASET_KEYS, f"suite.datasets[{i}]")
-        check_dataset(d["name"], f"suite.datasets[{i}]").task.with_overrides(**d)
-        datasets.append(dict(d))
-    data_ids = {d["name"]: data_identity(d["name"]) for d in datasets}
+    datasets = [dataset_entry(d, base, f"suite.datasets[{i}]") for i, d in enumerate(_list(raw, "datasets"))]
+    names = [d["name"] for d in datasets]
+    if len(set(names)) != len(names):
+        raise UserError(f"suite.datasets: {next(n for n in names if names.count(n) > 1)!r} is listed twice; list each dataset once")
+    data_ids = {d["name"]: data_identity(d) for d in datasets}
     seeds = _seeds(raw.get("seeds", [0]), "suite.seeds")
     base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
     limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)

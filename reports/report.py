@@ -11,7 +11,8 @@ from typing import Any
 
 from boxbench.registry import UserError
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, error_table, fast_path_table, frontier_table,
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, data_table, error_table, fast_path_table,
+                                     frontier_table,
                                      is_transfer,
                                      prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
 
@@ -67,7 +68,8 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     tables += method_tables(records)
-    tables += [sweep_table(records), prompts_table(records), fast_path_table(records), error_table(records), stale_table(stale or [])]
+    tables += [sweep_table(records), prompts_table(records), data_table(records), fast_path_table(records), error_table(records),
+               stale_table(stale or [])]
     return [t for t in tables if t is not None]
 
 

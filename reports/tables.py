@@ -496,3 +496,22 @@ def frontier_table(records: list[dict[str, Any]]) -> Table | None:
             t.rows.append([d, p["label"], p["access"], p["model"], flops_text(p["tune_flops"]), flops_text(p["eval_flops"]),
                            f"{100 * p['accuracy']:.1f} [{100 * p['low']:.1f}, {100 * p['high']:.1f}]", "yes" if p["pareto"] else ""])
     return t
+
+
+def data_table(records: list[dict[str, Any]]) -> Table | None:
+    """Where each dataset's rows came from and under what terms (a task's provenance), its sizes, and
+    the test texts that are also training texts."""
+    ok = [r for r in records if r["status"] == "ok" and r.get("sizes")]
+    if not ok:
+        return None
+    t = Table("Data", ["dataset", "rows from", "source", "licence", "citation", "train rows", "test rows scored",
+                       "test texts also in train"],
+              note="test texts also in train: case and spacing aside, among the test rows scored (a task's dedup: true drops them from train)")
+    for d in dict.fromkeys(r["dataset"] for r in ok):
+        r = next(x for x in ok if x["dataset"] == d)
+        prov = r.get("provenance") or {}
+        t.rows.append([d, str(r.get("data_source", "?")), str(prov.get("source", "—")), str(prov.get("licence", prov.get("license", "—"))),
+                       str(prov.get("citation", "—")), str(r["sizes"].get("train_total", "?")),
+                       ", ".join(sorted({str(x["sizes"].get("test")) for x in ok if x["dataset"] == d})),
+                       ", ".join(sorted({str(x["sizes"]["test_in_train"]) for x in ok if x["dataset"] == d and "test_in_train" in x["sizes"]})) or "—"])
+    return t

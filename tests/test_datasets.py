@@ -22,7 +22,7 @@ def test_splits_are_disjoint_fixed_and_seed_independent():
     b = load_splits("sst2", train=100, dev=20, test=50)
     assert a.train == b.train and a.dev == b.dev and a.test == b.test
     assert not {e.text for e in a.train} & {e.text for e in a.dev}
-    assert a.sizes == {"train": 100, "dev": 20, "test": 50, "train_total": 67349, "test_total": 872}
+    assert a.sizes == {"train": 100, "dev": 20, "test": 50, "train_total": 67349, "test_total": 872, "test_in_train": 0}
     assert len(load_splits("sst2", train=10).test) == 872  # no test limit = the full split
 
 

@@ -86,7 +86,7 @@ def worker(names: list[str], test: int) -> None:
     from boxbench.methods.registry import get_method
 
     backend = HFBackend.load("smollm2-135m", batch_size=16)
-    limits = {"train": 2000, "dev": 48, "test": test}
+    limits: dict[str, Any] = {"train": 2000, "dev": 48, "test": test}
     warm = load_splits("sst2", test=16)  # the first passes pay one-off costs (allocator, kernels): not timed
     evaluate(PromptArtifact(), backend.view("grey"), warm.task, warm.test)
     for name in names:
