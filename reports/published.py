@@ -37,3 +37,12 @@ def cost(method: str, dataset: str) -> str | None:
         return None
     mb, wall = COST_SST2[method]
     return f"{mb:,} MB · {wall}"
+
+
+ORDERINGS = (("white", "grey"), ("grey", "black"), ("white", "black"))
+"""The survey's ordering of the access classes: the best method of the first class beats the best of
+the second, on every dataset (its Table 1)."""
+
+GAP_LARGER_ON = ("agnews", "sst2")
+"""The survey's reading of Table 1: black-box methods fall further behind (best white − best black)
+on AG News (4 topics) than on SST-2 (2 sentiments)."""

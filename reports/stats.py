@@ -10,6 +10,10 @@
   ``min(1, 2 · P(X ≤ min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. Over several seeds the discordant
   counts are pooled (each seed's pairs are on the same test examples).
 * ``holm`` — Holm–Bonferroni step-down adjustment of a family of p-values (family-wise error 5 %).
+* ``detectable_difference`` — the accuracy difference a paired (McNemar) comparison of n examples
+  detects with 80 % power at α = 0.05, given the share of discordant examples.
+* ``gap_difference`` — whether a paired accuracy gap (A − B per example) is larger on one test set
+  than on another (independent sets): a two-sided z-test.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Sequence
 
 from boxbench.benchmarks.evaluate import Z95, wilson  # the record's own interval is computed with the record
 
-__all__ = ["Z95", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm"]
+__all__ = ["Z95", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm", "detectable_difference",
+           "per_example_gap", "gap_difference", "normal_two_sided"]
 
 
 def seed_interval(accuracies: Sequence[float], n: int, z: float = Z95) -> tuple[float, float, float]:
@@ -68,3 +73,32 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
+
+
+def detectable_difference(n: int, discordant_share: float, z_power: float = 0.8416) -> float:
+    """The difference in accuracy (a share) that a McNemar test on ``n`` paired examples detects
+    with 80 % power at α = 0.05 (two-sided), where ``discordant_share`` of the pairs disagree
+    (Connor, 1987, normal approximation): (z_α/2 + z_β) · sqrt(ψ / n) with ψ the discordant share."""
+    if n <= 0:
+        return 1.0
+    return min(1.0, (Z95 + z_power) * math.sqrt(max(discordant_share, 1.0 / n) / n))
+
+
+def per_example_gap(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> tuple[float, float]:
+    """(mean, variance of the mean) of A − B per test example, each side averaged over its seeds
+    (every seed scored on the same examples): the paired gap between two methods on one test set."""
+    n = len(a[0])
+    diffs = [statistics.fmean(s[i] for s in a) - statistics.fmean(s[i] for s in b) for i in range(n)]
+    return statistics.fmean(diffs), (statistics.variance(diffs) / n if n > 1 else 0.0)
+
+
+def normal_two_sided(z: float) -> float:
+    """Two-sided p of a standard-normal statistic."""
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def gap_difference(gap_x: tuple[float, float], gap_y: tuple[float, float]) -> float:
+    """Two-sided p that the gap on test set X differs from the gap on Y (``per_example_gap`` of
+    each; the sets are independent, so the variances add)."""
+    se = math.sqrt(gap_x[1] + gap_y[1])
+    return 1.0 if se == 0 else normal_two_sided((gap_x[0] - gap_y[0]) / se)

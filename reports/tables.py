@@ -515,3 +515,73 @@ def data_table(records: list[dict[str, Any]]) -> Table | None:
                        ", ".join(sorted({str(x["sizes"].get("test")) for x in ok if x["dataset"] == d})),
                        ", ".join(sorted({str(x["sizes"]["test_in_train"]) for x in ok if x["dataset"] == d and "test_in_train" in x["sizes"]})) or "—"])
     return t
+
+
+def _verdict(delta: float, p: float, holds_if_positive: bool = True) -> str:
+    if p >= 0.05:
+        return "undecided"
+    return "holds" if (delta > 0) == holds_if_positive else "refuted"
+
+
+def _best_of_class(mine: list[dict[str, Any]], access: str) -> list[dict[str, Any]]:
+    """The cells of the access class's best method (highest mean accuracy) in ``mine``."""
+    keys = [k for k in row_order(mine) if k[0] == access]
+    groups = [[r for r in mine if (r["access"], r["label"]) == k] for k in keys]
+    return max(groups, key=lambda g: statistics.fmean(r["accuracy"] for r in g)) if groups else []
+
+
+def _bits(group: list[dict[str, Any]]) -> list[list[bool]]:
+    return [[c == "1" for c in r["correct"]] for r in sorted(group, key=lambda r: r["seed"]) if _correct(r)]
+
+
+def verdict_table(records: list[dict[str, Any]]) -> Table | None:
+    """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
+    with p-values: holds / refuted (p < 0.05 after Holm within the dataset, in the claimed or the
+    opposite direction) / undecided, and the difference the design could have detected."""
+    from boxbench.reports import published
+    from boxbench.reports.stats import detectable_difference, gap_difference, per_example_gap
+
+    from boxbench.reports.stats import holm
+
+    rows: list[list[str]] = []
+    for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
+        ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and _correct(r)]
+        for d in dict.fromkeys(r["dataset"] for r in ok):
+            mine = [r for r in ok if r["dataset"] == d]
+            best = {a: _best_of_class(mine, a) for a in ACCESS_ORDER}
+            family = []
+            for hi, lo in published.ORDERINGS:
+                if best.get(hi) and best.get(lo):
+                    a, b = best[hi], best[lo]
+                    c = _compare(d, (hi, a[0]["label"]), (lo, b[0]["label"]), "verdict", a, b)
+                    if c:
+                        family.append(c)
+            for c, adj in zip(family, holm([c.p for c in family])):
+                n = c.seeds * len(_correct(best[c.a[0]][0]) or "")
+                mdd = detectable_difference(n, (c.only_a + c.only_b) / n if n else 0.0)
+                rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", f"{100 * c.delta:+.1f}",
+                             f"{adj:.3g}", f"{100 * mdd:.1f}", _verdict(c.delta, adj)])
+        x, y = published.GAP_LARGER_ON
+        gaps = {}
+        for d in (x, y):
+            mine = [r for r in ok if r["dataset"] == d]
+            white, black = _best_of_class(mine, "white"), _best_of_class(mine, "black")
+            if white and black and len(_bits(white)[0]) == len(_bits(black)[0]):
+                gaps[d] = per_example_gap(_bits(white), _bits(black))
+        if len(gaps) == 2:
+            p = gap_difference(gaps[x], gaps[y])
+            delta = gaps[x][0] - gaps[y][0]
+            se = (gaps[x][1] + gaps[y][1]) ** 0.5
+            rows.append([model, f"{x} vs {y}", f"black-box falls further behind on {x} than on {y}",
+                         f"best white − best black: {100 * gaps[x][0]:+.1f} vs {100 * gaps[y][0]:+.1f}", f"{100 * delta:+.1f}",
+                         f"{p:.3g}", f"{100 * 2.8016 * se:.1f}", _verdict(delta, p)])
+    if not rows:
+        return None
+    return Table("Verdicts: the survey's claims at this scale",
+                 ["model", "dataset", "claim", "compared", "Δ (pp, claimed direction)", "p", "detectable (pp)", "verdict"],
+                 rows, note="orderings: the best method of each class (highest mean accuracy) against the other's, McNemar's exact "
+                            "test pooled over seeds, Holm-adjusted within the dataset (the paired-comparisons table); gap: per-example "
+                            "best white − best black, averaged over seeds, compared across the two test sets (z-test); holds / refuted: "
+                            "p < 0.05 in the claimed / the opposite direction; undecided otherwise; detectable: the difference this design "
+                            "finds with 80 % power at α 0.05 (McNemar: from the discordant share; gap: 2.8 standard errors). Choosing the "
+                            "best of each class on the same test set favours the class with more methods: read with the intervals")

@@ -114,3 +114,27 @@ def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
     rows = frontier_table(recs).rows
     assert rows[0][:2] == ["sst2", "zero_shot"] and rows[-1][4] == "2.0e15" and rows[-1][-1] == "yes"
     assert frontier_plot(recs)[:4] == b"\x89PNG" and frontier_plot(recs[-1:]) is None
+
+
+def test_verdicts_say_which_orderings_hold_with_p_values():
+    from boxbench.reports.stats import detectable_difference, gap_difference, per_example_gap
+    from boxbench.reports.tables import verdict_table
+
+    assert detectable_difference(100, 0.2) == pytest.approx(2.8016 * math.sqrt(0.002), rel=1e-4)
+    assert per_example_gap([[True, True, False, True]], [[False, True, False, False]]) == pytest.approx((0.5, 1 / 3 / 4))
+    assert gap_difference((0.3, 0.001), (0.3, 0.002)) == 1.0
+    recs = []
+    for d, white, black in (("sst2", "1" * 50 + "0" * 10, "1" * 45 + "0" * 15), ("agnews", "1" * 54 + "0" * 6, "1" * 20 + "0" * 40)):
+        recs += [rec("lora", "lora", "white", "logprob", white, dataset=d),
+                 rec("usp", "usp", "grey", "logprob", black, dataset=d),      # grey = black here: undecided
+                 rec("kate", "kate", "black", "generate", black, dataset=d)]
+    rows = {(r[1], r[2]): r for r in verdict_table(recs).rows}
+    assert rows[("agnews", "white-box ≥ grey-box")][-1] == "holds" and rows[("agnews", "white-box ≥ grey-box")][4] == "+56.7"
+    assert rows[("sst2", "white-box ≥ black-box")][-1] == "undecided"  # 5 discordant examples, all one way: p = 0.0625
+    assert rows[("sst2", "grey-box ≥ black-box")][-1] == "undecided"
+    gap = rows[("agnews vs sst2", "black-box falls further behind on agnews than on sst2")]
+    assert gap[4] == "+48.3" and gap[-1] == "holds"
+    # the claimed direction reversed: refuted
+    flipped = [dict(r, correct=r["correct"].translate(str.maketrans("01", "10")), accuracy=1 - r["accuracy"]) for r in recs]
+    rows = {(r[1], r[2]): r for r in verdict_table(flipped).rows}
+    assert rows[("agnews", "white-box ≥ grey-box")][-1] == "refuted"
