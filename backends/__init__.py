@@ -80,7 +80,7 @@ def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
     return spec
 
 
-_LOADED: list[tuple[str, int | None, Usage]] = []
+_LOADED: list[tuple[str, int | None, Usage, Backend | None]] = []
 
 
 def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
@@ -92,13 +92,15 @@ def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
     if spec.access is not None and spec.access < backend.max_access:
         backend.max_access = spec.access
     quantize = spec.options.get("quantize")
-    _LOADED.append((spec.display + (f" ({quantize})" if quantize and quantize != "none" else ""), backend.n_params(), backend.usage))
+    billed = backend if hasattr(backend, "spend") else None  # an API model: light to keep, and it bills
+    _LOADED.append((spec.display + (f" ({quantize})" if quantize and quantize != "none" else ""), backend.n_params(), backend.usage, billed))
     return backend
 
 
-def loaded_models(reset: bool = False) -> list[tuple[str, int | None, Usage]]:
-    """(name, parameters, its Usage) of each model ``load_backend`` loaded in this process, in
-    order; ``reset`` empties the ledger (a cell starts with its own)."""
+def loaded_models(reset: bool = False) -> list[tuple[str, int | None, Usage, Backend | None]]:
+    """(name, parameters, its Usage, the backend where it bills: an API) of each model
+    ``load_backend`` loaded in this process, in order; ``reset`` empties the ledger (a cell starts
+    with its own)."""
     if reset:
         _LOADED.clear()
     return list(_LOADED)

@@ -18,18 +18,30 @@ backend (a server-side stop would end an answer that opens with a newline). Grey
   an approximation otherwise; the record says which method was used and how often labels were
   missing.
 
-Requests run in a bounded thread pool; the ``openai`` client retries 408/409/429/5xx, timeouts and
-connection errors with exponential backoff (``max_retries``). The API key is read from the
+Every request goes through ``_request``: the on-disk request cache first (``request_cache``: a
+re-run pays nothing), then the cell's spending caps (``budget``), then the server — at most
+``concurrency`` requests in flight per base URL across every process on this machine (``slot``),
+and retried here (the client's own retries are off, so every retry is counted): 408/409/429/5xx,
+timeouts, dropped connections and unreadable bodies, up to ``max_retries`` times, waiting what the
+server's ``Retry-After`` says or an exponential backoff, and pausing when its rate-limit headers say
+nothing is left. The record keeps ``retries``, ``retry_wait_s``, cache hits and the money spent (a
+price from the spec, a public list price, or 0 on this machine). The API key is read from the
 environment variable named by ``api_key_env`` and is never recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
+import re
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from boxbench.backends.base import Access, AccessError, Backend, CHAT_DEFAULT, GenerationConfig, Usage
 from boxbench.registry import UserError
@@ -51,7 +63,7 @@ class OpenAIBackend(Backend):
     max_access = Access.grey
     OPTIONS = {"base_url": str, "api_key_env": str, "chat": bool, "concurrency": int, "max_retries": int,
                "timeout": (int, float), "top_logprobs": int, "score": str,
-               "n_params": (int, float)}
+               "n_params": (int, float), "price": dict}
     SCORE_METHODS = ("auto", "echo", "top_k", "none")
 
     @classmethod
@@ -62,6 +74,10 @@ class OpenAIBackend(Backend):
         for key in ("concurrency", "top_logprobs"):
             if key in options and options[key] < 1:
                 raise UserError(f"{where}.{key}: must be at least 1, got {options[key]}")
+        if "price" in options:
+            from boxbench.backends.budget import check_price
+
+            check_price(options["price"], where)
 
     def __init__(self, client: Any, model: str, base_url: str, *, chat: bool = CHAT_DEFAULT, concurrency: int = 4,
                  top_logprobs: int = 20, max_retries: int = 5) -> None:
@@ -81,27 +97,50 @@ class OpenAIBackend(Backend):
         self._lock = threading.Lock()
         self.settings = {"base_url": base_url, "chat": chat, "concurrency": concurrency, "top_logprobs": top_logprobs,
                          "max_retries": max_retries}
+        self.identity: dict[str, Any] = {"base_url": base_url, "model": model}
+        self.price: dict[str, Any] | None = None
+        self.cache_hits = 0
+        self.retries = 0
+        self.retry_wait_s = 0.0
+        self.usage_missing = 0  # responses without a usage block: their tokens are not known
+        self._paused_until = 0.0  # the server's rate-limit headers said: nothing left until then
 
     @classmethod
     def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = CHAT_DEFAULT,
              concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0, top_logprobs: int = 100,
-             score: str = "auto", n_params: float | None = None, **_runner_settings: Any) -> "OpenAIBackend":
+             score: str = "auto", n_params: float | None = None, price: dict[str, float] | None = None,
+             **_runner_settings: Any) -> "OpenAIBackend":
         """Connect, check the server answers, and detect how (whether) it can score continuations.
-
-        ``n_params``: the served model's parameter count, for the compute estimate (an API does not
-        say it; without it the record's compute for this model is unknown).
 
         ``base_url`` defaults to ``$OPENAI_BASE_URL``, then the local server's default address.
         The runner's device/dtype/batch_size settings do not apply to a remote model and are ignored.
+        ``n_params``: the served model's parameter count, for the compute estimate (an API does not
+        say it; without it the record's compute for this model is unknown). ``price``: money per
+        million tokens (``budget.price_for`` otherwise). A model whose identity and capabilities the
+        request cache already holds is not contacted at all until a request misses the cache.
         """
         import openai
 
+        from boxbench.backends import request_cache
+        from boxbench.backends.budget import price_for
+
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         key = os.environ.get(api_key_env) or "sk-no-key-needed"
-        client = openai.OpenAI(base_url=url, api_key=key, max_retries=max_retries, timeout=timeout)
+        client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=timeout)  # retried in _call
         backend = cls(client, model, url, chat=chat, concurrency=concurrency, top_logprobs=top_logprobs,
                       max_retries=max_retries)
-        backend._call(lambda: client.models.list())  # unreachable server: one clear line, before any work
+        backend.price = price_for(model, url, price)
+        cache = request_cache.shared()
+        id_key = request_cache.request_key({"base_url": url, "model": model}, "identity", {})
+        known = cache.get(id_key) if cache else None
+        if known is None:  # unreachable server: one clear line, before any work
+            listed = backend._call(lambda: client.models.list(), "GET /models")
+            entry = next((m for m in getattr(listed, "data", []) or [] if getattr(m, "id", None) == model), None)
+            known = {"base_url": url, "model": model,
+                     "server_model": {k: getattr(entry, k, None) for k in ("id", "owned_by")} if entry else None}
+            if cache:
+                cache.put(id_key, known)
+        backend.identity = known
         backend.score_method = backend._detect_score_method(score)
         backend.max_access = Access.grey if backend.score_method != "none" else Access.black
         backend.settings["score_method"] = backend.score_method
@@ -110,18 +149,114 @@ class OpenAIBackend(Backend):
         return backend
 
     # ----- plumbing -----
-    def _call(self, fn: Callable[[], R]) -> R:
-        """One request; the client's retries exhausted, its failure becomes a one-line BackendError."""
+    RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+
+    def _call(self, fn: Callable[[], R], what: str = "request") -> R:
+        """One request, retried on transient faults (``RETRY_STATUS``, timeouts, dropped connections,
+        unreadable bodies) up to ``max_retries`` times — waiting the server's ``Retry-After`` or an
+        exponential backoff (0.5 s, 1 s, 2 s, … at most 30 s), each retry and wait counted; what
+        retries did not fix becomes one line naming the server and the fault."""
         import openai
 
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except (openai.APIConnectionError, openai.APIStatusError, openai.APIResponseValidationError, ValueError) as e:
+                fault = self._fault(e)
+                status = getattr(e, "status_code", None)
+                transient = status is None or status in self.RETRY_STATUS
+                if not transient or attempt >= self.max_retries:
+                    tail = f" after {attempt} retries" if attempt else ""
+                    down = isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError)
+                    hint = ("start it or check base_url" if down else "raise timeout or max_retries, or lower concurrency"
+                            if transient else "check the request and the model name")
+                    raise BackendError(f"server {self.base_url} {what}: {fault}{tail}; {hint}") from None
+                wait = self._retry_after(e) or min(30.0, 0.5 * 2 ** attempt)
+                with self._lock:
+                    self.retries += 1
+                    self.retry_wait_s += wait
+                _backoff(wait)
+                attempt += 1
+
+    @staticmethod
+    def _fault(e: BaseException) -> str:
+        """The fault in a few words: 'answered 429: …', 'timed out', 'connection failed (…)', 'unreadable body (…)'."""
+        import openai
+
+        if isinstance(e, openai.APITimeoutError):
+            return "timed out"
+        if isinstance(e, openai.APIConnectionError):
+            cause = e.__cause__ or e.__context__
+            name = type(cause).__name__ if cause else "no answer"
+            return f"unreachable ({name})" if name in ("ConnectError", "no answer") else f"connection dropped ({name})"
+        if isinstance(e, openai.APIStatusError):
+            message = re.sub(r"^Error code: \d+ - ", "", " ".join(str(e.message).split()))  # the client's prefix says it again
+            return f"answered {e.status_code}: {message[:160]}"
+        return f"unreadable body ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+
+    @staticmethod
+    def _retry_after(e: BaseException) -> float | None:
+        response = getattr(e, "response", None)
+        value = response.headers.get("retry-after") if response is not None else None
         try:
-            return fn()
-        except openai.APIConnectionError as e:  # includes timeouts
-            raise BackendError(f"server {self.base_url} unreachable after {self.max_retries} retries "
-                               f"({type(e).__name__}: {e}); start it or check base_url") from None
-        except openai.APIStatusError as e:
-            msg = " ".join(str(e.message).split())[:200]
-            raise BackendError(f"server {self.base_url} answered {e.status_code}: {msg}") from None
+            return min(60.0, max(0.0, float(value))) if value is not None else None
+        except ValueError:
+            return None
+
+    def _request(self, endpoint: str, **params: Any) -> Any:
+        """One completions / chat request: from the request cache when it holds it (no money, no
+        server), else within the cell's caps, a slot of this base URL and the retry rule. Returns the
+        parsed response (a cached one rebuilt as the same type)."""
+        from openai.types import Completion
+        from openai.types.chat import ChatCompletion
+
+        from boxbench.backends import budget, request_cache
+
+        kind: Any = ChatCompletion if endpoint == "chat" else Completion
+        cache = request_cache.shared() if request_cache.cacheable(params) else None
+        key = request_cache.request_key(self.identity, endpoint, params) if cache else ""
+        stored = cache.get(key) if cache else None
+        if stored is not None:
+            with self._lock:
+                self.cache_hits += 1
+            return kind.construct(**stored)  # as leniently as the client builds a fresh one (a server's nulls kept)
+        budget.CURRENT.check(f"model {self.name!r} at {self.base_url}", self.price)
+        api: Any = self.client.chat.completions if endpoint == "chat" else self.client.completions
+
+        def once() -> Any:
+            with slot(self.base_url, self.concurrency):
+                pause = self._paused_until - time.time()
+                if pause > 0:
+                    time.sleep(pause)
+                raw = api.with_raw_response.create(**params)
+                self._note_rate_limit(raw.headers)
+                parsed = raw.parse()
+                if not getattr(parsed, "choices", None):
+                    raise ValueError("no choices in the response")
+                return parsed
+
+        r = self._call(once, f"POST /{'chat/completions' if endpoint == 'chat' else 'completions'}")
+        usage = getattr(r, "usage", None)
+        if usage is None:
+            with self._lock:
+                self.usage_missing += 1
+        self._bill(usage)
+        n_in, n_out = (getattr(usage, "prompt_tokens", 0) or 0), (getattr(usage, "completion_tokens", 0) or 0)
+        budget.CURRENT.add(budget.money(self.price, n_in, n_out), n_in + n_out)
+        if cache:
+            cache.put(key, r.model_dump(mode="json"))
+        return r
+
+    def _note_rate_limit(self, headers: Any) -> None:
+        """OpenAI-style rate-limit headers: with no requests left, wait for the reset before the next."""
+        left = headers.get("x-ratelimit-remaining-requests")
+        reset = headers.get("x-ratelimit-reset-requests")
+        if left is not None and reset is not None and str(left).strip() == "0":
+            seconds = _duration_s(str(reset))
+            if seconds:
+                with self._lock:
+                    self._paused_until = max(self._paused_until, time.time() + min(seconds, 60.0))
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` through a bounded pool, results in order; the first failure stops the rest."""
@@ -146,13 +281,26 @@ class OpenAIBackend(Backend):
 
     # ----- tokens -----
     def _tokenize(self, text: str) -> list[int] | None:
-        """The server's token ids for ``text`` (llama.cpp ``/extras/tokenize``, vLLM ``/tokenize``);
-        None when the server has no tokenize endpoint (OpenAI's API)."""
-        import json
-        import urllib.request
+        """The server's token ids for ``text`` (llama.cpp ``/extras/tokenize``, vLLM ``/tokenize``;
+        through the request cache); None when the server has no tokenize endpoint (OpenAI's API)."""
+        from boxbench.backends import request_cache
 
         if self._tokenize_url is None:  # probed before: the server has none
             return None
+        cache = request_cache.shared()
+        key = request_cache.request_key(self.identity, "tokenize", {"text": text}) if cache else ""
+        stored = cache.get(key) if cache else None
+        if stored is not None:
+            return stored["tokens"]
+        ids = self._tokenize_fresh(text)
+        if cache and ids is not None:
+            cache.put(key, {"tokens": ids})
+        return ids
+
+    def _tokenize_fresh(self, text: str) -> list[int] | None:
+        import json
+        import urllib.request
+
         root = self.base_url.rstrip("/").removesuffix("/v1")
         candidates = [self._tokenize_url] if self._tokenize_url else [f"{root}/extras/tokenize", f"{root}/tokenize"]
         for url in candidates:
@@ -214,9 +362,7 @@ class OpenAIBackend(Backend):
     def _top_k(self, prompts: Sequence[str], k: int) -> list[tuple[dict[str, float], int]]:
         """Per prompt: the next-token top-k and the prompt's token count (the server's usage)."""
         def one(prompt: str) -> tuple[dict[str, float], int]:
-            r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, max_tokens=1,
-                                                                  temperature=0, logprobs=k))
-            self._bill(r.usage)
+            r = self._request("completions", model=self.name, prompt=prompt, max_tokens=1, temperature=0, logprobs=k)
             lp = r.choices[0].logprobs
             return (dict(lp.top_logprobs[0]) if lp and lp.top_logprobs else {}), getattr(r.usage, "prompt_tokens", 0) or 0
 
@@ -225,9 +371,7 @@ class OpenAIBackend(Backend):
     def _echo(self, texts: Sequence[str]) -> list[list[tuple[str, float | None, int]] | None]:
         """Per text: (token, logprob, char offset) for every token the server echoes (None: no echo)."""
         def one(text: str) -> list[tuple[str, float | None, int]] | None:
-            r = self._call(lambda: self.client.completions.create(model=self.name, prompt=text, max_tokens=1,
-                                                                  temperature=0, logprobs=1, echo=True))
-            self._bill(r.usage)
+            r = self._request("completions", model=self.name, prompt=text, max_tokens=1, temperature=0, logprobs=1, echo=True)
             lp = r.choices[0].logprobs
             if not lp or not lp.token_logprobs or not lp.text_offset:
                 return None
@@ -246,13 +390,11 @@ class OpenAIBackend(Backend):
             # one seed per request: the same seed on equal prompts would return equal samples
             kw = {**sampling, "seed": None if config.seed is None else config.seed + i}
             if self.chat:
-                r = self._call(lambda: self.client.chat.completions.create(
-                    model=self.name, messages=[{"role": "user", "content": prompt}], **kw))
+                r = self._request("chat", model=self.name, messages=[{"role": "user", "content": prompt}], **kw)
                 text = r.choices[0].message.content or ""
             else:
-                r = self._call(lambda: self.client.completions.create(model=self.name, prompt=prompt, **kw))
+                r = self._request("completions", model=self.name, prompt=prompt, **kw)
                 text = r.choices[0].text or ""
-            self._bill(r.usage)
             self._count(1, getattr(r.usage, "prompt_tokens", 0) or 0, getattr(r.usage, "completion_tokens", 0) or 0)
             return text
 
@@ -323,6 +465,59 @@ class OpenAIBackend(Backend):
         return scores
 
     def describe(self) -> dict[str, Any]:
+        from boxbench.backends.budget import money
+
         return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing,
                 "billed": {"requests": self.billed.model_calls, "prompt_tokens": self.billed.prompt_tokens,
-                           "completion_tokens": self.billed.completion_tokens}}
+                           "completion_tokens": self.billed.completion_tokens,
+                           "cost": money(self.price, self.billed.prompt_tokens, self.billed.completion_tokens)},
+                "price": self.price, "cache_hits": self.cache_hits, "retries": self.retries,
+                "retry_wait_s": round(self.retry_wait_s, 3), "usage_missing": self.usage_missing,
+                "server_model": self.identity.get("server_model")}
+
+    def spend(self) -> tuple[Usage, dict[str, Any] | None]:
+        """What this model billed so far and at what price (the cell's money ledger)."""
+        return self.billed, self.price
+
+
+def _backoff(seconds: float) -> None:
+    """The wait before a retry (one place, so a test can skip the waiting it has already measured)."""
+    time.sleep(seconds)
+
+
+def _duration_s(text: str) -> float:
+    """'1s', '6m0s', '250ms', '20' as seconds (OpenAI's reset headers); 0 when unreadable."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    total = 0.0
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text):
+        total += float(num) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    return total
+
+
+_SLOT_DIR = Path(tempfile.gettempdir()) / "boxbench-slots"
+
+
+@contextlib.contextmanager
+def slot(base_url: str, n: int) -> Iterator[None]:
+    """One of ``n`` request slots of ``base_url``, shared by every process on this machine (file
+    locks): the cells that share a server keep at most ``n`` requests in flight between them."""
+    import fcntl
+
+    folder = _SLOT_DIR / hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(n):
+            f = open(folder / f"slot{i}", "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+            return
+        time.sleep(0.005)

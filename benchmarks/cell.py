@@ -122,6 +122,7 @@ class CellRun:
         self.record = base_record(cell)
         self.record["started_at"] = now()
         self.own_peak = 0  # a fast path's own peak, read before its exact check loads the twin
+        self.phase = "prepare"  # the step running now (a capped cell says where it stopped)
 
     def prepare(self, plugins: list[str]) -> None:
         from boxbench.benchmarks.datasets import load_splits, resolve
@@ -145,8 +146,13 @@ class CellRun:
         from boxbench.backends import load_backend, loaded_models
         from boxbench.benchmarks.metering import device_info
 
+        from boxbench.backends import budget, request_cache
+
         cell = self.cell
         loaded_models(reset=True)  # the compute ledger is this cell's own
+        request_cache.ENABLED = bool(cell.settings.get("cache", True))
+        budget.set_caps(cell.settings.get("max_cost"), cell.settings.get("max_tokens"), cell.settings.get("budget_left"))
+        self.phase = "load"
         _emit({"event": "phase", "phase": "load"})
         with self.meter.phase("load"):
             self.backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
@@ -161,6 +167,7 @@ class CellRun:
         from boxbench.methods.base import Artifact
 
         cell = self.cell
+        self.phase = "tune"
         _emit({"event": "phase", "phase": "tune"})
         with self.meter.phase("tune"):
             if cell.source is None:
@@ -172,12 +179,14 @@ class CellRun:
             self.artifact.save(self.cell_dir / "artifact")
         self.tune_usage = self.backend.usage.snapshot()
         self.tune_ledger = compute.snapshot()
+        self.tune_spend = compute.spend_snapshot()
 
     def evaluate(self) -> None:
         from boxbench.benchmarks.evaluate import evaluate
 
         cell, test, record = self.cell, self.splits.test, self.record
         total = len(test)
+        self.phase = "eval"
         _emit({"event": "progress", "phase": "eval", "n": 0, "total": total})
         eval_view = self.artifact.attach(self.cell_view)  # an adapter, a soft prompt, a proxy ... (the same view or a wrapper's)
         if eval_view.access != cell.access:
@@ -187,6 +196,9 @@ class CellRun:
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_view.usage.snapshot()
         spent = compute.estimate(self.tune_ledger, compute.snapshot())
+        money = compute.spend_estimate(self.tune_spend, compute.spend_snapshot())
+        if money is not None:
+            record.update(spend=money, tune_cost=money["tune_cost"], eval_cost=money["eval_cost"], cache_hits=money["cache_hits"])
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
         record.update(self.artifact.extra_metrics([e.label for e in test], res))  # what only this artifact knows
         write_predictions(self.cell_dir / "predictions.jsonl", test, res, res["prompts"])
@@ -221,10 +233,19 @@ class CellRun:
         self.record["exact_check_peak_host_rss_bytes"] = self.meter.peak_host_rss_bytes
 
 
+def _caps(cell: Cell) -> dict[str, Any]:
+    """The caps a capped cell ran under (a later run with other caps runs it again)."""
+    from boxbench.benchmarks.suite import CAP_SETTINGS
+
+    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
+
+
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process (``CellRun``'s steps) and return its record;
     a failing step makes an error record with a one-line reason (the traceback goes to the log)."""
     from boxbench.benchmarks.metering import Meter, code_version, peak_accelerator_bytes, versions
+
+    from boxbench.backends.budget import CapReached
 
     meter = Meter().start()
     run = CellRun(cell, cell_dir, meter)
@@ -235,6 +256,13 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         run.tune()
         run.evaluate()
         run.check_exact()
+    except CapReached as e:  # the method stopped at its cap: say how far it got and what it spent
+        from boxbench.benchmarks import compute
+
+        record.update(status="capped", error=str(e), capped_in=run.phase, caps=_caps(cell),
+                      usage_so_far=run.backend.usage.snapshot() if hasattr(run, "backend") else None,
+                      spend=compute.spend_estimate(getattr(run, "tune_spend", None) or compute.spend_snapshot(),
+                                                   compute.spend_snapshot()))  # capped in tuning: all of it is tuning's
     except UserError as e:
         record.update(status="error", error=str(e))
     except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     _selection(p)
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
+    p.add_argument("--no-cache", action="store_true", help="ask API servers again instead of the request cache (settings.cache: false)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="local: one cell after another (default); ray: cells as Ray tasks, as resources allow")
@@ -189,6 +190,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from boxbench.benchmarks.suite import load_suite, machine_problems
 
     suite = load_suite(args.suite, args.limit, args.only)
+    if args.no_cache:
+        import dataclasses
+
+        suite.cells = [dataclasses.replace(c, settings={**c.settings, "cache": False}) for c in suite.cells]
     out = Path(args.out)
     plugins = [str(Path(p).resolve()) for p in args.plugin]
     if args.address and args.executor == "local":
@@ -197,7 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise UserError(f"{problems[0]} (every cell would fail on this machine; nothing was run)")
     counts = run_suite(suite, out, plugins, quiet=args.quiet, executor=args.executor, address=args.address)
-    print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error, {counts['skipped']} already done -> {out / 'results.jsonl'}")
+    capped = f", {counts['capped']} capped" if counts.get("capped") else ""
+    print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:
         cmd_report(str(out))
     return 1 if counts["error"] else 0

@@ -34,7 +34,50 @@ def snapshot() -> list[tuple[str, int | None, dict[str, int]]]:
     """Every model loaded in this process so far with its usage now."""
     from boxbench.backends import loaded_models
 
-    return [(name, n, usage.snapshot()) for name, n, usage in loaded_models()]
+    return [(name, n, usage.snapshot()) for name, n, usage, _ in loaded_models()]
+
+
+def spend_snapshot() -> list[dict[str, Any]]:
+    """Every API model loaded in this process so far: what it billed, its price, cache hits, retries."""
+    from boxbench.backends import loaded_models
+
+    out = []
+    for name, _, _, api in loaded_models():
+        if api is not None:
+            d = api.describe()
+            out.append({"model": name, "price": d.get("price"), "requests": d["billed"]["requests"],
+                        "prompt_tokens": d["billed"]["prompt_tokens"], "completion_tokens": d["billed"]["completion_tokens"],
+                        "cache_hits": d.get("cache_hits", 0), "retries": d.get("retries", 0),
+                        "retry_wait_s": d.get("retry_wait_s", 0.0), "usage_missing": d.get("usage_missing", 0)})
+    return out
+
+
+def spend_estimate(after_tune: list[dict[str, Any]], after_eval: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record's ``spend``: money and billed tokens of tuning and of evaluation, per API model and
+    in all (None without an API model; a total is None when some model's price is unknown)."""
+    from boxbench.backends.budget import money
+
+    if not after_eval:
+        return None
+    keys = ("requests", "prompt_tokens", "completion_tokens", "cache_hits", "retries", "retry_wait_s", "usage_missing")
+    by_model = []
+    for i, end in enumerate(after_eval):
+        start = after_tune[i] if i < len(after_tune) else {k: 0 for k in keys}
+        tune = {k: start[k] for k in keys}
+        ev = {k: end[k] - start[k] for k in keys}
+        by_model.append({"model": end["model"], "price": end["price"], "tune": tune, "eval": ev,
+                         "tune_cost": money(end["price"], tune["prompt_tokens"], tune["completion_tokens"]),
+                         "eval_cost": money(end["price"], ev["prompt_tokens"], ev["completion_tokens"])})
+
+    def total(k: str) -> float | None:
+        vals = [m[k] for m in by_model]
+        return None if any(v is None for v in vals) else float(sum(vals))
+
+    return {"tune_cost": total("tune_cost"), "eval_cost": total("eval_cost"), "by_model": by_model,
+            "cache_hits": sum(m["tune"]["cache_hits"] + m["eval"]["cache_hits"] for m in by_model),
+            "billed_requests": sum(m["tune"]["requests"] + m["eval"]["requests"] for m in by_model),
+            "retries": sum(m["tune"]["retries"] + m["eval"]["retries"] for m in by_model),
+            "retry_wait_s": round(sum(m["tune"]["retry_wait_s"] + m["eval"]["retry_wait_s"] for m in by_model), 3)}
 
 
 def estimate(after_tune: list[tuple[str, int | None, dict[str, int]]],
@@ -59,3 +102,15 @@ def estimate(after_tune: list[tuple[str, int | None, dict[str, int]]],
         by_model.append({"model": name, "n_params": n, "tune_flops": t, "eval_flops": e,
                          "backward_tokens": end.get("backward_tokens", 0)})
     return {"tune_flops": tune_total, "eval_flops": eval_total, "by_model": by_model, "unknown": unknown, "formula": FORMULA}
+
+
+def record_spend(record: dict[str, Any]) -> tuple[float, int]:
+    """(money, billed tokens) a record's API models spent, tuning and evaluation together (a capped
+    cell's too); (0, 0) without API models."""
+    spend = record.get("spend") or {}
+    cost, tokens = 0.0, 0
+    for m in spend.get("by_model", []):
+        for part in ("tune", "eval"):
+            tokens += m[part]["prompt_tokens"] + m[part]["completion_tokens"]
+        cost += (m.get("tune_cost") or 0.0) + (m.get("eval_cost") or 0.0)
+    return float(cost), int(tokens)

@@ -10,6 +10,7 @@ goes on; resume skips cells that are ok. Imports only downward: runner → execu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 
 from boxbench.benchmarks.cell import error_record, now
 from boxbench.benchmarks.results import ResultStore
-from boxbench.benchmarks.suite import Suite
+from boxbench.benchmarks.suite import Cell, Suite
 from boxbench.registry import UserError
 
 
@@ -55,13 +56,14 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     from boxbench.benchmarks.executors import EXECUTORS
 
     prepare_run_dir(run_dir)
-    counts = {"ok": 0, "error": 0, "skipped": 0}
+    counts = {"ok": 0, "error": 0, "capped": 0, "skipped": 0}
     with run_lock(run_dir):
         store = ResultStore(run_dir)
         (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys},
                                                        indent=2, default=str))
         ok = store.ok_keys()
-        todo = [c for c in suite.cells if c.key not in ok]
+        capped = {r["cell_key"]: r.get("caps") for r in store.records() if r.get("status") == "capped"}
+        todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == _caps(c))]
         counts["skipped"] = len(suite.cells) - len(todo)
         runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
         line = runner.start()
@@ -82,7 +84,18 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
                         waiting.remove(cell)
                         _land(store, record, counts, bar, quiet)
                         continue
+                    left = budget_left(cell, store.records())
+                    if left is not None and active:  # under the run's caps, a cell starts with what the others left
+                        break
                     waiting.remove(cell)
+                    if left is not None and any(v <= 0 for v in left.values()):
+                        record = error_record(cell, f"the run's cap is spent ({', '.join(f'{k} left {v:g}' for k, v in left.items())}); "
+                                                    f"raise settings.suite_max_cost / suite_max_tokens to go on", now())
+                        record.update(status="capped", caps=_caps(cell), capped_in="queue")
+                        _land(store, record, counts, bar, quiet)
+                        continue
+                    if left is not None:  # the cell may spend what the run's caps leave
+                        cell = dataclasses.replace(cell, settings={**cell.settings, "budget_left": left})
                     active.add(cell.key)
                     attempts[cell.key] = attempts.get(cell.key, 0) + 1
                     runner.submit(cell)
@@ -107,6 +120,30 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
             bar.close()
             runner.close()
     return counts
+
+
+def _caps(cell: Cell) -> dict[str, Any]:
+    from boxbench.benchmarks.suite import CAP_SETTINGS
+
+    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
+
+
+def budget_left(cell: Cell, records: list[dict[str, Any]]) -> dict[str, float] | None:
+    """What the run's caps (``suite_max_cost`` / ``suite_max_tokens``) leave after the API spending
+    of every record in the run folder; None without such caps. Under such caps the runner starts
+    one cell at a time (any executor), so that each starts with what the others left."""
+    from boxbench.benchmarks.compute import record_spend
+
+    max_cost, max_tokens = cell.settings.get("suite_max_cost"), cell.settings.get("suite_max_tokens")
+    if max_cost is None and max_tokens is None:
+        return None
+    spent = [record_spend(r) for r in records]
+    left: dict[str, float] = {}
+    if max_cost is not None:
+        left["cost"] = max_cost - sum(c for c, _ in spent)
+    if max_tokens is not None:
+        left["tokens"] = max_tokens - sum(t for _, t in spent)
+    return left
 
 
 def _land(store: ResultStore, record: dict[str, Any], counts: dict[str, int], bar: Any, quiet: bool) -> None:

@@ -57,7 +57,9 @@ TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "li
 METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources", "sweep"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
-RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check")  # how a cell is run, not what it measures: not in the key
+RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check", "cache", "max_cost", "max_tokens", "suite_max_cost",
+                     "suite_max_tokens", "budget_left")  # how a cell is run, not what it measures: not in the key
+CAP_SETTINGS = ("max_cost", "max_tokens", "suite_max_cost", "suite_max_tokens")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -76,6 +78,16 @@ class Settings:
                                                                   "gt": 0, "nullable": True})
     max_retries: int = field(default=1, metadata={"help": "a cell whose process dies is run again this many times", "min": 0})
     exact_check: int = field(default=32, metadata={"help": "a fast-path model's first N test examples also on its exact twin", "min": 0})
+    cache: bool = field(default=True, metadata={"help": "serve repeated API requests from the on-disk request cache "
+                                                        "(backends/request_cache.py); false: ask the server every time"})
+    max_cost: float | None = field(default=None, metadata={"help": "a cell stops (status capped) once its API requests cost "
+                                                                   "this much (the price's currency)", "min": 0, "nullable": True})
+    max_tokens: int | None = field(default=None, metadata={"help": "a cell stops (status capped) after this many billed API "
+                                                                   "tokens", "min": 0, "nullable": True})
+    suite_max_cost: float | None = field(default=None, metadata={"help": "the run stops starting cells once its API requests "
+                                                                         "cost this much in all", "min": 0, "nullable": True})
+    suite_max_tokens: int | None = field(default=None, metadata={"help": "the run stops starting cells after this many billed "
+                                                                         "API tokens in all", "min": 0, "nullable": True})
     evaluate_on: str = field(default="test", metadata={
         "help": "test: the dataset's test split; holdout: limits.test rows of train that no method sees (train and dev "
                 "come first), for calibrating budgets without looking at test", "choices": ("test", "holdout")})
@@ -139,8 +151,9 @@ class Cell:
         if self.source is not None:  # as keys were before max_retries and resources existed
             src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep")}
             src["dataset"] = {k: v for k, v in src["dataset"].items() if k != "base"}
-            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items() if k not in ("max_retries", "exact_check")
-                                                   and not (k == "evaluate_on" and v == "test")}}
+            ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items()
+                                                   if k not in RUN_ONLY_SETTINGS or k == "cell_timeout_s"
+                                                   if not (k == "evaluate_on" and v == "test")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

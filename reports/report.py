@@ -86,10 +86,12 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
-    suite = json.loads((run_dir / "suite.json").read_text()).get("name", "?") if (run_dir / "suite.json").exists() else "?"
+    meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
+    suite = meta.get("name", "?")
+    description = str((meta.get("suite") or {}).get("description") or "")
     header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
-              f"Devices: {'; '.join(devices)}\n")
+              f"Devices: {'; '.join(devices)}\n" + (f"\n{description}\n" if description else ""))
     held_out = sorted({r["dataset"] for r in records if (r.get("sizes") or {}).get("evaluated_on") == "holdout"})
     if held_out:
         header += (f"\nEvaluated on held-out rows of the train split ({', '.join(held_out)}: settings.evaluate_on holdout), "

@@ -264,9 +264,11 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     paper = any(published.cost(r["method"], r["dataset"]) for r in ok)
     proposing = any(r.get("proposer_model") for r in ok)
+    paying = any(r.get("spend") for r in ok)
     t = Table(f"Cost — {model}", ["method", "access", "dataset", "tune s", "eval s", "tune FLOPs", "eval FLOPs", "peak RSS GiB",
                                   "peak GPU GiB", "calls", "prompt tok", "gen tok", "invalid %", "n"]
               + (["proposer", "proposer calls", "proposer s", "proposer tok in / out"] if proposing else [])
+              + (["cost tune / eval", "billed requests", "cache hits", "retries"] if paying else [])
               + ([f"{published.SOURCE}: memory · time"] if paper else []),
               note="means over seeds; FLOPs estimated from tokens (benchmarks/compute.py; '—': a record from before the estimate "
                    "or a model of unknown size); peak RSS sampled over the whole cell (model load included)"
@@ -289,8 +291,24 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
                 _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
                 mean_std([r["invalid_rate"] for r in mine], 100),
                 str(mine[0]["n"]),
-            ] + (_proposer_cells(mine) if proposing else []) + ([published.cost(mine[0]["method"], d) or "—"] if paper else []))
+            ] + (_proposer_cells(mine) if proposing else []) + (_spend_cells(mine) if paying else [])
+              + ([published.cost(mine[0]["method"], d) or "—"] if paper else []))
     return t
+
+
+def _spend_cells(mine: list[dict[str, Any]]) -> list[str]:
+    """Money (tuning / evaluation: every API model of the cell, the proposer's included), billed
+    requests, cache hits and retries, means over seeds; '—' without an API model."""
+    spends = [r["spend"] for r in mine if r.get("spend")]
+    if not spends:
+        return ["—"] * 4
+
+    def money(k: str) -> str:
+        vals = [s[k] for s in spends]
+        return "unknown price" if any(v is None for v in vals) else f"{statistics.fmean(vals):.4g}"
+
+    return [f"{money('tune_cost')} / {money('eval_cost')}", _fmt(_mean(s["billed_requests"] for s in spends), digits=0),
+            _fmt(_mean(s["cache_hits"] for s in spends), digits=0), _fmt(_mean(s["retries"] for s in spends), digits=0)]
 
 
 def _proposer_cells(mine: list[dict[str, Any]]) -> list[str]:

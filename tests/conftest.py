@@ -6,6 +6,12 @@ import os
 
 import pytest
 
+# The API request cache (backends/request_cache.py) is on by default for users; tests that count
+# requests must reach the server, so it is off here unless a test turns it on (BOXBENCH_CACHE=1 in
+# the environment of the run it starts), and never writes outside the test session's own folder.
+os.environ["BOXBENCH_CACHE"] = "0"
+os.environ.setdefault("BOXBENCH_CACHE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="boxbench-cache-")))
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # parallel workers (the README's `pytest -n 2`) share the cores: one torch thread each, in the
     # worker and in the processes it starts (CLI runs, their cells); set before torch is imported.

@@ -1,0 +1,84 @@
+"""An on-disk cache of API requests (lm-evaluation-harness's and DSPy's habit): a re-run of a finished
+study asks the server nothing and pays nothing.
+
+One SQLite file (``$BOXBENCH_CACHE_DIR/requests.sqlite``, default ``~/.cache/boxbench``), in WAL mode
+with a busy timeout, so several cell processes and Ray workers on one machine read and write it at
+once. A response is stored under the sha256 of (the model's identity, the endpoint, the request's
+parameters): the identity is the base URL, the model name and what the server reported of the model
+when it was first asked (``/v1/models``), so another model behind the same URL and name gets its own
+entries only if it reports itself differently — clear the cache (or ``--no-cache``) when you swap one
+silently. Only deterministic requests are cached: greedy (temperature 0) or sampled with a seed (the
+seed and every sampling parameter are in the key).
+
+``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run; the cell sets
+``ENABLED`` in its own process before any model loads. ``BOXBENCH_CACHE=0`` in the environment turns
+it off for everything (the test suite does, so that tests which count requests reach the server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+ENABLED = True
+
+
+def allowed() -> bool:
+    """Whether the environment permits the cache at all (``BOXBENCH_CACHE=0`` forbids it)."""
+    return os.environ.get("BOXBENCH_CACHE", "1") != "0"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BOXBENCH_CACHE_DIR") or Path.home() / ".cache" / "boxbench")
+
+
+def request_key(identity: dict[str, Any], endpoint: str, params: dict[str, Any]) -> str:
+    """The key of one request: identity, endpoint and parameters, canonical JSON, sha256."""
+    text = json.dumps({"identity": identity, "endpoint": endpoint, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cacheable(params: dict[str, Any]) -> bool:
+    """Deterministic requests only: greedy, or sampled with a seed."""
+    return not params.get("temperature") or params.get("seed") is not None
+
+
+class RequestCache:
+    """key → JSON value, shared by processes through SQLite (one connection per process, locked for threads)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+
+_OPEN: dict[str, RequestCache] = {}
+
+
+def shared() -> RequestCache | None:
+    """This process's cache (None when caching is off); opened on first use, after any fork."""
+    if not (ENABLED and allowed()):
+        return None
+    path = cache_dir() / "requests.sqlite"
+    key = f"{os.getpid()}:{path}"
+    if key not in _OPEN:
+        _OPEN[key] = RequestCache(path)
+    return _OPEN[key]
