@@ -253,7 +253,7 @@ class Pez(Method[WhiteView]):
 
     @classmethod
     def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
-        return [t for t in (pez_table(records), dictionary_table(records)) if t is not None]
+        return [t for t in (pez_table(records), dictionary_table(records), transfer_verdict_table(records)) if t is not None]
 
     def tune(self, model: WhiteView, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
         import torch
@@ -386,3 +386,48 @@ def dictionary_table(records: list[dict[str, Any]]) -> Any:
         t.rows.append([lab, model, *[mean_std((r["prompt_dictionary_fraction"] for r in mine if r["dataset"] == d), 100)
                                      for d in datasets], mean_std((r["prompt_dictionary_fraction"] for r in mine), 100)])
     return t
+
+
+CLAIM_PAIRS = (("neighbour", "full"), ("neighbour", "random"))
+"""The neighbour-restricted PEZ study's claim: a prompt tuned over the vocabulary whose embedding
+neighbourhoods agree across models transfers better than one tuned over the full vocabulary or a
+random subset of the same size."""
+
+
+def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
+    """The PEZ study's claim tested per dataset and target model: the neighbour-vocabulary prompts'
+    transfer accuracy against the full-vocabulary and the random-subset prompts' (``CLAIM_PAIRS``),
+    McNemar's exact test on the same test examples pooled over the seeds both have, Holm within each
+    target; holds / refuted / undecided, and the difference the design detects (80 % power)."""
+    from boxbench.reports.stats import detectable_difference, discordant, holm, mcnemar_exact
+    from boxbench.reports.tables import Table, _verdict, is_transfer
+
+    moved = [r for r in records if r["status"] == "ok" and is_transfer(r) and r["method"] == "pez" and isinstance(r.get("correct"), str)]
+    rows = []
+    for d, target in dict.fromkeys((r["dataset"], r["target_model"]) for r in moved):
+        mine = [r for r in moved if (r["dataset"], r["target_model"]) == (d, target)]
+        family = []
+        for a, b in CLAIM_PAIRS:
+            xs = {r["seed"]: r for r in mine if r["params"].get("vocab") == a}
+            ys = {r["seed"]: r for r in mine if r["params"].get("vocab") == b}
+            seeds = sorted(set(xs) & set(ys))
+            pairs = [(xs[s]["correct"], ys[s]["correct"]) for s in seeds
+                     if len(xs[s]["correct"]) == len(ys[s]["correct"]) and xs[s].get("test_sha256") == ys[s].get("test_sha256")]
+            if not pairs:
+                continue
+            u = v = n = 0
+            for cx, cy in pairs:
+                du, dv = discordant([c == "1" for c in cx], [c == "1" for c in cy])
+                u, v, n = u + du, v + dv, n + len(cx)
+            delta = (sum(cx.count("1") for cx, _ in pairs) - sum(cy.count("1") for _, cy in pairs)) / n
+            family.append((a, b, len(pairs), delta, u, v, n, mcnemar_exact(u, v)))
+        for (a, b, k, delta, u, v, n, p), adj in zip(family, holm([f[-1] for f in family])):
+            rows.append([d, target, f"{a} > {b}", str(k), f"{100 * delta:+.1f}", f"{u} / {v}", f"{adj:.3g}",
+                         f"{100 * detectable_difference(n, (u + v) / n):.1f}", _verdict(delta, adj)])
+    if not rows:
+        return None
+    return Table("PEZ transfer: the neighbour-vocabulary claim", ["dataset", "target", "claim", "seeds", "Δ accuracy (pp)",
+                                                                   "only first / only second right", "p (Holm)", "detectable (pp)", "verdict"],
+                 rows, note="transfer cells of PEZ prompts tuned over each vocabulary (params.vocab), the same seeds and test examples "
+                            "paired; McNemar's exact test on the discordant examples pooled over seeds, Holm within each target; "
+                            "detectable: the difference this many paired examples find with 80 % power at α 0.05")

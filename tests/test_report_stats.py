@@ -138,3 +138,18 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
     flipped = [dict(r, correct=r["correct"].translate(str.maketrans("01", "10")), accuracy=1 - r["accuracy"]) for r in recs]
     rows = {(r[1], r[2]): r for r in verdict_table(flipped).rows}
     assert rows[("agnews", "white-box ≥ grey-box")][-1] == "refuted"
+
+
+def test_the_pez_transfer_claim_is_tested_per_target():
+    from boxbench.methods.pez import transfer_verdict_table
+
+    recs = []
+    for seed in range(3):
+        for vocab, correct in (("neighbour", "1" * 30 + "0" * 10), ("full", "1" * 18 + "0" * 22), ("random", "1" * 29 + "0" * 11)):
+            r = rec(f"pez-{vocab}", "pez", "white", "logprob", correct, seed=seed, model="smol", target_model="qwen")
+            r["params"] = {"vocab": vocab}
+            recs.append(r)
+    rows = {r[2]: r for r in transfer_verdict_table(recs).rows}
+    assert rows["neighbour > full"][-1] == "holds" and rows["neighbour > full"][4] == "+30.0" and rows["neighbour > full"][3] == "3"
+    assert rows["neighbour > random"][-1] == "undecided" and rows["neighbour > random"][5] == "3 / 0"
+    assert float(rows["neighbour > random"][7]) > 2.5  # what 120 paired examples could have found
