@@ -452,18 +452,48 @@ def sweep_curves(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str
     return {k: list(v.items()) for k, v in out.items()}
 
 
+PLATEAU_PP = 1.0  # a budget "stops rising" within this many points of the curve's best
+BUDGET_CAP_S = 900.0  # the tuning time one study cell may take on the machine that ran the sweep
+
+
+def choose_budget(points: list[tuple[Any, list[dict[str, Any]]]]) -> tuple[Any, str] | None:
+    """The budget rule of the CPU study: among the swept values whose tuning stayed under
+    ``BUDGET_CAP_S``, the smallest whose accuracy is within ``PLATEAU_PP`` of the best of them
+    (where the curve stops rising), and why; None for a non-numeric sweep."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in points):
+        return None
+    stats = [(v, statistics.fmean(r["accuracy"] for r in g), _mean(r.get("tune_wall_s") for r in g) or 0.0) for v, g in points]
+    within = [x for x in stats if x[2] <= BUDGET_CAP_S]
+    if not within:
+        return min(stats, key=lambda x: x[2])[0], f"every value's tuning exceeds {BUDGET_CAP_S:.0f} s: the cheapest"
+    best = max(a for _, a, _ in within)
+    value = min(v for v, a, _ in within if a >= best - PLATEAU_PP / 100)
+    over = [v for v, _, t in stats if t > BUDGET_CAP_S]
+    if value == max(v for v, _, _ in within) and over:
+        return value, f"still rising; larger values' tuning exceeds {BUDGET_CAP_S:.0f} s"
+    if value == max(v for v, _, _ in stats):
+        return value, "still rising at the largest value swept"
+    return value, f"within {PLATEAU_PP:g} point of the best value under the cap"
+
+
 def sweep_table(records: list[dict[str, Any]]) -> Table | None:
     """Learning curves as a table: accuracy (mean [95 % interval]) at each swept value, with the
-    tuning time it took — where each method's budget was chosen from."""
+    tuning time and compute it took, and the budget ``choose_budget`` picks from them."""
     curves = sweep_curves(records)
     if not curves:
         return None
-    t = Table("Learning curves (budget sweeps)", ["method", "model", "dataset", "swept", "value", "accuracy % [95 % CI]", "tune s"],
-              note="one row per swept value; accuracy mean over seeds with its interval (``accuracy_interval``)")
+    t = Table("Learning curves (budget sweeps)", ["method", "model", "dataset", "swept", "value", "accuracy % [95 % CI]", "tune s",
+                                                  "tune FLOPs", "chosen"],
+              note=f"one row per swept value; accuracy mean over seeds with its interval; chosen: the smallest value within "
+                   f"{PLATEAU_PP:g} point of the best among those whose tuning took at most {BUDGET_CAP_S:.0f} s (where the curve "
+                   f"stops rising, or the cap), and why")
     for (name, model, dataset, param), points in curves.items():
+        chosen = choose_budget(points)
         for value, group in points:
+            mark = f"← {chosen[1]}" if chosen and chosen[0] == value else ""
             t.rows.append([name, model, dataset, param, str(value), accuracy_cell(group),
-                           _fmt(_mean(r.get("tune_wall_s") for r in group), digits=0)])
+                           _fmt(_mean(r.get("tune_wall_s") for r in group), digits=0),
+                           flops_text(_mean(r.get("tune_flops") for r in group)), mark])
     return t
 
 

@@ -153,3 +153,18 @@ def test_the_pez_transfer_claim_is_tested_per_target():
     assert rows["neighbour > full"][-1] == "holds" and rows["neighbour > full"][4] == "+30.0" and rows["neighbour > full"][3] == "3"
     assert rows["neighbour > random"][-1] == "undecided" and rows["neighbour > random"][5] == "3 / 0"
     assert float(rows["neighbour > random"][7]) > 2.5  # what 120 paired examples could have found
+
+
+def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
+    from boxbench.reports.tables import choose_budget
+
+    def pts(*rows):
+        return [(v, [{"accuracy": a, "tune_wall_s": t}]) for v, a, t in rows]
+
+    assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.88, 800))) == \
+        (1024, "within 1 point of the best value under the cap")
+    assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.89, 989)))[0] == 1024
+    assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.89, 989)))[1].startswith("still rising; larger")
+    assert choose_budget(pts((1, 0.5, 2000), (2, 0.6, 4000))) == (1, "every value's tuning exceeds 900 s: the cheapest")
+    assert choose_budget(pts((1, 0.5, 10), (2, 0.6, 20)))[1] == "still rising at the largest value swept"
+    assert choose_budget([("a", [{"accuracy": 0.5}])]) is None
