@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
 from boxbench.backends.batching import plan_batches, plan_prefixes
@@ -51,8 +51,11 @@ class HFBackend(Backend):
         # soft prompt (n x hidden) placed before every input: set by a prompt-tuning artifact
         self.prefix_embeds: Any = None
         self.prefix_after_bos = False  # score_with_embeddings puts its prefix after BOS (BBT's placement)
+        self.cache = False  # the request cache, an option in-process (``cache: true`` in the model spec)
+        self.cache_hits = 0
+        self._handed_out = False  # set once the module is handed out at white access: it may change, no caching
 
-    OPTIONS = {"chat": bool, "quantize": str}
+    OPTIONS = {"chat": bool, "quantize": str, "cache": bool}
     QUANTIZE = ("none", "4bit", "int8")
 
     @classmethod
@@ -77,7 +80,7 @@ class HFBackend(Backend):
 
     @classmethod
     def load(cls, spec: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, use_cache: bool = True,
-             prefix_cache: bool = True, chat: bool = CHAT_DEFAULT, quantize: str = "none") -> "HFBackend":
+             prefix_cache: bool = True, chat: bool = CHAT_DEFAULT, quantize: str = "none", cache: bool = False) -> "HFBackend":
         """Load an alias (``smollm2-135m``), a hub name (``hf:ORG/NAME``), a folder, or a ``.gguf`` file.
 
         ``quantize: 4bit``: weights in NF4 with double quantisation and bf16 compute through
@@ -92,6 +95,12 @@ class HFBackend(Backend):
         (default off: measured on SST-2 with SmolLM2-135M-Instruct, the plain prompt answered better —
         0.68 vs 0.47 zero-shot on 100 test examples, the chat turn said "positive" to nearly everything).
         Scoring always reads raw text.
+
+        ``cache``: serve repeated calls (greedy or seeded generation, scoring, top-k) from the on-disk
+        request cache (``request_cache``), keyed by the model's identity (spec, dtype, device,
+        quantization, vocabulary, torch and transformers versions) and the call — only while the
+        model is as loaded: once it is handed out at white access (a method may change its
+        weights) or carries a continuous prompt, nothing is read from or written to the cache.
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -126,7 +135,59 @@ class HFBackend(Backend):
                     "load_wall_s": round(time.perf_counter() - t0, 3)}
         backend = cls(model, tok, spec, batch_size=batch_size, settings=settings, prefix_cache=prefix_cache, chat=chat)
         backend.max_access = cls.spec_access({"quantize": quantize})
+        backend.cache = cache
         return backend
+
+    # ----- the request cache (an option in-process) -----
+    def view(self, access: Any) -> Any:
+        view = super().view(access)
+        if view.access == Access.white:
+            self._handed_out = True
+        return view
+
+    def _cache(self) -> Any:
+        """The request cache while this model may use it (see ``load``), else None."""
+        from boxbench.backends import request_cache
+
+        if not self.cache or self._handed_out or self.prefix_embeds is not None:
+            return None
+        return request_cache.shared()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "cache": self.cache, **({"cache_hits": self.cache_hits} if self.cache else {})}
+
+    def _identity(self) -> dict[str, Any]:
+        """What the cache keys this model by (computed once: the model as loaded does not change)."""
+        if getattr(self, "_ident", None) is None:
+            self._ident = self._identity_fresh()
+        return self._ident
+
+    def _identity_fresh(self) -> dict[str, Any]:
+        from boxbench.benchmarks.metering import versions
+
+        v = versions()
+        return {"backend": "hf", "model": self.name, "chat": self.chat, "vocabulary": self.vocabulary_id(),
+                **{k: self.settings.get(k) for k in ("dtype", "device", "quantize", "n_params")},
+                "torch": v.get("torch"), "transformers": v.get("transformers")}
+
+    def _cached(self, kind: str, items: list[Any], fresh: Callable[[list[int]], list[Any]]) -> list[Any]:
+        """``fresh(indices)`` for the items the cache does not hold (all of them without a cache);
+        each value is (result, usage: calls, prompt, completion) and its usage is counted either way."""
+        from boxbench.backends import request_cache
+
+        cache = self._cache()
+        ident = self._identity() if cache else {}
+        keys = [request_cache.request_key(ident, kind, {"item": it}) for it in items] if cache else []
+        found: list[Any] = [cache.get(k) for k in keys] if cache else [None] * len(items)
+        missing = [i for i, f in enumerate(found) if f is None]
+        for i, value in zip(missing, fresh(missing) if missing else []):
+            found[i] = value
+            if cache:
+                cache.put(keys[i], value)
+        self.cache_hits += len(items) - len(missing)
+        for value in found:
+            self.usage.add(*value[1])
+        return [value[0] for value in found]
 
     @staticmethod
     def _int8(model: Any) -> Any:
@@ -360,23 +421,34 @@ class HFBackend(Backend):
         prompts share (instruction, demonstrations) are computed once, as in ``score``. A row stops
         at an end token, at ``max_new_tokens``, or once its text holds a stop string after some
         content (``tokens.answer_ended``: the view's cut is then decided)."""
+        if config.temperature > 0 and config.seed is None:  # not repeatable: never cached
+            return [v[0] for v in self._generate(prompts, list(range(len(prompts))), config, count=True)]
+        conf = [config.max_new_tokens, config.temperature, config.top_p, config.stop, config.seed]
+        return self._cached("generate", [[p, i if config.seed is not None else 0, conf] for i, p in enumerate(prompts)],
+                            lambda idx: self._generate([prompts[i] for i in idx], idx, config))
+
+    def _generate(self, prompts: list[str], index: list[int], config: GenerationConfig, count: bool = False) -> list[Any]:
+        """(text, usage) per prompt; ``index``: each prompt's place in the caller's list (its sampling
+        stream: a sample does not depend on batching or caching)."""
         if self.chat:
             encoded = [self._encode(self.chat_text(p), False) for p in prompts]
         else:
             encoded = [self._encode(p, True) for p in prompts]
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[Any] = [None] * len(prompts)
         prefixes = self._prefixes(encoded, [1] * len(encoded))
         gens: list[Any] = [None] * len(prompts)
-        if config.seed is not None:  # one stream per prompt: a sample does not depend on batching or caching
+        if config.seed is not None:
             import torch
 
-            gens = [torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + i) for i in range(len(prompts))]
+            gens = [torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + i) for i in index]
         rest = [e[len(p.ids) if p else 0 :] for e, p in zip(encoded, prefixes)]
         for batch in self._batches([len(r) for r in rest]):
             new = self._decode([rest[i] for i in batch], [prefixes[i] for i in batch], config, [gens[i] for i in batch])
             for toks, i in zip(new, batch):
-                outputs[i] = self._tok.decode(toks, skip_special_tokens=True)
-                self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft(), completion=len(toks))
+                usage = [1, len(encoded[i]) + self._n_soft(), len(toks)]
+                outputs[i] = [self._tok.decode(toks, skip_special_tokens=True), usage]
+                if count:
+                    self.usage.add(*usage)
         return outputs
 
     def _decode(self, rows: list[list[int]], prefixes: list["_Prefix | None"], config: GenerationConfig,
@@ -424,16 +496,19 @@ class HFBackend(Backend):
 
     # ----- grey -----
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        return self._cached("top_k", [[p, k] for p in prompts], lambda idx: self._top_k([prompts[i] for i in idx], k))
+
+    def _top_k(self, prompts: list[str], k: int) -> list[Any]:
         import torch
 
         encoded = [self._encode(p, True) for p in prompts]
-        result: list[dict[str, float]] = [{} for _ in prompts]
+        result: list[Any] = [None for _ in prompts]
         for batch in self._batches([len(e) for e in encoded]):
             lp = self._forward_last([encoded[i] for i in batch], 1)[:, -1]
             top = torch.topk(lp, k, dim=-1)
             for row, i in enumerate(batch):
-                result[i] = {self._tok.decode([t]): float(v) for v, t in zip(top.values[row].tolist(), top.indices[row].tolist())}
-                self.usage.add(calls=1, prompt=len(encoded[i]) + self._n_soft())
+                result[i] = [{self._tok.decode([t]): float(v) for v, t in zip(top.values[row].tolist(), top.indices[row].tolist())},
+                             [1, len(encoded[i]) + self._n_soft(), 0]]
         return result
 
     def input_embeddings(self, text: str | Sequence[int]) -> Any:
@@ -468,7 +543,14 @@ class HFBackend(Backend):
         return encode_pair(lambda t: self._encode(t, True), prompt, continuation)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
-        """Sum log-prob of each continuation, all continuations of a prompt from one forward row.
+        """Sum log-prob of each continuation after its prompt (``_score``; through the request cache
+        when it is on)."""
+        return self._cached("score", [[p, list(cs)] for p, cs in zip(prompts, continuations)],
+                            lambda idx: self._score([prompts[i] for i in idx], [continuations[i] for i in idx]))
+
+    def _score(self, prompts: list[str], continuations: list[list[str]]) -> list[Any]:
+        """(scores, usage) per prompt: the sum log-prob of each continuation, all continuations of a
+        prompt from one forward row.
 
         Each continuation is encoded together with its prompt (``tokens.encode_pair``); continuation c
         (tokens c1..cm after prompt ids p) needs the row p+c1..c(m-1); rows that are prefixes of
@@ -478,6 +560,7 @@ class HFBackend(Backend):
         """
         rows: list[list[int]] = []
         reads: list[list[tuple[int, int, list[int]]]] = []  # per prompt: (row, offset-from-end, cont ids)
+        usages: list[list[int]] = []
         for prompt, conts in zip(prompts, continuations):
             p_ids = self._encode(split_pair(prompt, "")[0], True)
             pairs = [encode_pair(lambda t: self._encode(t, True), prompt, c, p_ids) for c in conts]
@@ -495,7 +578,7 @@ class HFBackend(Backend):
                 # position (from the row's end) whose logits predict c[0]
                 mine.append((base + r, len(kept[r]) - (len(p) - 1), c))
             reads.append(mine)
-            self.usage.add(calls=1, prompt=self._n_soft() + len(p_ids) + sum(len(c) for _, c in pairs))
+            usages.append([1, self._n_soft() + len(p_ids) + sum(len(c) for _, c in pairs), 0])
         need_keep = [0] * len(rows)
         by_row: dict[int, list[tuple[int, int, int, list[int]]]] = {}  # row -> (prompt, cont, off, ids)
         for pi, per in enumerate(reads):
@@ -512,4 +595,4 @@ class HFBackend(Backend):
                 for pi, ci, off, c in by_row[i]:
                     start = keep - off  # index of the position predicting c[0]
                     scores[pi][ci] = float(sum(lp[j, start + t, tok] for t, tok in enumerate(c)))
-        return scores
+        return [[sc, u] for sc, u in zip(scores, usages)]

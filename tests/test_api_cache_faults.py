@@ -201,3 +201,28 @@ def test_a_price_is_checked_and_known_models_have_dated_prices():
     assert price_for("gpt-4o-mini", "https://api.openai.com/v1", None)["source"] == f"public list price, {PRICES['gpt-4o-mini'][2]}"
     assert price_for("mystery", "https://example.com/v1", None) is None
     assert price_for("mystery", "http://127.0.0.1:8080/v1", None)["input_per_mtok"] == 0.0
+
+
+def test_an_in_process_model_uses_the_cache_only_while_it_is_as_loaded(tmp_path, monkeypatch, smol):
+    """``cache: true`` on an hf model: repeated greedy generation, scoring and top-k come from the
+    cache with the same results and the same usage; a model handed out at white access (its weights
+    may change) neither reads nor writes it."""
+    from boxbench.backends.base import Access
+    from boxbench.backends.hf import HFBackend
+
+    monkeypatch.setenv("BOXBENCH_CACHE", "1")
+    monkeypatch.setenv("BOXBENCH_CACHE_DIR", str(tmp_path))
+    prompts = ["Review: a gorgeous, witty film\nThe sentiment of this review is", "Review: dull and slow\nThe sentiment of this review is"]
+    words = [[" negative", " positive"]] * 2
+    m = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8, cache=True)
+    runs = []
+    for _ in range(2):
+        before = m.usage.snapshot()
+        out = (m.generate(prompts, GenerationConfig(max_new_tokens=4)), m.score(prompts, words), m.next_token_logprobs(prompts, 3))
+        runs.append((out, {k: v - before[k] for k, v in m.usage.snapshot().items()}))
+    assert runs[0] == runs[1] and m.cache_hits == 6 and m.describe()["cache_hits"] == 6
+    assert runs[0][0][1] == smol.score(prompts, words)  # the cached scores are the model's own
+    m.view(Access.white)  # a method could now change the weights
+    m.score(prompts, words)
+    assert m.cache_hits == 6
+
