@@ -572,8 +572,12 @@ def _verdict(delta: float, p: float, holds_if_positive: bool = True) -> str:
 
 
 def _best_of_class(mine: list[dict[str, Any]], access: str) -> list[dict[str, Any]]:
-    """The cells of the access class's best method (highest mean accuracy) in ``mine``."""
-    keys = [k for k in row_order(mine) if k[0] == access]
+    """The cells of the access class's best tuning method (highest mean accuracy) in ``mine``: the
+    survey's claims are about what tuning buys, so the untuned rows (family ``baseline``) are not
+    candidates."""
+    tuned = [r for r in mine if r.get("family") != "baseline"]
+    keys = [k for k in row_order(tuned) if k[0] == access]
+    mine = tuned
     groups = [[r for r in mine if (r["access"], r["label"]) == k] for k in keys]
     return max(groups, key=lambda g: statistics.fmean(r["accuracy"] for r in g)) if groups else []
 
@@ -627,7 +631,7 @@ def verdict_table(records: list[dict[str, Any]]) -> Table | None:
         return None
     return Table("Verdicts: the survey's claims at this scale",
                  ["model", "dataset", "claim", "compared", "Δ (pp, claimed direction)", "p", "detectable (pp)", "verdict"],
-                 rows, note="orderings: the best method of each class (highest mean accuracy) against the other's, McNemar's exact "
+                 rows, note="orderings: the best tuning method of each class (highest mean accuracy; untuned rows excluded) against the other's, McNemar's exact "
                             "test pooled over seeds, Holm-adjusted within the dataset (the paired-comparisons table); gap: per-example "
                             "best white − best black, averaged over seeds, compared across the two test sets (z-test); holds / refuted: "
                             "p < 0.05 in the claimed / the opposite direction; undecided otherwise; detectable: the difference this design "
