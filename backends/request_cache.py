@@ -1,7 +1,8 @@
 """An on-disk cache of API requests (lm-evaluation-harness's and DSPy's habit): a re-run of a finished
 study asks the server nothing and pays nothing.
 
-One SQLite file (``$BOXBENCH_CACHE_DIR/requests.sqlite``, default ``~/.cache/boxbench``), in WAL mode
+One SQLite file (``requests.sqlite`` in ``$BOXBENCH_REQUEST_CACHE_DIR``, default boxbench's cache folder:
+``$BOXBENCH_CACHE`` or ``~/.cache/boxbench``, beside the dequantised weights), in WAL mode
 with a busy timeout, so several cell processes and Ray workers on one machine read and write it at
 once. A response is stored under the sha256 of (the model's identity, the endpoint, the request's
 parameters): the identity is the base URL, the model name and what the server reported of the model
@@ -11,8 +12,8 @@ silently. Only deterministic requests are cached: greedy (temperature 0) or samp
 seed and every sampling parameter are in the key).
 
 ``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run; the cell sets
-``ENABLED`` in its own process before any model loads. ``BOXBENCH_CACHE=0`` in the environment turns
-it off for everything (the test suite does, so that tests which count requests reach the server).
+``ENABLED`` in its own process before any model loads. ``BOXBENCH_REQUEST_CACHE=0`` in the environment
+turns it off for everything (the test suite does, so that tests which count requests reach the server).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ ENABLED = True
 
 
 def allowed() -> bool:
-    """Whether the environment permits the cache at all (``BOXBENCH_CACHE=0`` forbids it)."""
-    return os.environ.get("BOXBENCH_CACHE", "1") != "0"
+    """Whether the environment permits the cache at all (``BOXBENCH_REQUEST_CACHE=0`` forbids it)."""
+    return os.environ.get("BOXBENCH_REQUEST_CACHE", "1") != "0"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BOXBENCH_CACHE_DIR") or Path.home() / ".cache" / "boxbench")
+    from boxbench.backends import weights
+
+    return Path(os.environ.get("BOXBENCH_REQUEST_CACHE_DIR") or weights.cache_dir())
 
 
 def request_key(identity: dict[str, Any], endpoint: str, params: dict[str, Any]) -> str:

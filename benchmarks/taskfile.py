@@ -270,8 +270,8 @@ class TaskFile:
             y = r[label]
             key = str(int(y)) if isinstance(y, float) and y.is_integer() else str(y)
             if key not in index:
-                raise _fail(f"{self.where}.labels", f"row {i + 1} of {where.split(': ')[-1]} has label {y!r}, which no label lists "
-                                                    f"(listed: {', '.join(index)}); add it to labels or fix the row")
+                raise _fail(f"{self.where}.labels", f"data file {where.split(': ', 1)[-1]}: line {i + 2} (header = line 1) has label "
+                                                    f"{y!r}, which no label lists (listed: {', '.join(index)}); add it to labels or fix the row")
             t = text.format(**{c: "" if r[c] is None else str(r[c]) for c in columns_of(text)})
             for clean in self.cleaners:
                 t = clean(t)

@@ -7,10 +7,11 @@ import os
 import pytest
 
 # The API request cache (backends/request_cache.py) is on by default for users; tests that count
-# requests must reach the server, so it is off here unless a test turns it on (BOXBENCH_CACHE=1 in
-# the environment of the run it starts), and never writes outside the test session's own folder.
-os.environ["BOXBENCH_CACHE"] = "0"
-os.environ.setdefault("BOXBENCH_CACHE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="boxbench-cache-")))
+# requests must reach the server, so it is off here unless a test turns it on
+# (BOXBENCH_REQUEST_CACHE=1 in the environment of the run it starts), and it never writes outside
+# the test session's own folder.
+os.environ["BOXBENCH_REQUEST_CACHE"] = "0"
+os.environ.setdefault("BOXBENCH_REQUEST_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="boxbench-requests-"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # parallel workers (the README's `pytest -n 2`) share the cores: one torch thread each, in the

@@ -44,7 +44,7 @@ def test_a_rerun_into_a_new_folder_asks_the_server_nothing_and_gives_the_same_re
 
     server_or_skip()
     log = tmp_path / "server.log"
-    env = {"BOXBENCH_CACHE": "1", "BOXBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    env = {"BOXBENCH_REQUEST_CACHE": "1", "BOXBENCH_REQUEST_CACHE_DIR": str(tmp_path / "cache")}
     with LlamaServer("smollm2-135m", log=log) as srv:
         suite = write_suite(tmp_path / "s.yaml", SUITE.format(url=srv.base_url, extra=""))
         before = _requests_in(log)
@@ -210,8 +210,8 @@ def test_an_in_process_model_uses_the_cache_only_while_it_is_as_loaded(tmp_path,
     from boxbench.backends.base import Access
     from boxbench.backends.hf import HFBackend
 
-    monkeypatch.setenv("BOXBENCH_CACHE", "1")
-    monkeypatch.setenv("BOXBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("BOXBENCH_REQUEST_CACHE", "1")
+    monkeypatch.setenv("BOXBENCH_REQUEST_CACHE_DIR", str(tmp_path))
     prompts = ["Review: a gorgeous, witty film\nThe sentiment of this review is", "Review: dull and slow\nThe sentiment of this review is"]
     words = [[" negative", " positive"]] * 2
     m = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8, cache=True)

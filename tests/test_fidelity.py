@@ -134,7 +134,7 @@ def test_10_generation_stops_at_every_end_token_of_the_model(smol):
         config.eos_token_id = old
 
 
-def test_11_bad_output_folder_and_corrupt_data_are_one_line(tmp_path):
+def test_11_bad_output_folder_and_corrupt_data_are_one_line(tmp_path, monkeypatch):
     f = tmp_path / "a_file"
     f.write_text("x")
     proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(f))
@@ -153,11 +153,13 @@ def test_11_bad_output_folder_and_corrupt_data_are_one_line(tmp_path):
     proc = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet", env={"BOXBENCH_DATA": str(bad)})
     (rec,) = records_of(tmp_path / "run")
     assert rec["status"] == "error" and "Traceback" not in rec["error"]
-    assert f"data file {bad / 'sst2' / 'validation.tsv'}: row 4 (header = line 1) is malformed" in rec["error"]
+    assert rec["error"] == (f"built-in task sst2.yaml.labels: data file {bad / 'sst2' / 'validation.tsv'}: line 4 (header = line 1) "
+                            f"has label 'positive', which no label lists (listed: 0, 1); add it to labels or fix the row")
 
     (bad / "agnews").mkdir(exist_ok=True)
     (bad / "agnews" / "test.csv").write_text('label,title,description\n1,"unterminated,x\n')
     from boxbench.benchmarks import datasets as ds
 
+    monkeypatch.setenv("BOXBENCH_DATA", str(bad))
     with pytest.raises(UserError, match=rf"data file {bad / 'agnews' / 'test.csv'} does not parse"):
-        ds._agnews_local(bad)
+        ds.DATASETS.get("agnews").load_local(bad)

@@ -128,7 +128,7 @@ BASE = {"name": "t", "files": {"train": "train.csv", "test": "test.csv"}, "text"
     ({"text": "{title} {summary}"}, r"no column 'summary' in the data \(columns: title, body, y\); fix text/label or the file"),
     ({"label": "z"}, r"no column 'z' in the data"),
     ({"labels": [{"value": 0, "word": " no"}, {"value": 2, "word": " yes"}]},
-     r"t\.labels: row 2 of .*train\.csv has label 1, which no label lists \(listed: 0, 2\); add it to labels or fix the row"),
+     r"t\.labels: data file .*train\.csv: line 3 \(header = line 1\) has label 1, which no label lists \(listed: 0, 2\); add it to labels"),
     ({"labels": [{"value": 0, "word": " yes"}, {"value": 1, "word": "Yes"}]},
      r"t\.labels\[1\]\.word: 'Yes' is also label 0's; give every label its own word"),
     ({"labels": [{"value": 0, "word": " "}, {"value": 1, "word": " yes"}]}, r"t\.labels\[0\]\.word: ' ' is empty; a label word must have"),
