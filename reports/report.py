@@ -18,7 +18,7 @@ from boxbench.reports.tables import (Table, accuracy_table, comparison_table, co
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
-tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;font-size:90%}"""
+tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;font-size:90%}img{max-width:100%;height:auto}"""
 
 
 def load_records(run_dir: Path) -> list[dict[str, Any]]:
