@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.benchmarks import compute
-from boxbench.benchmarks.suite import Cell
+from boxbench.benchmarks.suite import Cell, caps_of
 from boxbench.registry import UserError, load_plugin_file
 
 
@@ -233,13 +233,6 @@ class CellRun:
         self.record["exact_check_peak_host_rss_bytes"] = self.meter.peak_host_rss_bytes
 
 
-def _caps(cell: Cell) -> dict[str, Any]:
-    """The caps a capped cell ran under (a later run with other caps runs it again)."""
-    from boxbench.benchmarks.suite import CAP_SETTINGS
-
-    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
-
-
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process (``CellRun``'s steps) and return its record;
     a failing step makes an error record with a one-line reason (the traceback goes to the log)."""
@@ -259,7 +252,7 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
     except CapReached as e:  # the method stopped at its cap: say how far it got and what it spent
         from boxbench.benchmarks import compute
 
-        record.update(status="capped", error=str(e), capped_in=run.phase, caps=_caps(cell),
+        record.update(status="capped", error=str(e), capped_in=run.phase, caps=caps_of(cell),
                       usage_so_far=run.backend.usage.snapshot() if hasattr(run, "backend") else None,
                       spend=compute.spend_estimate(getattr(run, "tune_spend", None) or compute.spend_snapshot(),
                                                    compute.spend_snapshot()))  # capped in tuning: all of it is tuning's

@@ -287,6 +287,14 @@ def _load_raw(d: DatasetDef) -> tuple[tuple[Example, ...], tuple[Example, ...], 
     return tuple(train), tuple(test), source
 
 
+@lru_cache(maxsize=8)
+def _train_texts(d: DatasetDef) -> frozenset[str]:
+    """A dataset's training texts as duplicates are found (once per process, not per cell)."""
+    from boxbench.benchmarks.taskfile import normalised
+
+    return frozenset(normalised(e.text) for e in load_raw(d)[0])
+
+
 def load_splits(dataset: Any, train: int | None = None, dev: int | None = None, test: int | None = None,
                 data_seed: int = 0, evaluate_on: str = "test") -> Splits:
     """Fixed, seed-independent splits so that every method and seed sees the same data.
@@ -322,7 +330,7 @@ def load_splits(dataset: Any, train: int | None = None, dev: int | None = None, 
             random.Random(data_seed + 1).shuffle(test_rows)
             test_rows = test_rows[:test]
     sizes: dict[str, Any] = {"train": len(train_rows), "dev": len(dev_rows), "test": len(test_rows), "train_total": len(tr),
-                             "test_total": len(te), "test_in_train": overlap(list(tr), test_rows)}
+                             "test_total": len(te), "test_in_train": overlap(_train_texts(d), test_rows)}
     if evaluate_on != "test":
         sizes["evaluated_on"] = evaluate_on
     return Splits(d.task, train_rows, dev_rows, test_rows, source, sizes, data_files(d))

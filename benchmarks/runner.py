@@ -14,11 +14,11 @@ import dataclasses
 import fcntl
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from boxbench.benchmarks.cell import error_record, now
 from boxbench.benchmarks.results import ResultStore
-from boxbench.benchmarks.suite import Cell, Suite
+from boxbench.benchmarks.suite import Cell, Suite, caps_of
 from boxbench.registry import UserError
 
 
@@ -63,7 +63,7 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
                                                        indent=2, default=str))
         ok = store.ok_keys()
         capped = {r["cell_key"]: r.get("caps") for r in store.records() if r.get("status") == "capped"}
-        todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == _caps(c))]
+        todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == caps_of(c))]
         counts["skipped"] = len(suite.cells) - len(todo)
         runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
         line = runner.start()
@@ -84,14 +84,14 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
                         waiting.remove(cell)
                         _land(store, record, counts, bar, quiet)
                         continue
-                    left = budget_left(cell, store.records())
+                    left = budget_left(cell, store.records) if _run_capped(cell) else None
                     if left is not None and active:  # under the run's caps, a cell starts with what the others left
                         break
                     waiting.remove(cell)
                     if left is not None and any(v <= 0 for v in left.values()):
                         record = error_record(cell, f"the run's cap is spent ({', '.join(f'{k} left {v:g}' for k, v in left.items())}); "
                                                     f"raise settings.suite_max_cost / suite_max_tokens to go on", now())
-                        record.update(status="capped", caps=_caps(cell), capped_in="queue")
+                        record.update(status="capped", caps=caps_of(cell), capped_in="queue")
                         _land(store, record, counts, bar, quiet)
                         continue
                     if left is not None:  # the cell may spend what the run's caps leave
@@ -122,13 +122,11 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     return counts
 
 
-def _caps(cell: Cell) -> dict[str, Any]:
-    from boxbench.benchmarks.suite import CAP_SETTINGS
-
-    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
+def _run_capped(cell: Cell) -> bool:
+    return cell.settings.get("suite_max_cost") is not None or cell.settings.get("suite_max_tokens") is not None
 
 
-def budget_left(cell: Cell, records: list[dict[str, Any]]) -> dict[str, float] | None:
+def budget_left(cell: Cell, records: Callable[[], list[dict[str, Any]]]) -> dict[str, float] | None:
     """What the run's caps (``suite_max_cost`` / ``suite_max_tokens``) leave after the API spending
     of every record in the run folder; None without such caps. Under such caps the runner starts
     one cell at a time (any executor), so that each starts with what the others left."""
@@ -137,7 +135,7 @@ def budget_left(cell: Cell, records: list[dict[str, Any]]) -> dict[str, float] |
     max_cost, max_tokens = cell.settings.get("suite_max_cost"), cell.settings.get("suite_max_tokens")
     if max_cost is None and max_tokens is None:
         return None
-    spent = [record_spend(r) for r in records]
+    spent = [record_spend(r) for r in records()]  # read only here: a run without caps never rereads its results
     left: dict[str, float] = {}
     if max_cost is not None:
         left["cost"] = max_cost - sum(c for c, _ in spent)

@@ -60,6 +60,11 @@ LIMIT_KEYS = {"train", "dev", "test"}
 RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check", "cache", "max_cost", "max_tokens", "suite_max_cost",
                      "suite_max_tokens", "budget_left")  # how a cell is run, not what it measures: not in the key
 CAP_SETTINGS = ("max_cost", "max_tokens", "suite_max_cost", "suite_max_tokens")
+
+
+def caps_of(cell: "Cell") -> dict[str, Any]:
+    """The spending caps a cell runs under (a capped cell is run again only when they change)."""
+    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

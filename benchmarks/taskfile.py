@@ -336,7 +336,8 @@ def normalised(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def overlap(train: list[Any], test: list[Any]) -> int:
-    """Test examples whose text (``normalised``) is also a training text."""
-    seen = {normalised(e.text) for e in train}
+def overlap(train: Any, test: list[Any]) -> int:
+    """Test examples whose text (``normalised``) is also a training text; ``train``: examples, or
+    their normalised texts as a set already."""
+    seen = train if isinstance(train, (set, frozenset)) else {normalised(e.text) for e in train}
     return sum(normalised(e.text) in seen for e in test)
