@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("suite", metavar="SUITE_OR_TASK.yaml")
     _selection(p)
+    p.add_argument("--estimate", action="append", default=[], metavar="RUN_DIR",
+                   help="estimate each cell's time from the finished cells of the same configuration in RUN_DIR (repeatable)")
     p = sub.add_parser("run", help="run a suite into RUN_DIR (re-running skips finished cells)")
     _common(p)
     p.add_argument("suite")
@@ -157,7 +159,7 @@ def label_word_problems(suite: object) -> list[str]:
     return out
 
 
-def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
+def cmd_check(suite_path: str, limit: int | None, only: list[str], estimate_from: list[str] | None = None) -> None:
     import yaml
 
     from boxbench.benchmarks.suite import load_suite, machine_problems
@@ -180,9 +182,31 @@ def cmd_check(suite_path: str, limit: int | None, only: list[str]) -> None:
     for line in machine_problems(suite):
         print(f"boxbench: warning: {line} (cells would fail here; a cluster that has it may run them)", file=sys.stderr)
     print(f"suite {suite.name}: {len(suite.cells)} cells")
+    if estimate_from:
+        print_estimate(suite.cells, [Path(d) for d in estimate_from])
+        return
     for c in suite.cells:
         print(f"  {c.cell_id:<60} method={c.method} access={c.access.name} model={c.model.display} "
               f"dataset={c.dataset['name']} seed={c.seed}")
+
+
+def print_estimate(cells: list, run_dirs: list[Path]) -> None:
+    """Each cell with its expected time, then the total per dataset and overall."""
+    from boxbench.benchmarks.estimate import estimate, hours
+
+    est = estimate(cells, run_dirs)
+    for e in est:
+        t = f"{e.seconds:7.0f} s" if e.seconds is not None else "      ? "
+        print(f"  {t}  {e.cell.cell_id}")
+    for name in dict.fromkeys(e.cell.dataset["name"] for e in est):
+        part = [e for e in est if e.cell.dataset["name"] == name]
+        known = sum(e.seconds for e in part if e.seconds is not None)
+        unknown = sum(e.seconds is None for e in part)
+        print(f"{name}: {len(part)} cells, {hours(known)} estimated" + (f" + {unknown} cells with no record to go by" if unknown else ""))
+    known = sum(e.seconds for e in est if e.seconds is not None)
+    unknown = sum(e.seconds is None for e in est)
+    print(f"total: {hours(known)} estimated from {', '.join(map(str, run_dirs))}"
+          + (f"; {unknown} cells unknown (no finished cell of the same method, params, model and dataset)" if unknown else ""))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -228,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tasks":
             cmd_tasks(args.task_files)
         elif args.command == "check":
-            cmd_check(args.suite, args.limit, args.only)
+            cmd_check(args.suite, args.limit, args.only, args.estimate)
         elif args.command == "run":
             return cmd_run(args)
         elif args.command == "report":

@@ -135,3 +135,33 @@ def test_only_selects_cells_and_names_a_bad_filter():
     for bad in ("colour=red", "seed=", "dataset=imdb"):
         proc = run_cli("check", suite, "--only", bad)
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "--only" in proc.stderr, proc.stderr
+
+
+def test_estimate_from_a_calibration_run(tmp_path):
+    """`check --estimate RUN_DIR`: a cell of a configuration the run has finished is estimated from
+    its record (evaluation scaled to the cell's test rows); one the run lacks is unknown, not guessed."""
+    import json
+
+    calib = SUITES.parent.parent / "results" / "calibrate_cpu"
+    rec = next(json.loads(x) for x in (calib / "results.jsonl").read_text().splitlines()
+               if '"lora"' in x and json.loads(x).get("sweep") == {"max_train_examples": 256} and json.loads(x)["dataset"] == "sst2")
+    suite = write_suite(tmp_path / "s.yaml", """
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - name: lora
+    params: {lr: 1.0e-3, batch_size: 8}
+    sweep: {max_train_examples: [256, 512]}
+seeds: [0, 1]
+limits: {dev: 64}
+""")
+    proc = run_cli("check", str(suite), "--estimate", str(calib))
+    assert proc.returncode == 0, proc.stderr
+    want = rec["load_wall_s"] + rec["tune_wall_s"] + rec["eval_wall_s"] * 872 / rec["n"]
+    lines = proc.stdout.splitlines()
+    known = [x for x in lines if "max_train_examples-256" in x]
+    assert len(known) == 2 and all(abs(float(x.split()[0]) - want) < 1 for x in known), proc.stdout
+    assert sum(x.strip().startswith("?") for x in lines) == 2
+    assert lines[-1].startswith("total:") and "2 cells unknown" in lines[-1]
+    bad = run_cli("check", str(suite), "--estimate", str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("boxbench: error: --estimate:"), bad.stderr

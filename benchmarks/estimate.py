@@ -1,0 +1,75 @@
+"""How long a suite will take, from runs already made (``boxbench check SUITE --estimate RUN_DIR``).
+
+A cell's estimate comes from a finished record of the same configuration: same method, access,
+params, model (and source model, for a transfer cell) and dataset; the seed and the run do not
+matter. Its load and tuning seconds are taken as they were; its evaluation seconds are scaled by
+the ratio of test rows (the cell's ``limits.test``, or the record's full test split). A cell with no
+such record is counted as unknown, never guessed: a study's budgets are meant to be the calibrated
+ones, so every study cell should find its calibration point.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from boxbench.benchmarks.results import ResultStore
+from boxbench.benchmarks.suite import Cell
+from boxbench.registry import UserError
+
+
+def _config(method: str, access: str, params: dict[str, Any], model: str, source: str | None, dataset: str) -> str:
+    return json.dumps([method, access, params, model, source, dataset], sort_keys=True, default=str)
+
+
+def _cell_config(c: Cell) -> str:
+    src = c.source.model.display if c.source is not None else None
+    return _config(c.method, c.access.name, c.params, c.model.display, src, c.dataset["name"])
+
+
+def _record_config(r: dict[str, Any]) -> str:
+    src = r.get("source_model") if r.get("source_model") != r.get("model") else None
+    return _config(r["method"], r["access"], r["params"], r["model"], src, r["dataset"])
+
+
+@dataclass
+class Estimate:
+    """One cell's expected seconds (None: no record to go by) and the records it came from."""
+
+    cell: Cell
+    seconds: float | None
+    n_records: int
+
+
+def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
+    """Each cell's expected wall seconds (load + tuning + evaluation scaled to its test rows),
+    the mean over the matching ok records of ``run_dirs``."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for d in run_dirs:
+        if not (d / "results.jsonl").is_file():
+            raise UserError(f"--estimate: {str(d)!r} has no results.jsonl; give a run folder (boxbench run --out)")
+        for r in ResultStore(d).records():
+            if r.get("status") == "ok" and r.get("tune_wall_s") is not None:
+                by_config.setdefault(_record_config(r), []).append(r)
+    out = []
+    for c in cells:
+        recs = by_config.get(_cell_config(c), [])
+        if not recs:
+            out.append(Estimate(c, None, 0))
+            continue
+        secs = []
+        for r in recs:
+            n_rec = r.get("n") or 1
+            n_cell = c.limits.get("test") or (r.get("sizes") or {}).get("test_total") or n_rec
+            secs.append((r.get("load_wall_s") or 0.0) + r["tune_wall_s"] + r["eval_wall_s"] * n_cell / n_rec)
+        out.append(Estimate(c, statistics.fmean(secs), len(recs)))
+    return out
+
+
+def hours(seconds: float) -> str:
+    """'2 h 05 min' or '7 min'."""
+    m = round(seconds / 60)
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
