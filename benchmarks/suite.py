@@ -14,6 +14,8 @@ methods:
     models: [qwen2.5-coder-0.5b]       # optional: this method on these models instead of the suite's
     limits: {test: 100}                # optional: this method's own limits
     seeds: [0]                         # optional: this method's own seeds (e.g. a deterministic one)
+    datasets: [sst2]                   # optional: only on these of the suite's datasets (e.g. a budget per
+                                       # dataset: two entries, same label, each with its own datasets and params)
   - name: pez
     transfer_to: [gemma3-270m]         # optional: also evaluate the tuned prompt, as text, on these
   - name: lora
@@ -54,7 +56,7 @@ from boxbench.methods.registry import get_method
 from boxbench.registry import UserError, check_fields, typed_record
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to", "resources"}
-METHOD_KEYS = {"name", "access", "params", "label", "models", "limits", "transfer_to", "seeds", "resources", "sweep"}
+METHOD_KEYS = {"name", "access", "params", "label", "models", "datasets", "limits", "transfer_to", "seeds", "resources", "sweep"}
 DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check", "cache", "max_cost", "max_tokens", "suite_max_cost",
@@ -182,6 +184,7 @@ class MethodEntry:
     seeds: list[int]
     resources: dict[str, Any]
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values (one entry per combination)
+    datasets: list[str] = field(default_factory=list)  # the suite's datasets this entry runs on (empty: all)
 
 
 def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str) -> list[tuple[dict[str, Any], Any]]:
@@ -481,23 +484,30 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
         method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
+        own_datasets = m.get("datasets")
+        if own_datasets is not None and (not isinstance(own_datasets, list) or not own_datasets
+                                         or not all(isinstance(x, str) and x in names for x in own_datasets)):
+            raise UserError(f"{where}.datasets: must be a non-empty list of the suite's dataset names ({', '.join(names)})")
         for combo, built in sweep_combinations(cls, dict(m.get("params") or {}), m.get("sweep"), where):
             swept = built if combo else params
             for spec in method_models if combo else ():  # a swept value is checked against each model as params are
                 cls.check(swept, spec, where)
             methods.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
                                        dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
-                                       method_resources, combo))
-    pairs = [(m.label, spec.display) for m in methods for spec in m.models]
+                                       method_resources, combo, list(own_datasets or [])))
+    pairs = [(m.label, spec.display, d) for m in methods for spec in m.models for d in (m.datasets or names)]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
-        raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r}; give one a distinct 'label'")
+        raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r} and dataset {dup[2]!r}; "
+                        f"give one a distinct 'label' (or each its own 'datasets')")
 
     cells = []
     for e in methods:
         for spec in e.models:
             res = {**suite_resources, **model_resources.get(spec.display, {}), **e.resources}
             for ds in datasets:
+                if e.datasets and ds["name"] not in e.datasets:
+                    continue
                 for seed in e.seeds:
                     src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, cap({**limits_for[ds["name"]], **e.limits}),
                                settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep)

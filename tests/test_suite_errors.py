@@ -36,6 +36,10 @@ CASES = {
                           "suite.methods[0].models: must be a non-empty list of model specs"),
     "bad method limits": (GOOD.replace("[zero_shot]", "[{name: zero_shot, limits: {tset: 3}}]"),
                           "suite.methods[0].limits: unknown field 'tset'"),
+    "bad method datasets": (GOOD.replace("[zero_shot]", "[{name: zero_shot, datasets: [agnews]}]"),
+                            "suite.methods[0].datasets: must be a non-empty list of the suite's dataset names (sst2)"),
+    "same label twice": (GOOD.replace("[zero_shot]", "[lora, {name: lora, params: {lr: 0.1}}]"),
+                         "suite.methods: two entries are both labelled 'lora' on model 'smollm2-135m' and dataset 'sst2'"),
     "bad method seeds": (GOOD.replace("[zero_shot]", "[{name: zero_shot, seeds: 0}]"),
                          "suite.methods[0].seeds: must be a non-empty list of integers"),
     "unloadable proposer": (GOOD.replace("[zero_shot]", "[{name: ape, params: {proposer: gpt-17}}]"),
@@ -135,6 +139,28 @@ def test_only_selects_cells_and_names_a_bad_filter():
     for bad in ("colour=red", "seed=", "dataset=imdb"):
         proc = run_cli("check", suite, "--only", bad)
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "--only" in proc.stderr, proc.stderr
+
+
+def test_method_datasets_give_a_budget_per_dataset(tmp_path):
+    """Two entries with one label, each on its own dataset: one row in the report, its own budget per
+    dataset; the cells' keys are those of a suite that lists the dataset alone."""
+    from boxbench.benchmarks.suite import load_suite
+
+    both = load_suite(write_suite(tmp_path / "both.yaml", """
+models: [smollm2-135m]
+datasets: [sst2, agnews]
+methods:
+  - {name: lora, datasets: [sst2], params: {max_train_examples: 1024}}
+  - {name: lora, datasets: [agnews], params: {max_train_examples: 256}}
+"""))
+    assert [(c.label, c.dataset["name"], c.params["max_train_examples"]) for c in both.cells] == [
+        ("lora", "sst2", 1024), ("lora", "agnews", 256)]
+    alone = load_suite(write_suite(tmp_path / "alone.yaml", """
+models: [smollm2-135m]
+datasets: [sst2]
+methods: [{name: lora, params: {max_train_examples: 1024}}]
+"""))
+    assert both.cells[0].key == alone.cells[0].key
 
 
 def test_estimate_from_a_calibration_run(tmp_path):
