@@ -402,7 +402,8 @@ def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
     from boxbench.reports.stats import detectable_difference, discordant, holm, mcnemar_exact
     from boxbench.reports.tables import Table, _verdict, is_transfer
 
-    moved = [r for r in records if r["status"] == "ok" and is_transfer(r) and r["method"] == "pez" and isinstance(r.get("correct"), str)]
+    moved = [r for r in records if r["status"] == "ok" and is_transfer(r) and r["method"] == "pez" and isinstance(r.get("correct"), str)
+             and r["params"].get("steps", 1) > 0]  # the random-prompt control (steps 0) is no vocabulary's tuned prompt
     rows = []
     for d, target in dict.fromkeys((r["dataset"], r["target_model"]) for r in moved):
         mine = [r for r in moved if (r["dataset"], r["target_model"]) == (d, target)]

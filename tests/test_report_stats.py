@@ -148,8 +148,10 @@ def test_the_pez_transfer_claim_is_tested_per_target():
     for seed in range(3):
         for vocab, correct in (("neighbour", "1" * 30 + "0" * 10), ("full", "1" * 18 + "0" * 22), ("random", "1" * 29 + "0" * 11)):
             r = rec(f"pez-{vocab}", "pez", "white", "logprob", correct, seed=seed, model="smol", target_model="qwen")
-            r["params"] = {"vocab": vocab}
+            r["params"] = {"vocab": vocab, "steps": 25}
             recs.append(r)
+        control = rec("random-prompt", "pez", "white", "logprob", "0" * 40, seed=seed, model="smol", target_model="qwen")
+        recs.append(dict(control, params={"vocab": "random", "steps": 0}))  # the study's random-prompt control: no arm of the claim
     rows = {r[2]: r for r in transfer_verdict_table(recs).rows}
     assert rows["neighbour > full"][-1] == "holds" and rows["neighbour > full"][4] == "+30.0" and rows["neighbour > full"][3] == "3"
     assert rows["neighbour > random"][-1] == "undecided" and rows["neighbour > random"][5] == "3 / 0"
