@@ -471,7 +471,7 @@ def choose_budget(points: list[tuple[Any, list[dict[str, Any]]]]) -> tuple[Any, 
     value = min(v for v, a, _ in within if a >= best - PLATEAU_PP / 100 - 1e-9)  # 80.5 is within 1 point of 81.5
     over = [v for v, _, t in stats if t > BUDGET_CAP_S]
     if value == max(v for v, _, _ in within) and over:
-        return value, f"still rising; larger values' tuning exceeds {BUDGET_CAP_S:.0f} s"
+        return value, f"cap: the largest value whose tuning stays under {BUDGET_CAP_S:.0f} s"
     if value == max(v for v, _, _ in stats):
         return value, "still rising at the largest value swept"
     return value, f"within {PLATEAU_PP:g} point of the best value under the cap"

@@ -167,7 +167,7 @@ def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
     assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.88, 500))) == \
         (1024, "within 1 point of the best value under the cap")
     assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.89, 989)))[0] == 1024
-    assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.89, 989)))[1].startswith("still rising; larger")
+    assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.89, 989)))[1].startswith("cap: the largest value")
     assert choose_budget(pts((1, 0.5, 2000), (2, 0.6, 4000))) == (1, "every value's tuning exceeds 600 s: the cheapest")
     assert choose_budget(pts((25, 0.805, 85), (100, 0.815, 319)))[0] == 25  # exactly 1 point below the best is within
     assert choose_budget(pts((1, 0.5, 10), (2, 0.6, 20)))[1] == "still rising at the largest value swept"
