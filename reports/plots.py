@@ -121,9 +121,10 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
 
 
 def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
-    """Learning curves: accuracy (95 % interval) against each swept budget, one panel per (dataset,
-    swept param), one line per method and model, coloured by access class. None without sweeps."""
-    from boxbench.reports.tables import accuracy_interval, sweep_curves
+    """Learning curves: accuracy (95 % interval) against each swept budget — one row of panels per
+    dataset, one panel per swept param, one line per method and model (its own colour; the access
+    class in its label) — with the budget ``choose_budget`` picks ringed. None without sweeps."""
+    from boxbench.reports.tables import accuracy_interval, choose_budget, sweep_curves
 
     curves = sweep_curves(records)
     if not curves:
@@ -133,29 +134,46 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(dict.fromkeys((k[2], k[3]) for k in curves))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
-    for ax, (dataset, param) in zip(axes[0], panels):
-        for i, ((name, model, d, p), points) in enumerate(curves.items()):
-            if (d, p) != (dataset, param):
+    datasets = list(dict.fromkeys(k[2] for k in curves))
+    params = list(dict.fromkeys(k[3] for k in curves))
+    cols = min(4, len(params))  # a dataset's panels wrap after four
+    per = -(-len(params) // cols)
+    fig, axes = plt.subplots(len(datasets) * per, cols, figsize=(4.8 * cols, 3.9 * len(datasets) * per), squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    for di, dataset in enumerate(datasets):
+        cells = [ax for r in axes[di * per:(di + 1) * per] for ax in r]
+        for ax in cells[len(params):]:
+            ax.set_axis_off()
+        for ax, param in zip(cells, params):
+            mine = [(k, pts) for k, pts in curves.items() if (k[2], k[3]) == (dataset, param)]
+            if not mine:
+                ax.set_axis_off()
                 continue
-            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in points)
-            xs = [v if numeric else j for j, (v, _) in enumerate(points)]
-            stats = [accuracy_interval(g) for _, g in points]
-            ys = [100 * m for m, _, _ in stats]
-            err = [[100 * (m - lo) for m, lo, _ in stats], [100 * (hi - m) for m, _, hi in stats]]
-            access = points[0][1][0]["access"]
-            ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3, color=ACCESS_COLOURS.get(access, "red"),
-                        label=f"{name} · {model}")
-            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
-                ax.set_xscale("log")
-                ax.minorticks_off()
-            ax.set_xticks(xs, [str(v) for v, _ in points])  # the swept values themselves
-        ax.set_title(f"{dataset}", fontsize=9)
-        ax.set_xlabel(param)
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            ticks: dict[Any, str] = {}
+            for i, ((name, model, _, _), points) in enumerate(mine):
+                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in points)
+                xs = [v if numeric else j for j, (v, _) in enumerate(points)]
+                stats = [accuracy_interval(g) for _, g in points]
+                ys = [100 * m for m, _, _ in stats]
+                err = [[100 * (m - lo) for m, lo, _ in stats], [100 * (hi - m) for m, _, hi in stats]]
+                colour = colours[i % len(colours)]
+                ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3, color=colour, alpha=0.9,
+                            label=f"{name} ({points[0][1][0]['access']}) · {model}")
+                chosen = choose_budget(points)
+                if chosen is not None:
+                    j = [v for v, _ in points].index(chosen[0])
+                    ax.scatter([xs[j]], [ys[j]], s=180, facecolors="none", edgecolors=colour, linewidths=2, zorder=5)
+                if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                    ax.set_xscale("log")
+                    ax.minorticks_off()
+                ticks.update(zip(xs, (str(v) for v, _ in points)))
+            ax.set_xticks(list(ticks), list(ticks.values()))  # every line's swept values
+            ax.set_title(f"{dataset} · {param}", fontsize=9)
+            ax.set_xlabel(param)
+            ax.set_ylabel("accuracy (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle("learning curves (ringed: the budget the rule chose)", fontsize=10, y=1.0)
     return _png(fig)
 
 
