@@ -25,6 +25,11 @@ def _selection(p: argparse.ArgumentParser) -> None:
                    help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
 
 
+def _select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select-best-from", metavar="CALIBRATION_RUN",
+                   help="name each access class's representative in the verdicts from this run's held-out results, not from the test set")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from boxbench.benchmarks.executors import EXECUTORS
 
@@ -48,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     _selection(p)
     p.add_argument("--report", action="store_true", help="write the report when the suite finishes")
+    _select(p)
     p.add_argument("--no-cache", action="store_true", help="ask API servers again instead of the request cache (settings.cache: false)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write RUN_DIR/report.md and RUN_DIR/report.html")
     _common(p)
     p.add_argument("run_dir")
+    _select(p)
     p = sub.add_parser("serve", help="serve an offline alias (or a .gguf) with llama.cpp's OpenAI-compatible server")
     _common(p)
     p.add_argument("model", help="alias (e.g. smollm2-135m) or FILE.gguf")
@@ -229,14 +236,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     capped = f", {counts['capped']} capped" if counts.get("capped") else ""
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:
-        cmd_report(str(out))
+        cmd_report(str(out), args.select_best_from)
     return 1 if counts["error"] else 0
 
 
-def cmd_report(run_dir: str) -> None:
+def cmd_report(run_dir: str, select_from: str | None = None) -> None:
     from boxbench.reports.report import write_report
 
-    md, html = write_report(Path(run_dir))
+    if select_from and not (Path(select_from) / "results.jsonl").is_file():
+        raise UserError(f"--select-best-from: {select_from!r} has no results.jsonl; give the calibration run's folder (boxbench run --out)")
+    md, html = write_report(Path(run_dir), Path(select_from) if select_from else None)
     print(f"wrote {md} and {html}")
 
 
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             return cmd_run(args)
         elif args.command == "report":
-            cmd_report(args.run_dir)
+            cmd_report(args.run_dir, args.select_best_from)
         elif args.command == "serve":
             cmd_serve(args.model, args.port, args.n_ctx)
         return 0

@@ -12,7 +12,7 @@ from typing import Any
 from boxbench.registry import UserError
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
 from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, data_table, error_table, fast_path_table,
-                                     frontier_table, verdict_table,
+                                     best_by_class, frontier_table, verdict_table,
                                      is_transfer,
                                      prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
 
@@ -60,9 +60,10 @@ def method_tables(records: list[dict[str, Any]]) -> list[Table]:
     return out
 
 
-def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None) -> list[Table]:
+def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
+                 chosen: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
-    tables: list[Table | None] = [frontier_table(records), verdict_table(records)]
+    tables: list[Table | None] = [frontier_table(records), verdict_table(records, chosen)]
     for m in models:
         tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
@@ -73,10 +74,13 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     return [t for t in tables if t is not None]
 
 
-def write_report(run_dir: Path) -> tuple[Path, Path]:
-    """Write report.md (+ report_cost.png) and report.html (plot embedded); returns both paths."""
+def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, Path]:
+    """Write report.md (+ report_cost.png) and report.html (plot embedded); returns both paths.
+    ``select_from``: a calibration run whose held-out results name each access class's
+    representative in the verdicts (``tables.best_by_class``)."""
     records, stale = split_current(load_records(run_dir), run_dir)
-    tables = build_tables(records, stale)
+    chosen = best_by_class(load_records(select_from)) if select_from is not None else None
+    tables = build_tables(records, stale, chosen)
     png = cost_plot(records)
     heat = transfer_heatmap(records)
     bars = accuracy_plot(records)
@@ -93,6 +97,8 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
               f"Devices: {'; '.join(devices)}\n" + (f"\n{description}\n" if description else ""))
     held_out = sorted({r["dataset"] for r in records if (r.get("sizes") or {}).get("evaluated_on") == "holdout"})
+    if select_from is not None:
+        header += f"\nVerdicts' class representatives chosen on the held-out rows of {select_from.name}/ (calibration), not on this test set\n"
     if held_out:
         header += (f"\nEvaluated on held-out rows of the train split ({', '.join(held_out)}: settings.evaluate_on holdout), "
                    f"not on test: a calibration run\n")

@@ -141,6 +141,27 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
     assert rows[("agnews", "white-box ≥ grey-box")][-1] == "refuted"
 
 
+def test_verdicts_take_class_representatives_chosen_on_a_calibration_run():
+    """best_by_class reads a calibration's held-out results (a swept method at its chosen budget);
+    verdict_table then compares those methods, even where another of the class scores higher on test."""
+    from boxbench.reports.tables import best_by_class, verdict_table
+
+    def point(method, access, value, acc, tune_s=10.0):
+        r = rec(f"{method}[max_train_examples={value}]", method, access, "logprob", "1" * int(100 * acc) + "0" * (100 - int(100 * acc)))
+        return dict(r, sweep={"max_train_examples": value}, tune_wall_s=tune_s, cell_key=f"{method}-{value}")
+
+    calibration = [point("lora", "white", 64, 0.70), point("lora", "white", 1024, 0.90),
+                   point("ia3", "white", 64, 0.80), point("ia3", "white", 1024, 0.95, tune_s=5000),  # over the cap: not its budget
+                   point("usp", "grey", 16, 0.75)]
+    chosen = best_by_class(calibration)
+    assert chosen == {("m", "sst2", "white"): "lora", ("m", "sst2", "grey"): "usp"}
+    test = [rec("lora", "lora", "white", "logprob", "1" * 30 + "0" * 10), rec("ia3", "ia3", "white", "logprob", "1" * 40),
+            rec("usp", "usp", "grey", "logprob", "1" * 20 + "0" * 20)]
+    assert verdict_table(test).rows[0][3] == "ia3 vs usp"  # the best on test
+    table = verdict_table(test, chosen)
+    assert table.rows[0][3] == "lora vs usp" and "chosen beforehand" in table.note
+
+
 def test_the_pez_transfer_claim_is_tested_per_target():
     from boxbench.methods.pez import transfer_verdict_table
 

@@ -109,6 +109,8 @@ def test_missing_files_are_one_line_errors(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"boxbench: error: suite file '{tmp_path / 'nope.yaml'}' not found"
     proc = run_cli("report", str(tmp_path))
     assert proc.returncode == 2 and "has no results.jsonl" in proc.stderr
+    proc = run_cli("report", "results/calibrate_cpu", "--select-best-from", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("boxbench: error: --select-best-from:"), proc.stderr
     proc = run_cli("--plugin", str(tmp_path / "p.py"), "list")
     assert proc.returncode == 2 and "plugin file" in proc.stderr and "not found" in proc.stderr
 
