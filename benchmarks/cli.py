@@ -199,7 +199,7 @@ def cmd_check(suite_path: str, limit: int | None, only: list[str], estimate_from
 
 def print_estimate(cells: list, run_dirs: list[Path]) -> None:
     """Each cell with its expected time, then the total per dataset and overall."""
-    from boxbench.benchmarks.estimate import estimate, hours
+    from boxbench.benchmarks.estimate import estimate, hours, tally
 
     est = estimate(cells, run_dirs)
     for e in est:
@@ -207,11 +207,9 @@ def print_estimate(cells: list, run_dirs: list[Path]) -> None:
         print(f"  {t}  {e.cell.cell_id}")
     for name in dict.fromkeys(e.cell.dataset["name"] for e in est):
         part = [e for e in est if e.cell.dataset["name"] == name]
-        known = sum(e.seconds for e in part if e.seconds is not None)
-        unknown = sum(e.seconds is None for e in part)
+        known, unknown = tally(part)
         print(f"{name}: {len(part)} cells, {hours(known)} estimated" + (f" + {unknown} cells with no record to go by" if unknown else ""))
-    known = sum(e.seconds for e in est if e.seconds is not None)
-    unknown = sum(e.seconds is None for e in est)
+    known, unknown = tally(est)
     print(f"total: {hours(known)} estimated from {', '.join(map(str, run_dirs))}"
           + (f"; {unknown} cells unknown (no finished cell of the same method, params, model and dataset)" if unknown else ""))
 

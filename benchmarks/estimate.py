@@ -69,6 +69,11 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
     return out
 
 
+def tally(est: list[Estimate]) -> tuple[float, int]:
+    """(known seconds, cells with no estimate)."""
+    return sum(e.seconds for e in est if e.seconds is not None), sum(e.seconds is None for e in est)
+
+
 def hours(seconds: float) -> str:
     """'2 h 05 min' or '7 min'."""
     m = round(seconds / 60)

@@ -598,11 +598,12 @@ def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str
         chosen = choose_budget(points)
         group = dict(points)[chosen[0]] if chosen else max((g for _, g in points), key=lambda g: statistics.fmean(r["accuracy"] for r in g))
         score.setdefault((model, dataset, group[0]["access"]), {})[group[0]["method"]] = statistics.fmean(r["accuracy"] for r in group)
+    unswept: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for r in ok:
         if not r.get("sweep"):
-            key = (r["model"], r["dataset"], r["access"])
-            group = [x for x in ok if not x.get("sweep") and (x["model"], x["dataset"], x["access"], x["label"]) == (*key, r["label"])]
-            score.setdefault(key, {}).setdefault(r["method"], statistics.fmean(x["accuracy"] for x in group))
+            unswept.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
+    for (model, dataset, access, _), group in unswept.items():
+        score.setdefault((model, dataset, access), {}).setdefault(group[0]["method"], statistics.fmean(x["accuracy"] for x in group))
     return {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
 
 
