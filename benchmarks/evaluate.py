@@ -2,8 +2,9 @@
 
 * grey/white views — protocol ``logprob``: every label word is scored as a continuation of the
   prompt (all of an example's label words from one forward row, batched) and the argmax wins.
-* black views — protocol ``generate``: greedy generation, then the first label word/name found in
-  the answer; answers naming no label count as wrong and are reported as ``invalid_rate``.
+* black views — protocol ``generate``: greedy generation, then the one label whose word/name the
+  answer names; answers naming no label, or several (e.g. listing the options), count as wrong and
+  are reported as ``invalid_rate``.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ def label_patterns(task: Task) -> list[list[str]]:
 
 
 def parse_label(answer: str, task: Task) -> int | None:
-    """The label whose word or name appears first in ``answer`` (whole words, any case), or None."""
+    """The one label whose word or name ``answer`` names (whole words, any case), else None.
+
+    An answer naming several labels ("politics, sports, business") is not a classification and
+    counts as invalid, as under the references' exact match: crediting its first label would give
+    a model that lists the options chance-level accuracy for saying nothing.
+    """
     text = answer.lower()
-    best: tuple[int, int] | None = None
-    for label, forms in enumerate(label_patterns(task)):
-        for form in forms:
-            m = re.search(r"(?<![a-z0-9])" + re.escape(form) + r"(?![a-z0-9])", text)
-            if m and (best is None or m.start() < best[0]):
-                best = (m.start(), label)
-    return None if best is None else best[1]
+    named = {label for label, forms in enumerate(label_patterns(task))
+             if any(re.search(r"(?<![a-z0-9])" + re.escape(f) + r"(?![a-z0-9])", text) for f in forms)}
+    return named.pop() if len(named) == 1 else None
 
 
 def macro_f1(gold: Sequence[int], pred: Sequence[int | None], num_labels: int) -> float:

@@ -63,7 +63,9 @@ def test_black_protocol_generates_and_parses(smol):
 def test_parse_label():
     assert parse_label(" positive", SST2) == 1
     assert parse_label("Negative, definitely", SST2) == 0
-    assert parse_label("It is positive, not negative", SST2) == 1  # first mention wins
+    assert parse_label("It is positive, not negative", SST2) is None  # several labels: ambiguous
+    assert parse_label("politics, sports, business,", AGNEWS) is None  # listing the options is no answer
+    assert parse_label("Positive. Very positive!", SST2) == 1  # one label named twice
     assert parse_label("positively", SST2) is None  # whole words only
     assert parse_label("I cannot tell", SST2) is None
     assert parse_label(" Sci/Tech news", AGNEWS) == 3
