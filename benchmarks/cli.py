@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from boxbench.benchmarks.results import ResultStore
 from boxbench.registry import UserError, load_plugin_file
 
 
@@ -241,8 +242,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(run_dir: str, select_from: str | None = None) -> None:
     from boxbench.reports.report import write_report
 
-    if select_from and not (Path(select_from) / "results.jsonl").is_file():
-        raise UserError(f"--select-best-from: {select_from!r} has no results.jsonl; give the calibration run's folder (boxbench run --out)")
+    if select_from:
+        ResultStore.existing(Path(select_from), "--select-best-from")
     md, html = write_report(Path(run_dir), Path(select_from) if select_from else None)
     print(f"wrote {md} and {html}")
 

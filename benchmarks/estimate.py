@@ -18,7 +18,6 @@ from typing import Any
 
 from boxbench.benchmarks.results import ResultStore
 from boxbench.benchmarks.suite import Cell
-from boxbench.registry import UserError
 
 
 def _config(method: str, access: str, params: dict[str, Any], model: str, source: str | None, dataset: str) -> str:
@@ -49,9 +48,7 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
     the mean over the matching ok records of ``run_dirs``."""
     by_config: dict[str, list[dict[str, Any]]] = {}
     for d in run_dirs:
-        if not (d / "results.jsonl").is_file():
-            raise UserError(f"--estimate: {str(d)!r} has no results.jsonl; give a run folder (boxbench run --out)")
-        for r in ResultStore(d).records():
+        for r in ResultStore.existing(d, "--estimate").records():
             if r.get("status") == "ok" and r.get("tune_wall_s") is not None:
                 by_config.setdefault(_record_config(r), []).append(r)
     out = []

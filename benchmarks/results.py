@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from boxbench.registry import UserError
+
 RESULTS = "results.jsonl"
 
 
@@ -17,6 +19,16 @@ class ResultStore:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / RESULTS
+
+    @classmethod
+    def existing(cls, run_dir: Path, where: str) -> "ResultStore":
+        """The store of a finished or running run; a folder without results.jsonl is a one-line
+        error naming ``where`` (the flag or argument that gave the folder)."""
+        store = cls(Path(run_dir))
+        if not store.path.is_file():
+            raise UserError(f"{where}: {str(run_dir)!r} has no {RESULTS}; give a run folder "
+                            f"(boxbench run SUITE --out {run_dir})")
+        return store
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():

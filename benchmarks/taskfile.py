@@ -226,8 +226,9 @@ class TaskFile:
                     hub="/".join(x for x in (hub.get("path"), hub.get("name")) if x))
 
     # ----- local files
-    def local_files(self) -> dict[str, list[Path]]:
-        """Per split ('train', 'test'; one file split by seed: 'all'), the files it reads; a missing one fails."""
+    def local_files(self) -> dict[str, tuple[list[Path], str]]:
+        """Per split ('train', 'test'; one file split by seed: 'all'), the files it reads and their
+        format; a missing one fails."""
         fmt = self.spec.get("format")
         given = {"all": self.spec["file"]} if "file" in self.spec else dict(self.spec["files"])
         out = {}
@@ -236,7 +237,7 @@ class TaskFile:
             path = resolve_path(str(value), self.base, where)
             if str(value).startswith("data:") and not path.exists():
                 raise UserError(f"{self.name}: missing data file {path}; set BOXBENCH_DATA to a folder that holds {str(value)[5:]}")
-            out[split] = _files_of(path, fmt, where)[0]
+            out[split] = _files_of(path, fmt, where)
         return out
 
     def file_keys(self) -> dict[str, Path]:
@@ -246,7 +247,7 @@ class TaskFile:
 
         root = local_data_dir()
         out = {}
-        for paths in self.local_files().values():
+        for paths, _fmt in self.local_files().values():
             for p in paths:
                 for anchor in (root, self.base):
                     if anchor is not None and p.resolve().is_relative_to(Path(anchor).resolve()):
@@ -279,13 +280,11 @@ class TaskFile:
         return out
 
     def load_local(self, _root: Path | None = None) -> tuple[list[Any], list[Any]]:
-        fmt, read = self.spec.get("format"), self.spec.get("read") or {}
-        files = self.local_files()
+        read = self.spec.get("read") or {}
         rows = {}
-        for split, paths in files.items():
-            got = _files_of(paths[0], fmt, self.where)[1] if fmt is None else fmt
+        for split, (paths, fmt) in self.local_files().items():
             where = f"{self.where}: {paths[0]}"
-            table = read_rows(paths, got, read, where)
+            table = read_rows(paths, fmt, read, where)
             if table is None or len(table) == 0:
                 raise _fail(f"{self.where}.{'file' if split == 'all' else 'files.' + split}", "is empty; give a file with rows")
             rows[split] = self._examples(table, self.text, str(self.spec["label"]), where)

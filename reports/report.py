@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from boxbench.registry import UserError
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
 from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, data_table, error_table, fast_path_table,
                                      best_by_class, frontier_table, verdict_table,
@@ -26,10 +25,7 @@ def load_records(run_dir: Path) -> list[dict[str, Any]]:
     gets it from its cell's predictions.jsonl (for the paired tests)."""
     from boxbench.benchmarks.results import ResultStore
 
-    store = ResultStore(run_dir)
-    if not store.path.is_file():
-        raise UserError(f"run dir {str(run_dir)!r} has no results.jsonl; run a suite into it with boxbench run SUITE --out {run_dir}")
-    records = store.records()
+    records = ResultStore.existing(run_dir, "run dir").records()
     for r in records:
         preds = run_dir / "cells" / str(r.get("cell_id")) / "predictions.jsonl"
         if r.get("status") == "ok" and "correct" not in r and preds.is_file():
