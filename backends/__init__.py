@@ -97,6 +97,17 @@ def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
     return backend
 
 
+def ledger_usage(name: str, n_params: int | None) -> Usage:
+    """The Usage of ``name`` in this cell's compute ledger, entered on first use: for a model a
+    method runs outside ``load_backend`` (KATE's sentence encoder), whose forward tokens count too."""
+    for entry in _LOADED:
+        if entry[0] == name:
+            return entry[2]
+    usage = Usage()
+    _LOADED.append((name, n_params, usage, None))
+    return usage
+
+
 def loaded_models(reset: bool = False) -> list[tuple[str, int | None, Usage, Backend | None]]:
     """(name, parameters, its Usage, the backend where it bills: an API) of each model
     ``load_backend`` loaded in this process, in order; ``reset`` empties the ledger (a cell starts

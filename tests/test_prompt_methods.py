@@ -22,10 +22,16 @@ def sst2():
 
 
 def test_kate_orders_the_nearest_examples_and_reloads(sst2, smol, tmp_path):
+    from boxbench.backends import loaded_models
+
     query = sst2.train[7].text  # in the pool: its own nearest neighbour
+    loaded_models(reset=True)
     art = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3, order="nearest_last"), 0)
     assert art.stats["index_size"] == 120 and art.stats["index_build_s"] > 0
+    (name, n, usage, _), = [e for e in loaded_models() if e[0].endswith("(encoder)")]  # the encoder's reads count as compute
+    assert 2.2e7 < n < 2.4e7 and usage.model_calls == 120 and usage.prompt_tokens > 120 * 5, (name, n, usage)
     nn = art.neighbours([query])[0]
+    assert usage.model_calls == 121  # the query, at evaluation
     assert len(nn) == 3 and art.pool[nn[-1]].text == query  # nearest_last: closest right before the query
     prompt = art.prompts(sst2.task, [query])[0]
     assert prompt.endswith(sst2.task.template.format(text=query)) and prompt.count("Review:") == 4

@@ -77,6 +77,9 @@ limits: {dev: 0, test: 24}
     recs = records_of(run)
     assert {r["method"] for r in recs} == {"zero_shot", "kate", "lora"} and all(r["status"] == "ok" for r in recs)
     assert all(r["dataset"] == "news3" and r["n"] == 24 and r["sizes"]["train_total"] == 180 for r in recs)
+    kate = next(r for r in recs if r["method"] == "kate")  # its encoder's reads are compute: indexing the pool, embedding the queries
+    encoder = next(m for m in kate["compute"]["by_model"] if m["model"].endswith("(encoder)"))
+    assert kate["tune_flops"] >= encoder["tune_flops"] > 0 and encoder["eval_flops"] > 0, kate["compute"]
     assert recs[0]["provenance"]["source"].startswith("240 articles of the AG News test set")
     assert recs[0]["data_files"] == {"news3.csv": recs[0]["data_files"]["news3.csv"]}
     report = (run / "report.md").read_text()
