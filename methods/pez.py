@@ -397,10 +397,10 @@ random subset of the same size."""
 def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
     """The PEZ study's claim tested per dataset and target model: the neighbour-vocabulary prompts'
     transfer accuracy against the full-vocabulary and the random-subset prompts' (``CLAIM_PAIRS``),
-    McNemar's exact test on the same test examples pooled over the seeds both have, Holm within each
-    target; holds / refuted / undecided, and the difference the design detects (80 % power)."""
-    from boxbench.reports.stats import detectable_difference, discordant, holm, mcnemar_exact
-    from boxbench.reports.tables import Table, _verdict, is_transfer
+    paired on the same test examples over every seed (``reports.stats.paired_test``), Holm within
+    each target; holds / refuted / undecided, and the difference the design detects (80 % power)."""
+    from boxbench.reports.stats import holm, paired_test
+    from boxbench.reports.tables import PAIRED_NOTE, Table, _verdict, is_transfer, paired_bits
 
     moved = [r for r in records if r["status"] == "ok" and is_transfer(r) and r["method"] == "pez" and isinstance(r.get("correct"), str)
              and r["params"].get("steps", 1) > 0]  # the random-prompt control (steps 0) is no vocabulary's tuned prompt
@@ -409,26 +409,16 @@ def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
         mine = [r for r in moved if (r["dataset"], r["target_model"]) == (d, target)]
         family = []
         for a, b in CLAIM_PAIRS:
-            xs = {r["seed"]: r for r in mine if r["params"].get("vocab") == a}
-            ys = {r["seed"]: r for r in mine if r["params"].get("vocab") == b}
-            seeds = sorted(set(xs) & set(ys))
-            pairs = [(xs[s]["correct"], ys[s]["correct"]) for s in seeds
-                     if len(xs[s]["correct"]) == len(ys[s]["correct"]) and xs[s].get("test_sha256") == ys[s].get("test_sha256")]
-            if not pairs:
-                continue
-            u = v = n = 0
-            for cx, cy in pairs:
-                du, dv = discordant([c == "1" for c in cx], [c == "1" for c in cy])
-                u, v, n = u + du, v + dv, n + len(cx)
-            delta = (sum(cx.count("1") for cx, _ in pairs) - sum(cy.count("1") for _, cy in pairs)) / n
-            family.append((a, b, len(pairs), delta, u, v, n, mcnemar_exact(u, v)))
-        for (a, b, k, delta, u, v, n, p), adj in zip(family, holm([f[-1] for f in family])):
-            rows.append([d, target, f"{a} > {b}", str(k), f"{100 * delta:+.1f}", f"{u} / {v}", f"{adj:.3g}",
-                         f"{100 * detectable_difference(n, (u + v) / n):.1f}", _verdict(delta, adj)])
+            bits = paired_bits([r for r in mine if r["params"].get("vocab") == a], [r for r in mine if r["params"].get("vocab") == b])
+            if bits:
+                family.append((a, b, bits, paired_test(*bits)))
+        for (a, b, bits, t), adj in zip(family, holm([f[-1].p for f in family])):
+            rows.append([d, target, f"{a} > {b}", "{} / {}".format(len(bits[0]), len(bits[1])), f"{100 * t.delta:+.1f}",
+                         f"{t.better} / {t.worse}", f"{adj:.3g}", f"{100 * t.detectable:.1f}", _verdict(t.delta, adj)])
     if not rows:
         return None
     return Table("PEZ transfer: the neighbour-vocabulary claim", ["dataset", "target", "claim", "seeds", "Δ accuracy (pp)",
                                                                    "only first / only second right", "p (Holm)", "detectable (pp)", "verdict"],
-                 rows, note="transfer cells of PEZ prompts tuned over each vocabulary (params.vocab), the same seeds and test examples "
-                            "paired; McNemar's exact test on the discordant examples pooled over seeds, Holm within each target; "
+                 rows, note="transfer cells of PEZ prompts tuned over each vocabulary (params.vocab), " + PAIRED_NOTE + "; only … right: "
+                            "the examples one side gets right more often over its seeds; Holm within each target; "
                             "detectable: the difference this many paired examples find with 80 % power at α 0.05")

@@ -7,8 +7,13 @@
   approximation, ``mean ± 1.96 · sqrt(s²/k + p̄(1−p̄)/n)``.
 * ``mcnemar_exact`` — McNemar's exact (binomial) test on paired per-example correctness: only the
   discordant examples count (b: A right and B wrong, c: the reverse); two-sided p =
-  ``min(1, 2 · P(X ≤ min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. Over several seeds the discordant
-  counts are pooled (each seed's pairs are on the same test examples).
+  ``min(1, 2 · P(X ≤ min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``.
+* ``paired_test`` — two methods on the same test examples, each with its seeds: one seed each,
+  McNemar's exact test; otherwise each example's correctness is averaged over each side's seeds
+  and the per-example gap is z-tested, so every seed counts and each example counts once (pooling
+  discordant pairs over k seeds would count every example k times and overstate significance),
+  and a deterministic baseline run once is paired with every seed of the tuned method. Both tests
+  are conditional on the seeds run: how far another seed would land is in ``seed_interval``.
 * ``holm`` — Holm–Bonferroni step-down adjustment of a family of p-values (family-wise error 5 %).
 * ``detectable_difference`` — the accuracy difference a paired (McNemar) comparison of n examples
   detects with 80 % power at α = 0.05, given the share of discordant examples.
@@ -20,12 +25,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Sequence
 
 from boxbench.benchmarks.evaluate import Z95, wilson  # the record's own interval is computed with the record
 
-__all__ = ["Z95", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm", "detectable_difference",
-           "per_example_gap", "gap_difference", "normal_two_sided"]
+__all__ = ["Z95", "Z_POWER80", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm", "detectable_difference",
+           "per_example_gap", "gap_difference", "normal_two_sided", "Paired", "paired_test"]
 
 
 def seed_interval(accuracies: Sequence[float], n: int, z: float = Z95) -> tuple[float, float, float]:
@@ -75,7 +81,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def detectable_difference(n: int, discordant_share: float, z_power: float = 0.8416) -> float:
+Z_POWER80 = 0.8416  # the standard normal's 80th percentile: 80 % power
+
+
+def detectable_difference(n: int, discordant_share: float, z_power: float = Z_POWER80) -> float:
     """The difference in accuracy (a share) that a McNemar test on ``n`` paired examples detects
     with 80 % power at α = 0.05 (two-sided), where ``discordant_share`` of the pairs disagree
     (Connor, 1987, normal approximation): (z_α/2 + z_β) · sqrt(ψ / n) with ψ the discordant share."""
@@ -84,12 +93,45 @@ def detectable_difference(n: int, discordant_share: float, z_power: float = 0.84
     return min(1.0, (Z95 + z_power) * math.sqrt(max(discordant_share, 1.0 / n) / n))
 
 
+def _diffs(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> list[float]:
+    """A − B per test example, each side's correctness averaged over its seeds."""
+    return [statistics.fmean(s[i] for s in a) - statistics.fmean(s[i] for s in b) for i in range(len(a[0]))]
+
+
 def per_example_gap(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> tuple[float, float]:
     """(mean, variance of the mean) of A − B per test example, each side averaged over its seeds
     (every seed scored on the same examples): the paired gap between two methods on one test set."""
-    n = len(a[0])
-    diffs = [statistics.fmean(s[i] for s in a) - statistics.fmean(s[i] for s in b) for i in range(n)]
+    diffs = _diffs(a, b)
+    n = len(diffs)
     return statistics.fmean(diffs), (statistics.variance(diffs) / n if n > 1 else 0.0)
+
+
+@dataclass
+class Paired:
+    """The outcome of ``paired_test``."""
+
+    delta: float  # mean accuracy A − B, each side averaged over its seeds
+    better: int  # examples A gets right more often than B (over their seeds); one seed each: McNemar's b
+    worse: int  # the reverse; McNemar's c
+    p: float  # two-sided
+    detectable: float  # the difference this design finds with 80 % power at α 0.05
+    test: str  # "McNemar" (one seed each) or "z" (per-example gap averaged over seeds)
+
+
+def paired_test(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> Paired:
+    """A against B on the same n test examples; ``a`` and ``b`` hold one row of per-example
+    correctness per seed (see the module doc for which test runs)."""
+    n = len(a[0])
+    if any(len(s) != n for s in [*a, *b]):
+        raise ValueError("paired comparisons need the same examples")
+    diffs = _diffs(a, b)
+    better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    delta = statistics.fmean(diffs)
+    if len(a) == 1 and len(b) == 1:
+        return Paired(delta, better, worse, mcnemar_exact(better, worse), detectable_difference(n, (better + worse) / n), "McNemar")
+    se = math.sqrt(statistics.variance(diffs) / n) if n > 1 else 0.0
+    p = normal_two_sided(delta / se) if se > 0 else float(delta == 0)
+    return Paired(delta, better, worse, p, (Z95 + Z_POWER80) * se if se > 0 else detectable_difference(n, 0.0), "z")
 
 
 def normal_two_sided(z: float) -> float:

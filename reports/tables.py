@@ -74,53 +74,63 @@ def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 @dataclass
 class Comparison:
-    """A paired comparison of two methods on the same model, dataset, seeds and test examples."""
+    """A paired comparison of two methods on the same model, dataset and test examples
+    (``stats.paired_test``: every seed of each side counts)."""
 
     dataset: str
     a: tuple[str, str]  # (access, label)
     b: tuple[str, str]
-    kind: str  # "vs zero-shot" or "best of class"
-    delta: float  # mean accuracy a - b over the paired seeds
-    only_a: int  # discordant: a right, b wrong (pooled over seeds)
+    kind: str  # "vs zero-shot", "best of class" or "verdict"
+    delta: float  # mean accuracy a − b, each side averaged over its seeds
+    only_a: int  # examples a gets right more often than b (one seed each: a right, b wrong)
     only_b: int
-    seeds: int
+    seeds: tuple[int, int]  # seeds of a, of b
     p: float = 1.0
     p_holm: float = 1.0
+    detectable: float = 1.0  # the difference this design finds with 80 % power at α 0.05
+    test: str = "McNemar"
 
     @property
     def significant(self) -> bool:
         return self.p_holm < 0.05
 
 
+PAIRED_NOTE = ("paired on the same test examples (stats.paired_test): one seed each, McNemar's exact test; several seeds on "
+               "either side, each example's correctness averaged over that side's seeds and the mean per-example gap z-tested "
+               "(every seed counts, each example once; a deterministic baseline run once pairs with every seed)")
+
+
 def _correct(r: dict[str, Any]) -> str | None:
     return r.get("correct") if isinstance(r.get("correct"), str) else None
 
 
-def _paired(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
-    """(correct a, correct b, acc a, acc b) for the seeds both have on the same test examples."""
-    out = []
-    for x in xs:
-        for y in ys:
-            cx, cy = _correct(x), _correct(y)
-            if (x["seed"] == y["seed"] and cx and cy and len(cx) == len(cy)
-                    and x.get("test_sha256", "?") == y.get("test_sha256", "?")):
-                out.append((cx, cy, x["accuracy"], y["accuracy"]))
-    return out
+def paired_bits(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> tuple[list[list[bool]], list[list[bool]]] | None:
+    """Each side's per-seed correctness (seeds in order) on a test set both sides were scored on
+    (the same test hash and length); None when they share none."""
+    def test_of(r: dict[str, Any]) -> tuple[str, int] | None:
+        c = _correct(r)
+        return (r.get("test_sha256", "?"), len(c)) if c else None
+
+    theirs = {test_of(y) for y in ys}
+    shared = [t for t in dict.fromkeys(map(test_of, xs)) if t is not None and t in theirs]
+    if not shared:
+        return None
+
+    def bits(rs: list[dict[str, Any]]) -> list[list[bool]]:
+        return [[c == "1" for c in r["correct"]] for r in sorted(rs, key=lambda r: r["seed"]) if test_of(r) == shared[0]]
+    return bits(xs), bits(ys)
 
 
 def _compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs: list[dict[str, Any]],
              ys: list[dict[str, Any]]) -> Comparison | None:
-    from boxbench.reports.stats import discordant, mcnemar_exact
+    from boxbench.reports.stats import paired_test
 
-    pairs = _paired(xs, ys)
-    if not pairs:
+    bits = paired_bits(xs, ys)
+    if bits is None:
         return None
-    only_a = only_b = 0
-    for cx, cy, _, _ in pairs:
-        u, v = discordant([c == "1" for c in cx], [c == "1" for c in cy])
-        only_a, only_b = only_a + u, only_b + v
-    delta = statistics.fmean(p[2] for p in pairs) - statistics.fmean(p[3] for p in pairs)
-    return Comparison(dataset, a, b, kind, delta, only_a, only_b, len(pairs), mcnemar_exact(only_a, only_b))
+    t = paired_test(*bits)
+    return Comparison(dataset, a, b, kind, t.delta, t.better, t.worse, (len(bits[0]), len(bits[1])), t.p,
+                      detectable=t.detectable, test=t.test)
 
 
 def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,8 +219,8 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
     t = Table(f"Accuracy (%) — {model}", headers,
               note="mean ± std over seeds [95 % interval: one seed — Wilson over the test examples; several — "
                    "mean ± 1.96·sqrt(s²/k + p(1−p)/n), the seeds' spread and the shared test sample]; "
-                   "▲/▼ = better/worse than zero-shot with the same protocol, McNemar's exact test on the paired "
-                   "test examples (pooled over seeds), Holm-adjusted p < 0.05 within each dataset; protocol: logprob = "
+                   "▲/▼ = better/worse than zero-shot with the same protocol, " + PAIRED_NOTE + ", Holm-adjusted p < 0.05 "
+                   "within each dataset; protocol: logprob = "
                    "label words scored by log-probability, generate = greedy answer parsed; the published column is "
                    "another model and budget: context, not a target; sub-class: the survey's taxonomy within the "
                    "access class (white: full / partial; grey: prompt / module / logprob; black: multi-pass / "
@@ -248,12 +258,12 @@ def comparison_table(records: list[dict[str, Any]], model: str) -> Table | None:
     if not cs:
         return None
     t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)",
-                                                "only method right", "only other right", "seeds", "p (McNemar)", "p (Holm)", ""],
-              note="McNemar's exact test on the examples where exactly one of the two is right, pooled over the seeds "
-                   "both have on the same test examples; Holm–Bonferroni over every comparison of a dataset; * = p (Holm) < 0.05")
+                                                "only method right", "only other right", "seeds", "test", "p", "p (Holm)", ""],
+              note=PAIRED_NOTE + "; only … right: the examples one side gets right more often over its seeds (one seed each: "
+                   "right where the other is wrong); Holm–Bonferroni over every comparison of a dataset; * = p (Holm) < 0.05")
     for c in cs:
-        t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), str(c.seeds),
-                       f"{c.p:.3g}", f"{c.p_holm:.3g}", "*" if c.significant else ""])
+        t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), "{} / {}".format(*c.seeds),
+                       c.test, f"{c.p:.3g}", f"{c.p_holm:.3g}", "*" if c.significant else ""])
     return t
 
 
@@ -607,10 +617,6 @@ def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str
     return {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
 
 
-def _bits(group: list[dict[str, Any]]) -> list[list[bool]]:
-    return [[c == "1" for c in r["correct"]] for r in sorted(group, key=lambda r: r["seed"]) if _correct(r)]
-
-
 def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
     with p-values: holds / refuted (p < 0.05 after Holm within the dataset, in the claimed or the
@@ -618,7 +624,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
     (``best_by_class`` of a calibration run) names each class's representative beforehand; without
     it, the class's best here."""
     from boxbench.reports import published
-    from boxbench.reports.stats import detectable_difference, gap_difference, per_example_gap
+    from boxbench.reports.stats import Z95, Z_POWER80, gap_difference, per_example_gap
 
     from boxbench.reports.stats import holm
 
@@ -640,24 +646,23 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
                     if c:
                         family.append(c)
             for c, adj in zip(family, holm([c.p for c in family])):
-                n = c.seeds * len(_correct(best[c.a[0]][0]) or "")
-                mdd = detectable_difference(n, (c.only_a + c.only_b) / n if n else 0.0)
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", f"{100 * c.delta:+.1f}",
-                             f"{adj:.3g}", f"{100 * mdd:.1f}", _verdict(c.delta, adj)])
+                             f"{adj:.3g}", f"{100 * c.detectable:.1f}", _verdict(c.delta, adj)])
         x, y = published.GAP_LARGER_ON
         gaps = {}
         for d in (x, y):
             mine = [r for r in ok if r["dataset"] == d]
             white, black = _best_of_class(mine, "white", pick(model, d, "white")), _best_of_class(mine, "black", pick(model, d, "black"))
-            if white and black and len(_bits(white)[0]) == len(_bits(black)[0]):
-                gaps[d] = per_example_gap(_bits(white), _bits(black))
+            bits = paired_bits(white, black) if white and black else None
+            if bits:
+                gaps[d] = per_example_gap(*bits)
         if len(gaps) == 2:
             p = gap_difference(gaps[x], gaps[y])
             delta = gaps[x][0] - gaps[y][0]
             se = (gaps[x][1] + gaps[y][1]) ** 0.5
             rows.append([model, f"{x} vs {y}", f"black-box falls further behind on {x} than on {y}",
                          f"best white − best black: {100 * gaps[x][0]:+.1f} vs {100 * gaps[y][0]:+.1f}", f"{100 * delta:+.1f}",
-                         f"{p:.3g}", f"{100 * 2.8016 * se:.1f}", _verdict(delta, p)])
+                         f"{p:.3g}", f"{100 * (Z95 + Z_POWER80) * se:.1f}", _verdict(delta, p)])
     if not rows:
         return None
     how = ("each class's representative chosen beforehand on the calibration run's held-out rows (its best tuning method at "
@@ -665,8 +670,8 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
            "the same test set favours the class with more methods: read with the intervals)")
     return Table("Verdicts: the survey's claims at this scale",
                  ["model", "dataset", "claim", "compared", "Δ (pp, claimed direction)", "p", "detectable (pp)", "verdict"],
-                 rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, McNemar's exact "
-                            "test pooled over seeds, Holm-adjusted within the dataset (the paired-comparisons table); gap: per-example "
+                 rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, "
+                            f"{PAIRED_NOTE}, Holm-adjusted within the dataset (the paired-comparisons table); gap: per-example "
                             "best white − best black, averaged over seeds, compared across the two test sets (z-test); holds / refuted: "
                             "p < 0.05 in the claimed / the opposite direction; undecided otherwise; detectable: the difference this design "
-                            "finds with 80 % power at α 0.05 (McNemar: from the discordant share; gap: 2.8 standard errors)")
+                            "finds with 80 % power at α 0.05 (McNemar: from the discordant share; z and gap: 2.8 standard errors)")

@@ -42,6 +42,29 @@ def test_mcnemar_exact_and_holm_known_values():
     assert holm([0.5]) == [0.5]
 
 
+def test_a_one_seed_baseline_pairs_with_every_seed_and_each_example_counts_once():
+    """A deterministic baseline (run once) against a tuned method's three seeds: every seed's
+    predictions count (not only seed 0's), and three identical seeds are no more significant than
+    one (pooling discordant pairs over seeds would triple the evidence)."""
+    from boxbench.reports.stats import paired_test
+
+    base = [[True] * 30 + [False] * 30]
+    seed0 = [True] * 30 + [False] * 30  # as the baseline: no gain on seed 0
+    better = [True] * 50 + [False] * 10
+    t = paired_test([seed0, better, better], base)
+    assert t.test == "z" and t.delta == pytest.approx(40 / 3 / 60) and (t.better, t.worse) == (20, 0) and t.p < 1e-4
+    one = paired_test([[True] * 36 + [False] * 24], base)  # 6 discordant, all one way
+    assert one.test == "McNemar" and one.p == pytest.approx(2 / 64)
+    same = paired_test([[True] * 36 + [False] * 24] * 3, base)
+    assert same.p > mcnemar_exact(18, 0) and same.p == pytest.approx(paired_test([[True] * 36 + [False] * 24] * 2, base).p)
+    zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "".join("1" if c else "0" for c in base[0]))
+    tuned = [rec("lora", "lora", "white", "logprob", "".join("1" if c else "0" for c in s), seed=i) for i, s in enumerate([seed0, better, better])]
+    c = comparisons([zs, *tuned], "m")[0]
+    assert c.seeds == (3, 1) and c.delta == pytest.approx(t.delta) and c.significant
+    with pytest.raises(ValueError, match="same examples"):
+        paired_test([[True] * 3], [[True] * 4])
+
+
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
     acc = correct.count("1") / len(correct)
     return {"cell_key": f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}", "status": "ok", "label": label,
@@ -174,9 +197,9 @@ def test_the_pez_transfer_claim_is_tested_per_target():
         control = rec("random-prompt", "pez", "white", "logprob", "0" * 40, seed=seed, model="smol", target_model="qwen")
         recs.append(dict(control, params={"vocab": "random", "steps": 0}))  # the study's random-prompt control: no arm of the claim
     rows = {r[2]: r for r in transfer_verdict_table(recs).rows}
-    assert rows["neighbour > full"][-1] == "holds" and rows["neighbour > full"][4] == "+30.0" and rows["neighbour > full"][3] == "3"
-    assert rows["neighbour > random"][-1] == "undecided" and rows["neighbour > random"][5] == "3 / 0"
-    assert float(rows["neighbour > random"][7]) > 2.5  # what 120 paired examples could have found
+    assert rows["neighbour > full"][-1] == "holds" and rows["neighbour > full"][4] == "+30.0" and rows["neighbour > full"][3] == "3 / 3"
+    assert rows["neighbour > random"][-1] == "undecided" and rows["neighbour > random"][5] == "1 / 0"  # one example, every seed
+    assert float(rows["neighbour > random"][7]) > 5  # 40 examples, each counted once however many seeds
 
 
 def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
