@@ -10,13 +10,38 @@ ACCESS_COLOURS = {"black": "#222222", "grey": "#8c8c8c", "white": "#1f77b4"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
-def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0) -> bytes:
-    """The figure as PNG bytes (with a legend row above the panels when ``handles`` are given); closes it."""
+Label = tuple[Any, float, float, str]  # (axes, x, y, text): a point's name, placed by ``_png``
+
+
+def _place_labels(labels: list[Label], fontsize: float) -> None:
+    """Each name beside its point, moved down or up a line at a time until it overlaps no name
+    placed before it (greedy, in points on the laid-out figure): close points stay readable."""
+    placed: dict[Any, list[tuple[float, float, float, float]]] = {}
+    height = 1.25 * fontsize
+    for ax, x, y, text in sorted(labels, key=lambda l: (id(l[0]), l[1], -l[2])):
+        px, py = ax.transData.transform((x, y)) * 72 / ax.figure.dpi
+        width = 0.6 * fontsize * len(text)
+        boxes = placed.setdefault(ax, [])
+        right_edge = ax.get_window_extent().x1 * 72 / ax.figure.dpi
+        dx = 4.0 if px + 4 + width <= right_edge else -4.0 - width  # near the right edge: to the left of the point
+        for dy in [3 + height * k for k in (0, -1, 1, -2, 2, -3, 3, -4, 4)]:
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
+                break
+        boxes.append(box)
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points")
+
+
+def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0, labels: list[Label] | None = None,
+         fontsize: float = 7) -> bytes:
+    """The figure as PNG bytes (with a legend row above the panels when ``handles`` are given, and
+    ``labels`` placed apart once the layout is fixed); closes it."""
     import matplotlib.pyplot as plt
 
     if handles:
         fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, top))
+    _place_labels(labels or [], fontsize)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -38,6 +63,7 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
         groups.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels: list[Label] = []
     panels = [("tune_wall_s", "tuning wall time (s, symlog)", 1.0), ("peak_host_rss_bytes", "peak host memory (GiB)", 1024**3)]
     for ax, (key, xlabel, scale) in zip(axes, panels):
         for (model, dataset, access, label), rs in groups.items():
@@ -47,7 +73,7 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
             x = statistics.fmean(xs)
             y = 100 * statistics.fmean(r["accuracy"] for r in rs)
             ax.scatter(x, y, color=ACCESS_COLOURS.get(access, "red"), marker=MARKERS[datasets.index(dataset) % len(MARKERS)], s=40)
-            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            labels.append((ax, x, y, label))
         if key == "tune_wall_s":
             ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel(xlabel)
@@ -55,7 +81,7 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
     handles += [plt.Line2D([], [], color="k", marker=MARKERS[i % len(MARKERS)], linestyle="", fillstyle="none", label=d) for i, d in enumerate(datasets)]
-    return _png(fig, handles, top=0.92)
+    return _png(fig, handles, top=0.92, labels=labels)
 
 
 def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
@@ -192,6 +218,7 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(points), figsize=(6.2 * len(points), 4.6), squeeze=False)
+    labels: list[Label] = []
     for ax, (dataset, pts) in zip(axes[0], points.items()):
         positive = [p["tune_flops"] for p in pts if p["tune_flops"] > 0]
         floor = min(positive) / 10 if positive else 1.0  # untuned methods sit at the left edge, labelled 0
@@ -203,7 +230,7 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
                         marker="o" if p["pareto"] else "s", ms=7 if p["pareto"] else 5, capsize=2, lw=0.8,
                         color=ACCESS_COLOURS.get(p["access"], "red"), mfc=ACCESS_COLOURS.get(p["access"], "red") if p["pareto"] else "white")
             name = f"{p['label']} ({p['model']})" if several else p["label"]
-            ax.annotate(name, (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+            labels.append((ax, x, y, name))
         front = [p for p in pts if p["pareto"]]
         ax.step([p["tune_flops"] or floor for p in front], [100 * p["accuracy"] for p in front], where="post",
                 color="#d62728", lw=1, alpha=0.7)
@@ -214,4 +241,4 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
     handles += [plt.Line2D([], [], color="#d62728", label="Pareto front (filled: on it)")]
-    return _png(fig, handles, top=0.9)
+    return _png(fig, handles, top=0.9, labels=labels, fontsize=6.5)
