@@ -140,8 +140,9 @@ def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> lis
 
 
 def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
-    """Every method against zero-shot at its protocol, and the best method of each access class
-    against the others' bests, per dataset; Holm-adjusted within each dataset's family."""
+    """Every method against zero-shot at its protocol on the same test rows, and the best method of
+    each access class against the others' bests on the main test set (``main_test_sets``), per
+    dataset; Holm-adjusted within each dataset's family."""
     from boxbench.reports.stats import holm
 
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and r.get("accuracy") is not None]
@@ -153,13 +154,16 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
         for key, group in groups.items():
             if group[0]["method"] == "zero_shot":
                 continue
-            base = _zero_shot_for(group, mine)
+            base = [r for r in _zero_shot_for(group, mine) if _test_set(r) == _test_set(group[0])]
             if base:
                 c = _compare(d, key, (base[0]["access"], base[0]["label"]), "vs zero-shot", group, base)
                 if c:
                     family.append(c)
         best: dict[str, tuple[str, str]] = {}
+        main = main_test_sets(mine)[(model, d)]
         for key, group in groups.items():
+            if _test_set(group[0]) != main:
+                continue
             mean = statistics.fmean(r["accuracy"] for r in group)
             if key[0] not in best or mean > statistics.fmean(r["accuracy"] for r in groups[best[key[0]]]):
                 best[key[0]] = key
@@ -212,6 +216,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
     marks = {(c.dataset, c.a): ("▲" if c.delta > 0 else "▼") for c in comparisons(records, model)
              if c.kind == "vs zero-shot" and c.significant}
     keys = row_order(ok)
+    main = main_test_sets(ok)
     has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
     headers = ["method", "sub-class", "protocol"]
     for d in datasets:
@@ -224,7 +229,8 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
                    "label words scored by log-probability, generate = greedy answer parsed; the published column is "
                    "another model and budget: context, not a target; sub-class: the survey's taxonomy within the "
                    "access class (white: full / partial; grey: prompt / module / logprob; black: multi-pass / "
-                   "single-pass; baseline: no tuning)")
+                   "single-pass; baseline: no tuning); '· N rows': scored on other test rows than the rest (a side experiment), "
+                   "compared only with zero-shot on those rows")
     current = None
     for access, label in keys:
         if access != current:
@@ -235,7 +241,8 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
         cells = []
         for d in datasets:
             group = [r for r in mine if r["dataset"] == d]
-            cells.append(accuracy_cell(group) + (" " + marks[(d, (access, label))] if (d, (access, label)) in marks else ""))
+            other_rows = f" · {group[0]['n']} rows" if group and _test_set(group[0]) != main.get((model, d)) else ""
+            cells.append(accuracy_cell(group) + other_rows + (" " + marks[(d, (access, label))] if (d, (access, label)) in marks else ""))
             if d in has_paper:
                 ref = published.accuracy(mine[0]["method"], d)
                 cells.append("—" if ref is None else f"{ref:.1f}")
@@ -382,6 +389,28 @@ def is_transfer(r: dict[str, Any]) -> bool:
     return r.get("source_model", r.get("model")) != r.get("target_model", r.get("model"))
 
 
+def _test_set(r: dict[str, Any]) -> tuple[Any, Any]:
+    return r.get("test_sha256"), r.get("n")
+
+
+def main_test_sets(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """(model, dataset) → the test set (hash, rows) most of its records were scored on (ties: the
+    larger). Comparisons between methods, the frontier and the verdicts are about that one test set;
+    a side experiment on other rows (the PEZ transfer block's source cells) is compared only with
+    the zero-shot run on its own rows, and its accuracy is marked with its row count."""
+    counts: dict[tuple[str, str], dict[tuple[Any, Any], int]] = {}
+    for r in records:
+        sets = counts.setdefault((r["model"], r["dataset"]), {})
+        sets[_test_set(r)] = sets.get(_test_set(r), 0) + 1
+    return {k: max(v, key=lambda t: (v[t], t[1] or 0)) for k, v in counts.items()}
+
+
+def on_main_test(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records scored on their (model, dataset)'s main test set (``main_test_sets``)."""
+    main = main_test_sets(records)
+    return [r for r in records if _test_set(r) == main[(r["model"], r["dataset"])]]
+
+
 def transfer_sources(records: list[dict[str, Any]], dataset: str) -> list[str]:
     """The source models of a dataset's transfer cells, in order of appearance (one matrix each)."""
     return list(dict.fromkeys(r["source_model"] for r in records
@@ -512,9 +541,10 @@ def frontier_points(records: list[dict[str, Any]]) -> dict[str, list[dict[str, A
     """Per dataset, one point per (model, access, method label): mean tuning FLOPs (the record's
     ``tune_flops``, benchmarks/compute.py), accuracy with its 95 % interval, and whether the point is on
     the Pareto front — no other point reaches at least its mean accuracy with less tuning compute,
-    or a higher one with as little. Cells without a compute estimate and transfer cells are left out."""
-    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and r.get("tune_flops") is not None
-          and not is_transfer(r)]
+    or a higher one with as little. Cells without a compute estimate, transfer cells and cells on
+    another test set than their dataset's main one (``main_test_sets``) are left out."""
+    ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and r.get("tune_flops") is not None
+                       and not is_transfer(r)])
     out: dict[str, list[dict[str, Any]]] = {}
     for d in dict.fromkeys(r["dataset"] for r in ok):
         points = []
@@ -634,7 +664,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
         return (chosen or {}).get((model, dataset, access))
 
     for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
-        ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and _correct(r)]
+        ok = on_main_test([r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and _correct(r)])
         for d in dict.fromkeys(r["dataset"] for r in ok):
             mine = [r for r in ok if r["dataset"] == d]
             best = {a: _best_of_class(mine, a, pick(model, d, a)) for a in ACCESS_ORDER}

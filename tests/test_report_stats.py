@@ -65,6 +65,26 @@ def test_a_one_seed_baseline_pairs_with_every_seed_and_each_example_counts_once(
         paired_test([[True] * 3], [[True] * 4])
 
 
+def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
+    """The PEZ transfer block scores its source cells on 300 rows beside the main 872: those rows are
+    compared with the zero-shot run on the same rows (named as such), never chosen as a class's best,
+    left off the frontier, and marked with their row count in the accuracy table."""
+    from boxbench.reports.tables import frontier_points
+
+    zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 30 + "0" * 30)
+    lora = rec("lora", "lora", "white", "logprob", "1" * 40 + "0" * 20)
+    empty = dict(rec("transfer: empty", "zero_shot", "grey", "logprob", "1" * 10 + "0" * 10), test_sha256="side")
+    side = dict(rec("transfer: full", "pez", "white", "logprob", "1" * 20), test_sha256="side")  # 100 %: would be the best
+    records = [dict(r, tune_flops=1e12 if r["method"] != "zero_shot" else 0.0) for r in (zs, lora, empty, side)]
+    cs = {(c.a[1], c.kind): c for c in comparisons(records, "m")}
+    assert cs[("transfer: full", "vs zero-shot")].b[1] == "transfer: empty"
+    assert cs[("lora", "vs zero-shot")].b[1] == "zero_shot@grey"
+    assert not any(c.kind == "best of class" and "transfer: full" in (c.a[1], c.b[1]) for c in cs.values())
+    assert {p["label"] for p in frontier_points(records)["sst2"]} == {"zero_shot@grey", "lora"}
+    rows = {r[0]: r for r in accuracy_table(records, "m").rows}
+    assert "· 20 rows" in rows["transfer: full"][3] and "rows" not in rows["lora"][3]
+
+
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
     acc = correct.count("1") / len(correct)
     return {"cell_key": f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}", "status": "ok", "label": label,
