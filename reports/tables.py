@@ -107,9 +107,8 @@ def _correct(r: dict[str, Any]) -> str | None:
 def paired_bits(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> tuple[list[list[bool]], list[list[bool]]] | None:
     """Each side's per-seed correctness (seeds in order) on a test set both sides were scored on
     (the same test hash and length); None when they share none."""
-    def test_of(r: dict[str, Any]) -> tuple[str, int] | None:
-        c = _correct(r)
-        return (r.get("test_sha256", "?"), len(c)) if c else None
+    def test_of(r: dict[str, Any]) -> tuple[Any, Any] | None:
+        return _test_set(r) if _correct(r) else None
 
     theirs = {test_of(y) for y in ys}
     shared = [t for t in dict.fromkeys(map(test_of, xs)) if t is not None and t in theirs]
@@ -134,9 +133,10 @@ def _compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs
 
 
 def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The zero-shot cells a method is compared with: same protocol (generate for black, logprob else)."""
-    protocol = group[0]["protocol"]
-    return [r for r in ok if r["method"] == "zero_shot" and r["protocol"] == protocol]
+    """The zero-shot cells a method is compared with: same protocol (generate for black, logprob else)
+    and the same test rows."""
+    protocol, rows = group[0]["protocol"], _test_set(group[0])
+    return [r for r in ok if r["method"] == "zero_shot" and r["protocol"] == protocol and _test_set(r) == rows]
 
 
 def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
@@ -154,7 +154,7 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
         for key, group in groups.items():
             if group[0]["method"] == "zero_shot":
                 continue
-            base = [r for r in _zero_shot_for(group, mine) if _test_set(r) == _test_set(group[0])]
+            base = _zero_shot_for(group, mine)
             if base:
                 c = _compare(d, key, (base[0]["access"], base[0]["label"]), "vs zero-shot", group, base)
                 if c:
