@@ -13,23 +13,33 @@ MARKERS = ["o", "s", "^", "D", "v", "P"]
 Label = tuple[Any, float, float, str]  # (axes, x, y, text): a point's name, placed by ``_png``
 
 
-def _place_labels(labels: list[Label], fontsize: float) -> None:
-    """Each name beside its point, moved down or up a line at a time until it overlaps no name
-    placed before it (greedy, in points on the laid-out figure): close points stay readable."""
+def _place_labels(labels: list[Label], fontsize: float) -> list[tuple[float, float, float, float]]:
+    """Each name beside its point, right of it (left near the right edge), moved down or up a line at
+    a time until it overlaps no name placed before it, else where it overlaps least (greedy, in points
+    on the laid-out figure); a name moved off its point's line gets a thin leader line to it.
+    Returns the boxes (x0, y0, x1, y1, in points) in the order placed."""
     placed: dict[Any, list[tuple[float, float, float, float]]] = {}
     height = 1.25 * fontsize
+
+    def overlap(box: tuple[float, float, float, float], boxes: list[tuple[float, float, float, float]]) -> float:
+        return sum(max(0.0, min(box[2], b[2]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[1], b[1])) for b in boxes)
+
     for ax, x, y, text in sorted(labels, key=lambda l: (id(l[0]), l[1], -l[2])):
         px, py = ax.transData.transform((x, y)) * 72 / ax.figure.dpi
         width = 0.6 * fontsize * len(text)
         boxes = placed.setdefault(ax, [])
         right_edge = ax.get_window_extent().x1 * 72 / ax.figure.dpi
         dx = 4.0 if px + 4 + width <= right_edge else -4.0 - width  # near the right edge: to the left of the point
-        for dy in [3 + height * k for k in (0, -1, 1, -2, 2, -3, 3, -4, 4)]:
-            box = (px + dx, py + dy, px + dx + width, py + dy + height)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
-                break
+        # beside the point, a line at a time up or down, or just above / below a name already there,
+        # nearest first: the first that overlaps nothing, else the one that overlaps least
+        shifts = [3 + height * k for k in range(-6, 7)] + [y for b in boxes for y in (b[3] - py, b[1] - height - py)]
+        candidates = [(px + dx, py + dy, px + dx + width, py + dy + height) for dy in sorted(shifts, key=lambda d: abs(d - 3))]
+        box = next((c for c in candidates if overlap(c, boxes) < 1e-6), min(candidates, key=lambda c: overlap(c, boxes)))
         boxes.append(box)
-        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points")
+        dy = box[1] - py
+        leader = {"arrowprops": {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 0, "shrinkB": 2}} if abs(dy - 3) > height / 2 else {}
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points", **leader)
+    return [b for boxes in placed.values() for b in boxes]
 
 
 def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0, labels: list[Label] | None = None,
@@ -49,8 +59,11 @@ def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0, labels: l
 
 
 def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
-    """Two panels: accuracy vs tuning wall time, accuracy vs peak memory. None if nothing to plot."""
-    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None]
+    """Two panels: accuracy vs tuning wall time, accuracy vs peak memory, of the cells the frontier
+    shows (no transfer cell, no side experiment on other test rows). None if nothing to plot."""
+    from boxbench.reports.tables import is_transfer, on_main_test
+
+    ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
     if not ok:
         return None
     import matplotlib
@@ -115,7 +128,7 @@ def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
 def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     """The survey's Table 1 drawn: one panel per model and dataset, a bar per method grouped by access
     class (colour), with its 95 % interval (``tables.accuracy_cell``'s) as the error bar."""
-    from boxbench.reports.tables import accuracy_interval, is_transfer, row_order
+    from boxbench.reports.tables import accuracy_interval, is_transfer, on_main_test, row_order
 
     ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)]
     panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in ok))
@@ -126,17 +139,23 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    width = max(len(row_order([r for r in ok if (r["model"], r["dataset"]) == p])) for p in panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 0.45 * width + 1.5) * len(panels), 4.4), squeeze=False)
+    main = {id(r) for r in on_main_test(ok)}
+    bars = [len(row_order([r for r in ok if (r["model"], r["dataset"]) == p])) for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 0.42 * sum(bars) + 1.6 * len(panels)), 4.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [max(n, 5) for n in bars]})  # a panel as wide as its bars
     for ax, (model, dataset) in zip(axes[0], panels):
         mine = [r for r in ok if (r["model"], r["dataset"]) == (model, dataset)]
         keys = row_order(mine)
+        names = []
         for i, key in enumerate(keys):
-            mean, lo, hi = accuracy_interval([r for r in mine if (r["access"], r["label"]) == key])
-            ax.bar(i, 100 * mean, color=ACCESS_COLOURS.get(key[0], "red"), alpha=0.85)
+            rs = [r for r in mine if (r["access"], r["label"]) == key]
+            mean, lo, hi = accuracy_interval(rs)
+            side = not any(id(r) in main for r in rs)  # a side experiment on other test rows: hatched, its rows named
+            ax.bar(i, 100 * mean, color=ACCESS_COLOURS.get(key[0], "red"), alpha=0.45 if side else 0.85, hatch="//" if side else None)
             below, above = max(0.0, mean - lo), max(0.0, hi - mean)  # float rounding at 0 % / 100 %
             ax.errorbar(i, 100 * mean, yerr=[[100 * below], [100 * above]], color="#d62728", capsize=3, lw=1)
-        ax.set_xticks(range(len(keys)), [k[1] for k in keys], rotation=45, ha="right", fontsize=7)
+            names.append(f"{key[1]} · {rs[0].get('n')} rows" if side else key[1])
+        ax.set_xticks(range(len(keys)), names, rotation=45, ha="right", fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{dataset} — {model}", fontsize=9)
@@ -222,14 +241,15 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
     for ax, (dataset, pts) in zip(axes[0], points.items()):
         positive = [p["tune_flops"] for p in pts if p["tune_flops"] > 0]
         floor = min(positive) / 10 if positive else 1.0  # untuned methods sit at the left edge, labelled 0
-        several = len({p["model"] for p in pts}) > 1
+        models = [p["model"] for p in pts]
+        usual = max(dict.fromkeys(models), key=models.count)  # the panel's model; a point on another one is named with it
         for p in pts:
             x = p["tune_flops"] or floor
             y = 100 * p["accuracy"]
             ax.errorbar(x, y, yerr=[[100 * max(0.0, p["accuracy"] - p["low"])], [100 * max(0.0, p["high"] - p["accuracy"])]],
                         marker="o" if p["pareto"] else "s", ms=7 if p["pareto"] else 5, capsize=2, lw=0.8,
                         color=ACCESS_COLOURS.get(p["access"], "red"), mfc=ACCESS_COLOURS.get(p["access"], "red") if p["pareto"] else "white")
-            name = f"{p['label']} ({p['model']})" if several else p["label"]
+            name = p["label"] if p["model"] == usual else f"{p['label']} ({p['model']})"
             labels.append((ax, x, y, name))
         front = [p for p in pts if p["pareto"]]
         ax.step([p["tune_flops"] or floor for p in front], [100 * p["accuracy"] for p in front], where="post",
@@ -237,7 +257,7 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.set_xscale("log")
         ax.set_xlabel("tuning compute (FLOPs, estimated; untuned at the left edge)")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(dataset, fontsize=9)
+        ax.set_title(f"{dataset} · {usual}" + (" (other models named)" if len(set(models)) > 1 else ""), fontsize=9)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
     handles += [plt.Line2D([], [], color="#d62728", label="Pareto front (filled: on it)")]

@@ -159,6 +159,29 @@ def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
     assert frontier_plot(recs)[:4] == b"\x89PNG" and frontier_plot(recs[-1:]) is None
 
 
+def test_point_names_are_placed_apart_even_when_the_points_coincide():
+    """Twelve names on nearly one point (the study's white-box cluster): no two boxes overlap, and a
+    name near the right edge goes to the left of its point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from boxbench.reports.plots import _place_labels
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_xlim(0, 10), ax.set_ylim(0, 100)
+    labels = [(ax, 5.0 + 0.01 * i, 80.0 + 0.1 * i, f"method_{i}") for i in range(12)] + [(ax, 9.9, 20.0, "at the right edge")]
+    fig.tight_layout()
+    boxes = _place_labels(labels, 7)
+    plt.close(fig)
+    assert len(boxes) == 13
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if a[0] < b[2] - 1e-6 and b[0] < a[2] - 1e-6 and a[1] < b[3] - 1e-6 and b[1] < a[3] - 1e-6]  # touching is apart
+    edge = boxes[-1]  # sorted by x: the right-edge point is placed last
+    assert edge[2] < ax.transData.transform((9.9, 20.0))[0] * 72 / fig.dpi
+
+
 def test_verdicts_say_which_orderings_hold_with_p_values():
     from boxbench.reports.stats import detectable_difference, gap_difference, per_example_gap
     from boxbench.reports.tables import verdict_table
