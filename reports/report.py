@@ -89,7 +89,10 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
     suite = meta.get("name", "?")
     description = str((meta.get("suite") or {}).get("description") or "")
-    header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
+    planned = len(meta.get("cell_keys") or [])
+    to_go = planned - len({r.get("cell_key") for r in records}) if planned else 0  # a run in progress, or stopped: it resumes
+    progress = f" · {to_go} of the suite's {planned} cells not run yet (`boxbench run` on this folder resumes them)" if to_go > 0 else ""
+    header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{progress}{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
               f"Devices: {'; '.join(devices)}\n" + (f"\n{description}\n" if description else ""))
     held_out = sorted({r["dataset"] for r in records if (r.get("sizes") or {}).get("evaluated_on") == "holdout"})

@@ -135,6 +135,9 @@ def test_stale_cells_are_listed_not_averaged(tmp_path):
     md = write_report(tmp_path)[0].read_text()
     assert "| zero_shot@grey | — | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
     assert "1 stale cells listed at the end" in md and "### Stale cells" in md
+    assert "not run yet" not in md  # every planned cell has its record
+    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0]["cell_key"], "k2", "k3"]}))
+    assert "2 of the suite's 3 cells not run yet" in write_report(tmp_path)[0].read_text()  # a partial run says so
 
 
 def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
