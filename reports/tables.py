@@ -142,7 +142,8 @@ def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> lis
 def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
     """Every method against zero-shot at its protocol on the same test rows, and the best method of
     each access class against the others' bests on the main test set (``main_test_sets``), per
-    dataset; Holm-adjusted within each dataset's family."""
+    dataset; Holm-adjusted within each dataset's test set (a side experiment on other test rows,
+    compared only with its own zero-shot, is a family of its own)."""
     from boxbench.reports.stats import holm
 
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and r.get("accuracy") is not None]
@@ -176,8 +177,12 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
                 c = _compare(d, best[y], best[x], "best of class", groups[best[y]], groups[best[x]])
                 if c:
                     family.append(c)
-        for c, adj in zip(family, holm([c.p for c in family])):
-            c.p_holm = adj
+        by_test: dict[tuple[Any, Any], list[Comparison]] = {}
+        for c in family:
+            by_test.setdefault(_test_set(groups[c.a][0]), []).append(c)
+        for one in by_test.values():
+            for c, adj in zip(one, holm([c.p for c in one])):
+                c.p_holm = adj
         out += family
     return out
 
@@ -225,7 +230,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
               note="mean ± std over seeds [95 % interval: one seed — Wilson over the test examples; several — "
                    "mean ± 1.96·sqrt(s²/k + p(1−p)/n), the seeds' spread and the shared test sample]; "
                    "▲/▼ = better/worse than zero-shot with the same protocol, " + PAIRED_NOTE + ", Holm-adjusted p < 0.05 "
-                   "within each dataset; protocol: logprob = "
+                   "within each dataset and test set; protocol: logprob = "
                    "label words scored by log-probability, generate = greedy answer parsed; the published column is "
                    "another model and budget: context, not a target; sub-class: the survey's taxonomy within the "
                    "access class (white: full / partial; grey: prompt / module / logprob; black: multi-pass / "
@@ -267,7 +272,8 @@ def comparison_table(records: list[dict[str, Any]], model: str) -> Table | None:
     t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)",
                                                 "only method right", "only other right", "seeds", "test", "p", "p (Holm)", ""],
               note=PAIRED_NOTE + "; only … right: the examples one side gets right more often over its seeds (one seed each: "
-                   "right where the other is wrong); Holm–Bonferroni over every comparison of a dataset; * = p (Holm) < 0.05")
+                   "right where the other is wrong); Holm–Bonferroni over every comparison of a dataset on one test set (a side experiment "
+                   "on other rows is its own family); * = p (Holm) < 0.05")
     for c in cs:
         t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), "{} / {}".format(*c.seeds),
                        c.test, f"{c.p:.3g}", f"{c.p_holm:.3g}", "*" if c.significant else ""])
@@ -649,7 +655,7 @@ def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str
 
 def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
-    with p-values: holds / refuted (p < 0.05 after Holm within the dataset, in the claimed or the
+    with p-values: holds / refuted (p < 0.05 after Holm over the dataset's orderings, in the claimed or the
     opposite direction) / undecided, and the difference the design could have detected. ``chosen``
     (``best_by_class`` of a calibration run) names each class's representative beforehand; without
     it, the class's best here."""
@@ -701,7 +707,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
     return Table("Verdicts: the survey's claims at this scale",
                  ["model", "dataset", "claim", "compared", "Δ (pp, claimed direction)", "p", "detectable (pp)", "verdict"],
                  rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, "
-                            f"{PAIRED_NOTE}, Holm-adjusted within the dataset (the paired-comparisons table); gap: per-example "
+                            f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own); gap: per-example "
                             "best white − best black, averaged over seeds, compared across the two test sets (z-test); holds / refuted: "
                             "p < 0.05 in the claimed / the opposite direction; undecided otherwise; detectable: the difference this design "
                             "finds with 80 % power at α 0.05 (McNemar: from the discordant share; z and gap: 2.8 standard errors)")

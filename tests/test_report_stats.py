@@ -80,6 +80,7 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     assert cs[("transfer: full", "vs zero-shot")].b[1] == "transfer: empty"
     assert cs[("lora", "vs zero-shot")].b[1] == "zero_shot@grey"
     assert not any(c.kind == "best of class" and "transfer: full" in (c.a[1], c.b[1]) for c in cs.values())
+    assert all(c.p_holm == c.p < 0.01 for c in cs.values())  # two families of one (Holm over both would double the smaller p)
     assert {p["label"] for p in frontier_points(records)["sst2"]} == {"zero_shot@grey", "lora"}
     rows = {r[0]: r for r in accuracy_table(records, "m").rows}
     assert "· 20 rows" in rows["transfer: full"][3] and "rows" not in rows["lora"][3]
