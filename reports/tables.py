@@ -255,6 +255,47 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
     return t
 
 
+def headline_table(records: list[dict[str, Any]]) -> Table | None:
+    """The answer in one table: per method (access class, then first appearance; every model of the
+    run), per dataset its accuracy with the 95 % interval, its gain over zero-shot with the same
+    protocol and the Holm-adjusted p of that paired test (``comparisons``), its tuning seconds and
+    peak host memory. Main test sets only: transfer cells and side experiments have their own tables."""
+    ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
+    if not ok:
+        return None
+    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
+    models = list(dict.fromkeys(r["model"] for r in ok))
+    gains = {(m, c.dataset, c.a): c for m in models for c in comparisons(records, m) if c.kind == "vs zero-shot"}
+    headers = ["access", "method"] + (["model"] if len(models) > 1 else [])
+    for d in datasets:
+        headers += [f"{d} accuracy %", f"{d} Δ vs zero-shot (p Holm)", f"{d} tune s", f"{d} peak RSS GiB"]
+    t = Table("Headline: what each method buys over zero-shot, and at what cost", headers,
+              note="accuracy: mean over seeds [95 % interval] (the accuracy table's); Δ: percentage points over zero-shot with the same "
+                   "protocol, " + PAIRED_NOTE + ", Holm-adjusted within the dataset and test set, ▲/▼ where p (Holm) "
+                   "< 0.05, '—' without a zero-shot cell on that model; tune s and peak RSS: means over seeds on the machine that "
+                   "ran the cell; tuning compute and the Pareto front: the frontier table")
+    gib = 1024**3
+    for model in models:
+        mine = [r for r in ok if r["model"] == model]
+        for access, label in row_order(mine):
+            row = [access, label] + ([model] if len(models) > 1 else [])
+            for d in datasets:
+                group = [r for r in mine if (r["access"], r["label"], r["dataset"]) == (access, label, d)]
+                if not group:
+                    row += ["—"] * 4
+                    continue
+                mean, lo, hi = accuracy_interval(group)
+                c = gains.get((model, d, (access, label)))
+                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({c.p_holm:.2g})" + (" ▲" if c.significant and c.delta > 0 else
+                                                                                        " ▼" if c.significant else "")
+                rss = _mean(r["peak_host_rss_bytes"] for r in group)
+                row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", gain, _fmt(_mean(r["tune_wall_s"] for r in group), digits=0),
+                        _fmt(rss / gib if rss is not None else None)]
+            t.rows.append(row)
+    t.rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
+    return t
+
+
 def sub_class(records: list[dict[str, Any]]) -> str:
     """The method's sub-class in the survey's taxonomy (``family`` in the record: ``grey/module`` -> ``module``)."""
     fams = {str(r.get("family") or "").split("/")[-1] for r in records} - {""}

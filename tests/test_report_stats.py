@@ -69,7 +69,7 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     """The PEZ transfer block scores its source cells on 300 rows beside the main 872: those rows are
     compared with the zero-shot run on the same rows (named as such), never chosen as a class's best,
     left off the frontier, and marked with their row count in the accuracy table."""
-    from boxbench.reports.tables import frontier_points
+    from boxbench.reports.tables import frontier_points, headline_table
 
     zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 30 + "0" * 30)
     lora = rec("lora", "lora", "white", "logprob", "1" * 40 + "0" * 20)
@@ -84,6 +84,9 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     assert {p["label"] for p in frontier_points(records)["sst2"]} == {"zero_shot@grey", "lora"}
     rows = {r[0]: r for r in accuracy_table(records, "m").rows}
     assert "· 20 rows" in rows["transfer: full"][3] and "rows" not in rows["lora"][3]
+    head = {r[1]: r for r in headline_table(records).rows}  # the headline: main test set only, gain and p per method
+    assert list(head) == ["zero_shot@grey", "lora"] and head["zero_shot@grey"][3] == "—"
+    assert head["lora"][2].startswith("66.7 [") and head["lora"][3] == "+16.7 (0.002) ▲"
 
 
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
