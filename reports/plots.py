@@ -32,7 +32,7 @@ def _place_labels(labels: list[Label], fontsize: float) -> list[tuple[float, flo
         dx = 4.0 if px + 4 + width <= right_edge else -4.0 - width  # near the right edge: to the left of the point
         # beside the point, a line at a time up or down, or just above / below a name already there,
         # nearest first: the first that overlaps nothing, else the one that overlaps least
-        shifts = [3 + height * k for k in range(-6, 7)] + [y for b in boxes for y in (b[3] - py, b[1] - height - py)]
+        shifts = [3 + height * k for k in range(-6, 7)] + [d for b in boxes for d in (b[3] - py, b[1] - height - py)]
         candidates = [(px + dx, py + dy, px + dx + width, py + dy + height) for dy in sorted(shifts, key=lambda d: abs(d - 3))]
         box = next((c for c in candidates if overlap(c, boxes) < 1e-6), min(candidates, key=lambda c: overlap(c, boxes)))
         boxes.append(box)
