@@ -187,6 +187,11 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
     return out
 
 
+def _mark(c: Comparison) -> str:
+    """▲ / ▼: a significant gain / loss (the accuracy and headline tables' mark)."""
+    return "▲" if c.delta > 0 else "▼"
+
+
 def accuracy_interval(group: list[dict[str, Any]]) -> tuple[float, float, float]:
     """(mean, low, high) of a method's accuracy: one seed — the Wilson interval over its test
     examples; several — over seeds and test examples together (``stats.seed_interval``)."""
@@ -218,8 +223,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
 
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    marks = {(c.dataset, c.a): ("▲" if c.delta > 0 else "▼") for c in comparisons(records, model)
-             if c.kind == "vs zero-shot" and c.significant}
+    marks = {(c.dataset, c.a): _mark(c) for c in comparisons(records, model) if c.kind == "vs zero-shot" and c.significant}
     keys = row_order(ok)
     main = main_test_sets(ok)
     has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
@@ -286,8 +290,7 @@ def headline_table(records: list[dict[str, Any]]) -> Table | None:
                     continue
                 mean, lo, hi = accuracy_interval(group)
                 c = gains.get((model, d, (access, label)))
-                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({c.p_holm:.2g})" + (" ▲" if c.significant and c.delta > 0 else
-                                                                                        " ▼" if c.significant else "")
+                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({c.p_holm:.2g})" + (f" {_mark(c)}" if c.significant else "")
                 rss = _mean(r["peak_host_rss_bytes"] for r in group)
                 row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", gain, _fmt(_mean(r["tune_wall_s"] for r in group), digits=0),
                         _fmt(rss / gib if rss is not None else None)]
