@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, cost_table, data_table, error_table, fast_path_table, headline_table,
+from boxbench.reports.tables import (Table, accuracy_table, comparison_table, comparisons, cost_table, data_table, error_table, fast_path_table, headline_table,
                                      best_by_class, frontier_table, verdict_table,
                                      is_transfer,
                                      prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
@@ -59,9 +59,10 @@ def method_tables(records: list[dict[str, Any]]) -> list[Table]:
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
                  chosen: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
-    tables: list[Table | None] = [headline_table(records), frontier_table(records), verdict_table(records, chosen)]
+    cs = {m: comparisons(records, m) for m in models}  # the paired tests, once per model, for the three tables that show them
+    tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]
     for m in models:
-        tables += [accuracy_table(records, m), comparison_table(records, m), cost_table(records, m), training_table(records, m)]
+        tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     tables += method_tables(records)

@@ -216,14 +216,16 @@ def accuracy_cell(group: list[dict[str, Any]]) -> str:
     return f"{100 * mean:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]{seeds}"
 
 
-def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
+def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Comparison] | None = None) -> Table:
     """The survey's Table 1 layout: methods grouped by access class × datasets, with a 95 % interval,
-    a mark where a method differs significantly from zero-shot, and the published figures beside."""
+    a mark where a method differs significantly from zero-shot, and the published figures beside.
+    ``cs``: this model's ``comparisons``, where the caller has them already."""
     from boxbench.reports import published
 
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    marks = {(c.dataset, c.a): _mark(c) for c in comparisons(records, model) if c.kind == "vs zero-shot" and c.significant}
+    marks = {(c.dataset, c.a): _mark(c) for c in (comparisons(records, model) if cs is None else cs)
+             if c.kind == "vs zero-shot" and c.significant}
     keys = row_order(ok)
     main = main_test_sets(ok)
     has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
@@ -259,17 +261,19 @@ def accuracy_table(records: list[dict[str, Any]], model: str) -> Table:
     return t
 
 
-def headline_table(records: list[dict[str, Any]]) -> Table | None:
+def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]] | None = None) -> Table | None:
     """The answer in one table: per method (access class, then first appearance; every model of the
     run), per dataset its accuracy with the 95 % interval, its gain over zero-shot with the same
     protocol and the Holm-adjusted p of that paired test (``comparisons``), its tuning seconds and
-    peak host memory. Main test sets only: transfer cells and side experiments have their own tables."""
+    peak host memory. Main test sets only: transfer cells and side experiments have their own tables.
+    ``cs``: each model's ``comparisons``, where the caller has them already."""
     ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
     if not ok:
         return None
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
     models = list(dict.fromkeys(r["model"] for r in ok))
-    gains = {(m, c.dataset, c.a): c for m in models for c in comparisons(records, m) if c.kind == "vs zero-shot"}
+    gains = {(m, c.dataset, c.a): c for m in models for c in (cs[m] if cs and m in cs else comparisons(records, m))
+             if c.kind == "vs zero-shot"}
     headers = ["access", "method"] + (["model"] if len(models) > 1 else [])
     for d in datasets:
         headers += [f"{d} accuracy %", f"{d} Δ vs zero-shot (p Holm)", f"{d} tune s", f"{d} peak RSS GiB"]
@@ -278,7 +282,6 @@ def headline_table(records: list[dict[str, Any]]) -> Table | None:
                    "protocol, " + PAIRED_NOTE + ", Holm-adjusted within the dataset and test set, ▲/▼ where p (Holm) "
                    "< 0.05, '—' without a zero-shot cell on that model; tune s and peak RSS: means over seeds on the machine that "
                    "ran the cell; tuning compute and the Pareto front: the frontier table")
-    gib = 1024**3
     for model in models:
         mine = [r for r in ok if r["model"] == model]
         for access, label in row_order(mine):
@@ -293,10 +296,15 @@ def headline_table(records: list[dict[str, Any]]) -> Table | None:
                 gain = "—" if c is None else f"{100 * c.delta:+.1f} ({c.p_holm:.2g})" + (f" {_mark(c)}" if c.significant else "")
                 rss = _mean(r["peak_host_rss_bytes"] for r in group)
                 row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", gain, _fmt(_mean(r["tune_wall_s"] for r in group), digits=0),
-                        _fmt(rss / gib if rss is not None else None)]
+                        _gib(rss)]
             t.rows.append(row)
     t.rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
     return t
+
+
+def _gib(n_bytes: float | None, digits: int = 1) -> str:
+    """Bytes as GiB for a table cell ('—' when not measured)."""
+    return _fmt(n_bytes / 1024**3 if n_bytes is not None else None, digits=digits)
 
 
 def sub_class(records: list[dict[str, Any]]) -> str:
@@ -309,8 +317,9 @@ def _method_of(ok: list[dict[str, Any]], key: tuple[str, str]) -> str:
     return next(r["method"] for r in ok if (r["access"], r["label"]) == key)
 
 
-def comparison_table(records: list[dict[str, Any]], model: str) -> Table | None:
-    cs = comparisons(records, model)
+def comparison_table(records: list[dict[str, Any]], model: str, cs: list[Comparison] | None = None) -> Table | None:
+    """Every paired comparison of ``model`` (``comparisons``; ``cs`` where the caller has them already)."""
+    cs = comparisons(records, model) if cs is None else cs
     if not cs:
         return None
     t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)",
@@ -342,7 +351,6 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
                    + ("; proposer: the model that wrote the instructions ('self': the tuned model, whose calls then "
                       "include these) and what it cost, apart from the tuned model's calls (its seconds are part of tune s)" if proposing else "")
                    + ("; the published column: peak GPU memory and wall time of one SST-2 run (another model and hardware)" if paper else ""))
-    gib = 1024**3
     for access, label in row_order(ok):
         for d in dict.fromkeys(r["dataset"] for r in ok):
             mine = [r for r in ok if r["label"] == label and r["access"] == access and r["dataset"] == d]
@@ -353,7 +361,7 @@ def cost_table(records: list[dict[str, Any]], model: str) -> Table:
             t.rows.append([
                 label, access, d, _fmt(_mean(r["tune_wall_s"] for r in mine)), _fmt(_mean(r["eval_wall_s"] for r in mine)),
                 flops_text(_mean(r.get("tune_flops") for r in mine)), flops_text(_mean(r.get("eval_flops") for r in mine)),
-                _fmt(rss / gib if rss is not None else None, digits=2), _fmt(gpu / gib if gpu is not None else None, digits=2),
+                _gib(rss, digits=2), _gib(gpu, digits=2),
                 _fmt(_mean(r["model_calls"] for r in mine), digits=0), _fmt(_mean(r["prompt_tokens"] for r in mine), digits=0),
                 _fmt(_mean(r["completion_tokens"] for r in mine), digits=0),
                 mean_std([r["invalid_rate"] for r in mine], 100),
