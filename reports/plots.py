@@ -11,33 +11,55 @@ MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
 Label = tuple[Any, float, float, str]  # (axes, x, y, text): a point's name, placed by ``_png``
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in points on the figure
 
 
-def _place_labels(labels: list[Label], fontsize: float) -> list[tuple[float, float, float, float]]:
-    """Each name beside its point, right of it (left near the right edge), moved down or up a line at
-    a time until it overlaps no name placed before it, else where it overlaps least (greedy, in points
-    on the laid-out figure); a name moved off its point's line gets a thin leader line to it.
+def _place_labels(labels: list[Label], fontsize: float) -> list[Box]:
+    """Each name beside its point: right of it, else left of it, else centred just above or below it,
+    the nearest free place first (a line at a time up or down, or just above / below a name already
+    there), clear of every name placed before it and of every other point by a gap of a point, inside
+    the panel; else where it overlaps least (greedy, in points on the laid-out figure, the text measured
+    by the renderer). A name moved off its place beside the point gets a thin leader line to it.
     Returns the boxes (x0, y0, x1, y1, in points) in the order placed."""
-    placed: dict[Any, list[tuple[float, float, float, float]]] = {}
-    height = 1.25 * fontsize
+    from matplotlib.font_manager import FontProperties
 
-    def overlap(box: tuple[float, float, float, float], boxes: list[tuple[float, float, float, float]]) -> float:
-        return sum(max(0.0, min(box[2], b[2]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[1], b[1])) for b in boxes)
+    placed: dict[Any, list[Box]] = {}
+    height, gap, mark = 1.25 * fontsize, 1.0, 3.5  # a line; the clearance; a marker's half-width
 
-    for ax, x, y, text in sorted(labels, key=lambda l: (id(l[0]), l[1], -l[2])):
+    def overlap(box: Box, boxes: list[Box]) -> float:
+        return sum(max(0.0, min(box[2] + gap, b[2]) - max(box[0] - gap, b[0])) * max(0.0, min(box[3] + gap, b[3]) - max(box[1] - gap, b[1]))
+                   for b in boxes)
+
+    def points(ax: Any, x: float, y: float) -> tuple[float, float]:
         px, py = ax.transData.transform((x, y)) * 72 / ax.figure.dpi
-        width = 0.6 * fontsize * len(text)
+        return float(px), float(py)
+
+    marks = {ax: [points(ax, x, y) for a, x, y, _ in labels if a is ax] for ax in {id(l[0]): l[0] for l in labels}.values()}
+    font = FontProperties(size=fontsize)
+    for ax, x, y, text in sorted(labels, key=lambda l: (id(l[0]), l[1], -l[2])):
+        px, py = points(ax, x, y)
+        renderer = ax.figure.canvas.get_renderer()
+        width = renderer.get_text_width_height_descent(text, font, ismath=False)[0] * 72 / ax.figure.dpi
+        frame = ax.get_window_extent(renderer)
+        fx0, fy0, fx1, fy1 = (v * 72 / ax.figure.dpi for v in (frame.x0, frame.y0, frame.x1, frame.y1))
         boxes = placed.setdefault(ax, [])
-        right_edge = ax.get_window_extent().x1 * 72 / ax.figure.dpi
-        dx = 4.0 if px + 4 + width <= right_edge else -4.0 - width  # near the right edge: to the left of the point
-        # beside the point, a line at a time up or down, or just above / below a name already there,
-        # nearest first: the first that overlaps nothing, else the one that overlaps least
-        shifts = [3 + height * k for k in range(-6, 7)] + [d for b in boxes for d in (b[3] - py, b[1] - height - py)]
-        candidates = [(px + dx, py + dy, px + dx + width, py + dy + height) for dy in sorted(shifts, key=lambda d: abs(d - 3))]
-        box = next((c for c in candidates if overlap(c, boxes) < 1e-6), min(candidates, key=lambda c: overlap(c, boxes)))
-        boxes.append(box)
-        dy = box[1] - py
-        leader = {"arrowprops": {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 0, "shrinkB": 2}} if abs(dy - 3) > height / 2 else {}
+        own = (px - mark + gap, py - mark + gap, px + mark - gap, py + mark - gap)  # its own marker: the name may sit right beside it
+        obstacles = boxes + [own] + [(mx - mark, my - mark, mx + mark, my + mark) for mx, my in marks[ax] if abs(mx - px) + abs(my - py) > 0.5]
+        shifts = [3 + height * k for k in range(-10, 11)] + [mark + gap, -mark - gap - height]
+        shifts += [d for b in boxes for d in (b[3] + gap - py, b[1] - gap - height - py)]
+        # (dx, dy, how far from its side's usual place, the side's rank): right, left, centred above / below
+        sides = [(4.0, lambda dy: abs(dy - 3), 0), (-4.0 - width, lambda dy: abs(dy - 3), 1),
+                 (-width / 2, lambda dy: min(abs(dy - mark - gap), abs(dy + mark + gap + height)), 2)]
+        candidates = sorted(((dx, dy, moved(dy), rank) for dy in shifts for dx, moved, rank in sides), key=lambda c: c[2] + c[3])
+
+        def cost(c: tuple[float, float, float, int]) -> float:
+            box = (px + c[0], py + c[1], px + c[0] + width, py + c[1] + height)
+            inside = max(0.0, min(box[2], fx1) - max(box[0], fx0)) * max(0.0, min(box[3], fy1) - max(box[1], fy0))
+            return overlap(box, obstacles) + (width * height - inside)
+
+        dx, dy, moved, _ = next((c for c in candidates if cost(c) < 1e-6), None) or min(candidates, key=cost)
+        boxes.append((px + dx, py + dy, px + dx + width, py + dy + height))
+        leader = {"arrowprops": {"arrowstyle": "-", "lw": 0.4, "color": "0.55", "shrinkA": 0, "shrinkB": 2}} if moved > height / 2 else {}
         ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points", **leader)
     return [b for boxes in placed.values() for b in boxes]
 
@@ -59,8 +81,9 @@ def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0, labels: l
 
 
 def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
-    """Two panels: accuracy vs tuning wall time, accuracy vs peak memory, of the cells the frontier
-    shows (no transfer cell, no side experiment on other test rows). None if nothing to plot."""
+    """Accuracy vs tuning wall time and accuracy vs peak memory, one row of two panels per dataset, of
+    the cells the frontier shows (no transfer cell, no side experiment on other test rows). None if
+    nothing to plot."""
     from boxbench.reports.tables import is_transfer, on_main_test
 
     ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
@@ -75,26 +98,26 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     for r in ok:
         groups.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 0.4 + 3.8 * len(datasets)), squeeze=False)
     labels: list[Label] = []
     panels = [("tune_wall_s", "tuning wall time (s, symlog)", 1.0), ("peak_host_rss_bytes", "peak host memory (GiB)", 1024**3)]
-    for ax, (key, xlabel, scale) in zip(axes, panels):
+    for (ax, (key, xlabel, scale)), row in ((p, row) for row in range(len(datasets)) for p in zip(axes[row], panels)):
         for (model, dataset, access, label), rs in groups.items():
-            xs = [r[key] / scale for r in rs if r.get(key) is not None]
+            xs = [r[key] / scale for r in rs if r.get(key) is not None and dataset == datasets[row]]
             if not xs:
                 continue
             x = statistics.fmean(xs)
             y = 100 * statistics.fmean(r["accuracy"] for r in rs)
-            ax.scatter(x, y, color=ACCESS_COLOURS.get(access, "red"), marker=MARKERS[datasets.index(dataset) % len(MARKERS)], s=40)
+            ax.scatter(x, y, color=ACCESS_COLOURS.get(access, "red"), s=40)
             labels.append((ax, x, y, label))
+        ax.set_title(datasets[row], fontsize=9)
         if key == "tune_wall_s":
             ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
-    handles += [plt.Line2D([], [], color="k", marker=MARKERS[i % len(MARKERS)], linestyle="", fillstyle="none", label=d) for i, d in enumerate(datasets)]
-    return _png(fig, handles, top=0.92, labels=labels)
+    return _png(fig, handles, top=1 - 0.35 / (0.4 + 3.8 * len(datasets)), labels=labels)
 
 
 def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:

@@ -166,9 +166,22 @@ def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
     assert frontier_plot(recs)[:4] == b"\x89PNG" and frontier_plot(recs[-1:]) is None
 
 
+def test_the_cost_plot_gives_each_dataset_its_own_row():
+    """Two datasets' points in one panel crowd each other's names: one row of panels per dataset."""
+    import struct
+
+    from boxbench.reports.plots import cost_plot
+
+    one = [rec("lora", "lora", "white", "logprob", "1" * 9 + "0"), rec("zero_shot", "zero_shot", "black", "generate", "1" * 5 + "0" * 5)]
+    both = one + [rec("lora", "lora", "white", "logprob", "1" * 7 + "000", dataset="agnews")]
+    width_1, height_1 = struct.unpack(">II", cost_plot(one)[16:24])  # the PNG's IHDR
+    width_2, height_2 = struct.unpack(">II", cost_plot(both)[16:24])
+    assert width_1 == width_2 and height_2 > 1.8 * height_1
+
+
 def test_point_names_are_placed_apart_even_when_the_points_coincide():
-    """Twelve names on nearly one point (the study's white-box cluster): no two boxes overlap, and a
-    name near the right edge goes to the left of its point."""
+    """Twelve names on nearly one point (the study's white-box cluster): no two boxes overlap, no name
+    covers a point, and a name near the right edge goes to the left of its point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,14 +192,17 @@ def test_point_names_are_placed_apart_even_when_the_points_coincide():
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.set_xlim(0, 10), ax.set_ylim(0, 100)
     labels = [(ax, 5.0 + 0.01 * i, 80.0 + 0.1 * i, f"method_{i}") for i in range(12)] + [(ax, 9.9, 20.0, "at the right edge")]
+    labels += [(ax, 2.0 + 0.15 * i, 30.0 + 2.0 * i, f"rising_{i}") for i in range(5)]  # each just up and right of the last
     fig.tight_layout()
     boxes = _place_labels(labels, 7)
     plt.close(fig)
-    assert len(boxes) == 13
+    assert len(boxes) == 18
     assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                 if a[0] < b[2] - 1e-6 and b[0] < a[2] - 1e-6 and a[1] < b[3] - 1e-6 and b[1] < a[3] - 1e-6]  # touching is apart
     edge = boxes[-1]  # sorted by x: the right-edge point is placed last
     assert edge[2] < ax.transData.transform((9.9, 20.0))[0] * 72 / fig.dpi
+    centres = [ax.transData.transform((x, y)) * 72 / fig.dpi for _, x, y, _ in labels]
+    assert not [(b, c) for b in boxes for c in centres if b[0] < c[0] < b[2] and b[1] < c[1] < b[3]]  # no name covers a point
 
 
 def test_verdicts_say_which_orderings_hold_with_p_values():
