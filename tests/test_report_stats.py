@@ -99,6 +99,17 @@ def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model=
             "model_calls": len(correct), "prompt_tokens": 10 * len(correct), "completion_tokens": 0}
 
 
+def test_a_p_value_too_small_for_a_float_is_not_printed_as_zero():
+    """1,200 of 1,200 right against none: McNemar's p (2 · 0.5^1200) underflows to 0.0, which a table
+    must not print as "0" (the study's KATE on AG News)."""
+    from boxbench.reports.tables import headline_table
+
+    zs = rec("zero_shot", "zero_shot", "black", "generate", "0" * 1200)
+    kate = rec("kate", "kate", "black", "generate", "1" * 1200)
+    cell = {r[1]: r for r in headline_table([zs, kate]).rows}["kate"][3]  # (no model column: one model)
+    assert cell.startswith("+100.0 (< 1e-300)"), cell
+
+
 def test_significance_marks_and_comparisons():
     zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "0" * 20 + "1" * 20)
     lora = rec("lora", "lora", "white", "logprob", "1" * 40)  # right on all 20 the baseline misses
