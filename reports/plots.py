@@ -26,22 +26,25 @@ def _place_labels(labels: list[Label], fontsize: float) -> list[Box]:
     placed: dict[Any, list[Box]] = {}
     height, gap, mark = 1.25 * fontsize, 1.0, 3.5  # a line; the clearance; a marker's half-width
 
-    def overlap(box: Box, boxes: list[Box]) -> float:
-        return sum(max(0.0, min(box[2] + gap, b[2]) - max(box[0] - gap, b[0])) * max(0.0, min(box[3] + gap, b[3]) - max(box[1] - gap, b[1]))
-                   for b in boxes)
+    def shared(a: Box, b: Box) -> float:
+        """The area two boxes share."""
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
     def points(ax: Any, x: float, y: float) -> tuple[float, float]:
         px, py = ax.transData.transform((x, y)) * 72 / ax.figure.dpi
         return float(px), float(py)
 
-    marks = {ax: [points(ax, x, y) for a, x, y, _ in labels if a is ax] for ax in {id(l[0]): l[0] for l in labels}.values()}
+    def frame(ax: Any) -> Box:
+        e = ax.get_window_extent(ax.figure.canvas.get_renderer())
+        return e.x0 * 72 / ax.figure.dpi, e.y0 * 72 / ax.figure.dpi, e.x1 * 72 / ax.figure.dpi, e.y1 * 72 / ax.figure.dpi
+
+    axes = {id(l[0]): l[0] for l in labels}.values()
+    marks = {ax: [points(ax, x, y) for a, x, y, _ in labels if a is ax] for ax in axes}  # once per panel, not per name
+    frames = {ax: frame(ax) for ax in axes}
     font = FontProperties(size=fontsize)
     for ax, x, y, text in sorted(labels, key=lambda l: (id(l[0]), l[1], -l[2])):
         px, py = points(ax, x, y)
-        renderer = ax.figure.canvas.get_renderer()
-        width = renderer.get_text_width_height_descent(text, font, ismath=False)[0] * 72 / ax.figure.dpi
-        frame = ax.get_window_extent(renderer)
-        fx0, fy0, fx1, fy1 = (v * 72 / ax.figure.dpi for v in (frame.x0, frame.y0, frame.x1, frame.y1))
+        width = ax.figure.canvas.get_renderer().get_text_width_height_descent(text, font, ismath=False)[0] * 72 / ax.figure.dpi
         boxes = placed.setdefault(ax, [])
         own = (px - mark + gap, py - mark + gap, px + mark - gap, py + mark - gap)  # its own marker: the name may sit right beside it
         obstacles = boxes + [own] + [(mx - mark, my - mark, mx + mark, my + mark) for mx, my in marks[ax] if abs(mx - px) + abs(my - py) > 0.5]
@@ -54,8 +57,8 @@ def _place_labels(labels: list[Label], fontsize: float) -> list[Box]:
 
         def cost(c: tuple[float, float, float, int]) -> float:
             box = (px + c[0], py + c[1], px + c[0] + width, py + c[1] + height)
-            inside = max(0.0, min(box[2], fx1) - max(box[0], fx0)) * max(0.0, min(box[3], fy1) - max(box[1], fy0))
-            return overlap(box, obstacles) + (width * height - inside)
+            padded = (box[0] - gap, box[1] - gap, box[2] + gap, box[3] + gap)
+            return sum(shared(padded, b) for b in obstacles) + width * height - shared(box, frames[ax])
 
         dx, dy, moved, _ = next((c for c in candidates if cost(c) < 1e-6), None) or min(candidates, key=cost)
         boxes.append((px + dx, py + dy, px + dx + width, py + dy + height))
@@ -98,12 +101,13 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     for r in ok:
         groups.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 0.4 + 3.8 * len(datasets)), squeeze=False)
+    height = 0.4 + 3.8 * len(datasets)  # inches: the legend row, then a row of panels per dataset
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, height), squeeze=False)
     labels: list[Label] = []
     panels = [("tune_wall_s", "tuning wall time (s, symlog)", 1.0), ("peak_host_rss_bytes", "peak host memory (GiB)", 1024**3)]
-    for (ax, (key, xlabel, scale)), row in ((p, row) for row in range(len(datasets)) for p in zip(axes[row], panels)):
+    for row, (ax, (key, xlabel, scale)) in ((row, p) for row in range(len(datasets)) for p in zip(axes[row], panels)):
         for (model, dataset, access, label), rs in groups.items():
-            xs = [r[key] / scale for r in rs if r.get(key) is not None and dataset == datasets[row]]
+            xs = [r[key] / scale for r in rs if r.get(key) is not None] if dataset == datasets[row] else []
             if not xs:
                 continue
             x = statistics.fmean(xs)
@@ -117,7 +121,7 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=f"{a}-box") for a, c in ACCESS_COLOURS.items()]
-    return _png(fig, handles, top=1 - 0.35 / (0.4 + 3.8 * len(datasets)), labels=labels)
+    return _png(fig, handles, top=1 - 0.35 / height, labels=labels)
 
 
 def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
