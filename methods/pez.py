@@ -400,7 +400,7 @@ def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
     paired on the same test examples over every seed (``reports.stats.paired_test``), Holm within
     each target; holds / refuted / undecided, and the difference the design detects (80 % power)."""
     from boxbench.reports.stats import holm, paired_test
-    from boxbench.reports.tables import PAIRED_NOTE, Table, _p, _verdict, is_transfer, paired_bits
+    from boxbench.reports.tables import PAIRED_NOTE, Table, claim_verdict, is_transfer, p_text, paired_bits
 
     moved = [r for r in records if r["status"] == "ok" and is_transfer(r) and r["method"] == "pez" and isinstance(r.get("correct"), str)
              and r["params"].get("steps", 1) > 0]  # the random-prompt control (steps 0) is no vocabulary's tuned prompt
@@ -414,7 +414,7 @@ def transfer_verdict_table(records: list[dict[str, Any]]) -> Any:
                 family.append((a, b, bits, paired_test(*bits)))
         for (a, b, bits, t), adj in zip(family, holm([f[-1].p for f in family])):
             rows.append([d, target, f"{a} > {b}", "{} / {}".format(len(bits[0]), len(bits[1])), f"{100 * t.delta:+.1f}",
-                         f"{t.better} / {t.worse}", _p(adj), f"{100 * t.detectable:.1f}", _verdict(t.delta, adj)])
+                         f"{t.better} / {t.worse}", p_text(adj), f"{100 * t.detectable:.1f}", claim_verdict(t.delta, adj)])
     if not rows:
         return None
     return Table("PEZ transfer: the neighbour-vocabulary claim", ["dataset", "target", "claim", "seeds", "Δ accuracy (pp)",

@@ -293,7 +293,7 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
                     continue
                 mean, lo, hi = accuracy_interval(group)
                 c = gains.get((model, d, (access, label)))
-                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({_p(c.p_holm, 2)})" + (f" {_mark(c)}" if c.significant else "")
+                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({p_text(c.p_holm, 2)})" + (f" {_mark(c)}" if c.significant else "")
                 rss = _mean(r["peak_host_rss_bytes"] for r in group)
                 row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", gain, _fmt(_mean(r["tune_wall_s"] for r in group), digits=0),
                         _gib(rss)]
@@ -302,7 +302,7 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
     return t
 
 
-def _p(p: float, digits: int = 3) -> str:
+def p_text(p: float, digits: int = 3) -> str:
     """A p-value for a table cell; one too small for a float (it underflows to 0) reads '< 1e-300', not 0."""
     return f"{p:.{digits}g}" if p > 0 else "< 1e-300"
 
@@ -334,7 +334,7 @@ def comparison_table(records: list[dict[str, Any]], model: str, cs: list[Compari
                    "on other rows is its own family); * = p (Holm) < 0.05")
     for c in cs:
         t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), "{} / {}".format(*c.seeds),
-                       c.test, _p(c.p), _p(c.p_holm), "*" if c.significant else ""])
+                       c.test, p_text(c.p), p_text(c.p_holm), "*" if c.significant else ""])
     return t
 
 
@@ -669,7 +669,9 @@ def data_table(records: list[dict[str, Any]]) -> Table | None:
     return t
 
 
-def _verdict(delta: float, p: float, holds_if_positive: bool = True) -> str:
+def claim_verdict(delta: float, p: float, holds_if_positive: bool = True) -> str:
+    """A claim's verdict from its paired test: 'undecided' unless p < 0.05, else 'holds' when the
+    difference goes the claimed way and 'refuted' when it goes the other."""
     if p >= 0.05:
         return "undecided"
     return "holds" if (delta > 0) == holds_if_positive else "refuted"
@@ -740,7 +742,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
                         family.append(c)
             for c, adj in zip(family, holm([c.p for c in family])):
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", f"{100 * c.delta:+.1f}",
-                             _p(adj), f"{100 * c.detectable:.1f}", _verdict(c.delta, adj)])
+                             p_text(adj), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, adj)])
         x, y = published.GAP_LARGER_ON
         gaps = {}
         for d in (x, y):
@@ -755,7 +757,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
             se = (gaps[x][1] + gaps[y][1]) ** 0.5
             rows.append([model, f"{x} vs {y}", f"black-box falls further behind on {x} than on {y}",
                          f"best white − best black: {100 * gaps[x][0]:+.1f} vs {100 * gaps[y][0]:+.1f}", f"{100 * delta:+.1f}",
-                         _p(p), f"{100 * (Z95 + Z_POWER80) * se:.1f}", _verdict(delta, p)])
+                         p_text(p), f"{100 * (Z95 + Z_POWER80) * se:.1f}", claim_verdict(delta, p)])
     if not rows:
         return None
     how = ("each class's representative chosen beforehand on the calibration run's held-out rows (its best tuning method at "
