@@ -5,7 +5,8 @@
    the tuned model itself, see methods/proposer.py) in the repository's "I gave a friend a instruction.
    Based on the instruction they produced the following input-output pairs" template (``template:
    paper``: the paper's "... and five inputs" wording, boxbench's earlier default);
-   ``prompts_per_subsample`` sampled completions (temperature 0.9, at most 50 tokens) each, de-duplicated.
+   ``prompts_per_subsample`` sampled completions (temperature 0.9, top-p 0.9, at most 50 tokens: the
+   reference's ``configs/default.yaml``) each, de-duplicated.
 2. Scoring: every candidate instruction is evaluated on a dev subsample of ``eval_size`` examples
    drawn afresh for each candidate, as the reference's evaluators do (``eval_sampling: shared``: one
    subsample for all, boxbench's earlier default), by the shared scorer at black access (generate +
@@ -61,7 +62,8 @@ class ApeParams(Checked):
     rounds: int = field(default=1, metadata={"help": "iterative Monte-Carlo resampling rounds (0: proposal + scoring only)", "min": 0})
     keep: int = field(default=5, metadata={"help": "best candidates paraphrased in each round", "min": 1})
     resamples_per_candidate: int = field(default=2, metadata={"help": "paraphrases per kept candidate per round", "min": 1})
-    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases", "min": 0})
+    temperature: float = field(default=0.9, metadata={"help": "sampling temperature of proposals and paraphrases (reference: 0.9)", "min": 0})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling of proposals and paraphrases (reference: 0.9; 1.0 was boxbench's earlier value)", "gt": 0, "max": 1})
     max_instruction_tokens: int = field(default=50, metadata={"help": "generation cap of one instruction", "min": 1})
     max_new_tokens: int = field(default=8, metadata={"help": "answer length when a candidate is scored", "min": 1})
     proposer: Any = field(default="", metadata={"help": HELP})
@@ -103,7 +105,7 @@ class Ape(Method[BlackView]):
         eval_rng = random.Random(seed + 1)
         eval_set = rng.sample(dev, size)  # dev and train are disjoint
         history: list[dict[str, Any]] = []
-        sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
+        sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=params.top_p,
                                   stop=["\n"], seed=seed)
 
         def score(candidates: list[str], origin: str, round_no: int) -> None:

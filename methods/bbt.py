@@ -10,11 +10,15 @@ boxbench's earlier default); A a fixed random projection from R^d to R^(L×width
 optimised by CMA-ES (the ``cma`` package) on the cross-entropy of the label words over a balanced
 few-shot training batch. A is drawn N(0, σ_A²) with σ_A = std(E)/(√d · σ) as the reference, E the
 input embeddings (the reference reads the whole embedding matrix; at grey access we read those of
-the training texts). Every ``eval_every`` candidate evaluations the generation's best is scored on
-a dev set — as the reference, a second balanced draw of ``shots_per_class`` per class from the
-training pool, disjoint from the batch (``dev_from: train``; ``dev``: the harness's dev split,
-boxbench's earlier default) — and the prompt with the best dev accuracy (ties: the lower training
-loss) is the artifact. Differences from the reference, and why: docs/fidelity.md.
+the training texts). As the reference's serial mode (``bbt.py`` 501-532), the candidate that is
+evaluation number ``eval_every``, 2·``eval_every``, … is scored on a dev set — a second balanced
+draw of ``shots_per_class`` per class from the training pool, disjoint from the batch (``dev_from:
+train``; ``dev``: the harness's dev split, boxbench's earlier default) — and a candidate replaces
+the kept one only when its dev accuracy is higher; P₀ itself (z = 0) is never a candidate. When no
+evaluation was checked (a budget below ``eval_every``; the reference then has no prompt) the
+lowest-loss candidate is kept. (``dev_check: generation_best``, boxbench's earlier rule: each
+generation's lowest-loss candidate is checked, once per ``eval_every`` evaluations, with z = 0
+scored first and ties going to the lower training loss.) Differences from the reference, and why: docs/fidelity.md.
 
 Budget in model calls, as the paper counts them: ``budget`` candidate evaluations, each one
 forward pass of the training batch (the reference's 8,000 API calls over a 32-example batch). The
@@ -43,6 +47,7 @@ from boxbench.registry import UserError
 
 P0S = ("vocab_ids", "instruction")
 DEV_FROM = ("train", "dev")
+DEV_CHECKS = ("every_nth", "generation_best")
 
 
 @dataclass
@@ -58,6 +63,9 @@ class BbtParams(Checked):
     p0: str = field(default="vocab_ids", metadata={"help": "vocab_ids (reference: embeddings of ids vocab_offset..+L) | instruction (init_text's embeddings repeated to L)", "choices": P0S})
     vocab_offset: int = field(default=1000, metadata={"help": "first vocabulary id of P₀ with p0 vocab_ids (reference: 1000)", "min": 0})
     init_text: str = field(default="", metadata={"help": "P₀ with p0 instruction: this text's input embeddings, repeated to L; empty = the task instruction"})
+    dev_check: str = field(default="every_nth", metadata={"help": "every_nth (reference: dev-score evaluation #eval_every, #2·eval_every, …; strictly better wins; "
+                                                                  "P₀ never) | generation_best (each generation's lowest-loss candidate, P₀ first, ties: lower loss)",
+                                                          "choices": DEV_CHECKS})
     dev_from: str = field(default="train", metadata={"help": "train (reference: shots_per_class per class from the training pool, apart from the batch) | dev (the harness's dev split)", "choices": DEV_FROM})
 
     def __post_init__(self) -> None:
@@ -155,28 +163,43 @@ class Bbt(Method[GreyView]):
 
         zero = [0.0] * params.intrinsic_dim
         first = loss(zero)
-        best: dict[str, Any] = {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0}
-        history = [{"evaluations": 0, "best_loss": first, "dev_accuracy": best["dev_accuracy"]}]
+        nth = params.dev_check == "every_nth"
+        best: dict[str, Any] = ({"z": zero, "loss": first, "dev_accuracy": float("-inf"), "evaluation": 0} if nth else
+                                {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0})
+        lowest: dict[str, Any] = {"z": zero, "loss": float("inf"), "evaluation": 0}  # every_nth's answer when nothing was checked
+        history = [{"evaluations": 0, "best_loss": first, **({} if nth else {"dev_accuracy": best["dev_accuracy"]})}]
         es = cma.CMAEvolutionStrategy(zero, params.sigma, {"seed": seed + 1, "popsize": params.popsize, "verbose": -9,
                                                            "maxfevals": params.budget})
         done, next_check = 0, params.eval_every
         while done < params.budget and not es.stop():
             xs = es.ask()[: params.budget - done]
-            fits = [loss(x) for x in xs]
-            done += len(xs)
+            fits = []
+            for x in xs:
+                fits.append(loss(x))
+                done += 1
+                if fits[-1] < lowest["loss"]:
+                    lowest = {"z": list(map(float, x)), "loss": fits[-1], "evaluation": done}
+                if nth and done % params.eval_every == 0:  # the reference: whichever candidate is evaluation #n
+                    acc = dev_acc(x)
+                    history.append({"evaluations": done, "loss": fits[-1], "dev_accuracy": acc})
+                    if acc > best["dev_accuracy"]:
+                        best = {"z": list(map(float, x)), "loss": fits[-1], "dev_accuracy": acc, "evaluation": done}
             if len(xs) < params.popsize:  # the budget ran out mid-generation
                 break
             es.tell(xs, fits)
             i = int(np.argmin(fits))
-            if done >= next_check or done >= params.budget:
+            if not nth and (done >= next_check or done >= params.budget):
                 next_check += params.eval_every
                 acc = dev_acc(xs[i])
                 history.append({"evaluations": done, "best_loss": fits[i], "dev_accuracy": acc})
                 if (acc, -fits[i]) > (best["dev_accuracy"], -best["loss"]):
                     best = {"z": list(map(float, xs[i])), "loss": fits[i], "dev_accuracy": acc, "evaluation": done}
+        if nth and best["dev_accuracy"] == float("-inf"):  # no evaluation was dev-checked
+            best = {**lowest, "dev_accuracy": None}
         art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction), after_bos=True)
         art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(batch), loss_first=first,
                          loss_best=best["loss"], best_dev_accuracy=best["dev_accuracy"], best_at_evaluation=best["evaluation"],
-                         dev_checked=len(check), dev_from=params.dev_from, p0=params.p0, search_curve=history,
+                         dev_checked=len(check), dev_from=params.dev_from, dev_check=params.dev_check, p0=params.p0,
+                         kept_p0=best["evaluation"] == 0, search_curve=history,
                          prompt_tokens=params.prompt_tokens, intrinsic_dim=params.intrinsic_dim)
         return art

@@ -9,9 +9,13 @@ P starts from the label words repeated to the prompt length (``init: classes``; 
 ids 4–5003 as its ``--init_from_vocab``; ``random``: random tokens of the candidate vocabulary,
 boxbench's earlier default) and the loss is the cross-entropy of the gold label under the softmax
 over the label words only (``loss: label_softmax``; ``vocab_nll``: −log p(label word) over the
-whole vocabulary, boxbench's earlier default). Every ``eval_every`` steps the
-projected prompt is scored on the dev set *as text* (decoded, re-tokenised — exactly how it is
-evaluated and transferred) and the best one is kept. White access on the source model: gradients
+whole vocabulary, boxbench's earlier default). Every ``eval_every`` steps (and at the last step)
+the projected prompt is scored on the dev set *as text* (decoded, re-tokenised — exactly how it is
+evaluated and transferred) and the best one is kept; as the reference (``train_prompts.py`` 464,
+485), the untrained start is never a candidate and a later prompt wins a tie (``selection:
+with_start`` — the start scored at step 0, earlier prompts winning ties — is boxbench's earlier
+rule, which could return the untuned label-word prompt). The record says which step won
+(``best_step``) and whether that prompt differs from the projected start (``prompt_moved``). White access on the source model: gradients
 w.r.t. the input embeddings only, every parameter frozen.
 
 ``vocab`` picks the candidate rows of the projection (the study's variants):
@@ -39,6 +43,7 @@ from boxbench.registry import UserError
 VOCABS = ("full", "random", "common", "neighbour")
 INITS = ("classes", "vocab", "random")
 LOSSES = ("label_softmax", "vocab_nll")
+SELECTIONS = ("reference", "with_start")
 
 
 @dataclass
@@ -59,6 +64,8 @@ class PezParams(Checked):
                                                "choices": INITS})
     loss: str = field(default="label_softmax", metadata={"help": "label_softmax (reference: cross-entropy over the label words) | vocab_nll (-log p(label word) over the vocabulary)",
                                                      "choices": LOSSES})
+    selection: str = field(default="reference", metadata={"help": "reference (dev checks from the first eval_every steps on, later prompts win ties) | "
+                                                                  "with_start (the untrained start scored too, earlier prompts win ties)", "choices": SELECTIONS})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -295,8 +302,9 @@ class Pez(Method[WhiteView]):
             history.append({"step": step, "dev_accuracy": acc, "prompt": text})
             return acc
 
-        _, ids = project()
-        best = (dev_score(ids, 0) if dev else -1.0, ids, 0)
+        _, start_ids = project()
+        # (dev accuracy, ids, step): the start is the answer only when no step is scored (steps 0, or no dev set)
+        best = (dev_score(start_ids, 0) if dev and params.selection == "with_start" else float("-inf"), start_ids, 0)
         opt = Adafactor([prompt], lr=params.lr, scale_parameter=False, relative_step=False, warmup_init=False)
         rng = random.Random(seed)
         order: list[int] = []
@@ -328,14 +336,15 @@ class Pez(Method[WhiteView]):
             if dev and (step % params.eval_every == 0 or step == params.steps):
                 _, ids = project()
                 acc = dev_score(ids, step)
-                if acc > best[0]:
+                if acc > best[0] or (acc == best[0] and params.selection == "reference"):
                     best = (acc, ids, step)
-        if not dev:
+        if not dev and params.steps:
             _, ids = project()
             best = (-1.0, ids, params.steps)
         opt_wall = time.perf_counter() - t_opt
         art = PezArtifact(as_text(best[1]), (), best[1], history)
-        stats.update(pez_steps=params.steps, best_step=best[2], best_dev_accuracy=best[0] if dev else None,
+        stats.update(pez_steps=params.steps, best_step=best[2], best_dev_accuracy=best[0] if dev and best[0] > float("-inf") else None,
+                     selection=params.selection, prompt_moved=best[1] != start_ids,
                      steps_per_s=round(params.steps / opt_wall, 3) if params.steps and opt_wall else None,
                      loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
                      prompt_text=art.instruction, prompt_token_ids=best[1],
@@ -344,28 +353,40 @@ class Pez(Method[WhiteView]):
         return art
 
 
+def left_start(record: dict[str, Any]) -> bool | None:
+    """Whether a PEZ cell's chosen prompt differs from its projected start (``prompt_moved``; records
+    written before it existed: their ``best_step`` is 0 when the untrained start was chosen)."""
+    if record.get("prompt_moved") is not None:
+        return bool(record["prompt_moved"])
+    return None if record.get("best_step") is None else record["best_step"] != 0
+
+
 def pez_table(records: list[dict[str, Any]]) -> Any:
     """How each PEZ variant searched, per dataset over seeds: the candidate vocabulary, how strongly
     its tokens agree across models, what the agreement cost (the shared cache is filled by whichever
-    cell misses first, so a miss's seconds land in that cell's tune time), the step rate, and the
-    step whose prompt the dev set chose (0 = the random initial prompt)."""
+    cell misses first, so a miss's seconds land in that cell's tune time), the step rate, the step
+    whose prompt the dev set chose, and whether that prompt left its start ("start" marks a seed
+    whose tuned prompt is its untrained initial prompt: its accuracy is the start's, not PEZ's)."""
     from boxbench.reports.tables import Table, _fmt, _mean, is_transfer, mean_std
 
     rows = [r for r in records if r["status"] == "ok" and r.get("pez_steps") is not None and not is_transfer(r)]
     if not rows:
         return None
     t = Table("PEZ search", ["method", "model", "dataset", "candidates", "mean agreement of candidates", "agreement s (misses)",
-                             "steps", "steps/s", "best step per seed", "loss first → last"],
-              note="mean ± std over seeds; agreement = mean Jaccard of the tokens' top-K neighbour sets across models")
+                             "steps", "steps/s", "best step per seed", "prompt left its start", "loss first → last"],
+              note="mean ± std over seeds; agreement = mean Jaccard of the tokens' top-K neighbour sets across models; "
+                   "best step \"start\": the chosen prompt is the untrained start (never moved, or moved back)")
     for lab, model, d in dict.fromkeys((r["label"], r["model"], r["dataset"]) for r in rows):
-        mine = [r for r in rows if (r["label"], r["model"], r["dataset"]) == (lab, model, d)]
+        mine = sorted((r for r in rows if (r["label"], r["model"], r["dataset"]) == (lab, model, d)), key=lambda r: r["seed"])
         misses = [r["agreement_s"] for r in mine if r.get("agreement_s") is not None and not r.get("agreement_cached")]
         first, last = _mean(r.get("loss_first") for r in mine), _mean(r.get("loss_last") for r in mine)
+        moved = [left_start(r) for r in mine]
         t.rows.append([lab, model, d, _fmt(_mean(r.get("candidate_vocab") for r in mine), digits=0),
                        mean_std((r.get("mean_agreement_chosen") for r in mine), digits=3),
                        "—" if not misses else f"{_fmt(_mean(misses), digits=0)} ({len(misses)})",
                        str(mine[0]["pez_steps"]), mean_std((r.get("steps_per_s") for r in mine), digits=2),
-                       ", ".join(str(r.get("best_step", "?")) for r in sorted(mine, key=lambda r: r["seed"])),
+                       ", ".join(f"{r.get('best_step', '?')}{' start' if m is False else ''}" for r, m in zip(mine, moved)),
+                       f"{sum(m is True for m in moved)} of {len(moved)} seeds" if None not in moved else "—",
                        "—" if first is None or last is None else f"{first:.3f} → {last:.3f}"])
     return t
 

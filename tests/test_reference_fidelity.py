@@ -1,9 +1,11 @@
 """Each method's reference behaviour, pinned where it is deterministic (docs/fidelity.md): PEZ's
-initial prompt and label-word loss, BBT's P₀ and its place after BOS, EvoPrompt's one-shot GA
-prompt, APE's repository template and per-prompt dev subsamples, KATE's order — on the real
-SmolLM2 model and real SST-2 / AG News rows."""
+initial prompt, label-word loss and choice of step, BBT's P₀, its place after BOS and its dev
+check, EvoPrompt's one-shot GA prompt, first population and parent pool, APE's repository template,
+per-prompt dev subsamples and top-p — on the real SmolLM2 model and real SST-2 / AG News rows."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from boxbench.benchmarks.datasets import load_splits
 from boxbench.methods.ape import FORWARD_TEMPLATES, forward_query
 from boxbench.methods.base import build_params
 from boxbench.methods.bbt import Bbt, BbtParams, initial_prompt, label_cross_entropy
-from boxbench.methods.evoprompt import TEMPLATES, final_prompt
+from boxbench.methods.evoprompt import PARAPHRASE, TEMPLATES, EvoPrompt, final_prompt, first_population, parent_pairs
 from boxbench.methods.pez import Pez, PezParams, initial_ids, label_rows, label_softmax_loss
 from boxbench.methods.proposer import instruction_accuracies
 from boxbench.methods.training import collate, forward_tail, label_loss
@@ -136,3 +138,109 @@ def test_ape_draws_a_dev_subsample_per_candidate(smol, sst2):
     assert n >= 2 and len(scoring) == 2 * n
     texts = [frozenset(e.text for e in sst2.dev if any(e.text in p for p in scoring[2 * i : 2 * i + 2])) for i in range(n)]
     assert len(set(texts)) > 1  # candidates were scored on different subsamples
+
+
+def test_pez_never_returns_its_start_unless_no_step_was_scored(smol, sst2):
+    """The reference checks the held-out set first after eval_every steps and lets a later prompt win
+    a tie: with lr 0 the prompt cannot move, every check ties, and the last step is chosen (the start's
+    tokens, recorded as not moved). The earlier rule, kept as ``selection: with_start``, scores the
+    start and keeps it on a tie. Without steps the start is all there is."""
+    white = smol.view(Access.white)
+    frozen = {"steps": 2, "eval_every": 1, "lr": 0.0, "prompt_length": 4, "batch_size": 4}
+    ref = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, frozen), 0)
+    assert ref.stats["best_step"] == 2 and ref.stats["prompt_moved"] is False and ref.stats["selection"] == "reference"
+    assert [h["step"] for h in ref.history] == [1, 2]  # step 0 is never scored
+    old = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "selection": "with_start"}), 0)
+    assert old.stats["best_step"] == 0 and [h["step"] for h in old.history] == [0, 1, 2]
+    assert old.token_ids == ref.token_ids
+    none = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "steps": 0}), 0)
+    assert none.stats["best_step"] == 0 and none.history == [] and none.stats["best_dev_accuracy"] is None
+    moved = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "lr": 0.3}), 0)
+    assert moved.stats["best_step"] in (1, 2) and moved.stats["prompt_moved"] == (moved.token_ids != ref.token_ids)
+
+
+def test_pez_table_marks_a_prompt_that_never_left_its_start():
+    from boxbench.methods.pez import pez_table
+
+    base = {"status": "ok", "label": "pez", "model": "m", "dataset": "sst2", "pez_steps": 25, "candidate_vocab": 10}
+    rows = [{**base, "seed": 0, "best_step": 25, "prompt_moved": True}, {**base, "seed": 1, "best_step": 25, "prompt_moved": False},
+            {**base, "seed": 2, "best_step": 0}]  # a record from before prompt_moved: step 0 is the start
+    table = pez_table(rows)
+    row = dict(zip(table.headers, table.rows[0]))
+    assert row["best step per seed"] == "25, 25 start, 0 start" and row["prompt left its start"] == "1 of 3 seeds"
+
+
+def test_bbt_dev_scores_every_nth_evaluation_never_p0(smol, sst2):
+    """The reference's serial mode dev-scores whichever candidate is evaluation #eval_every, #2·eval_every,
+    … — here #3 and #6, mid-generation (population 4) — and never P₀; the earlier rule checks each
+    generation's lowest-loss candidate at the end of a generation, P₀ first."""
+    grey = smol.view(Access.grey)
+    common = {"prompt_tokens": 4, "intrinsic_dim": 8, "popsize": 4, "budget": 8, "shots_per_class": 4, "eval_every": 3}
+    calls = smol.usage.model_calls
+    ref = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, common), 0)
+    assert [h["evaluations"] for h in ref.stats["search_curve"][1:]] == [3, 6] and "dev_accuracy" not in ref.stats["search_curve"][0]
+    assert ref.stats["best_at_evaluation"] in (3, 6) and not ref.stats["kept_p0"]
+    assert smol.usage.model_calls - calls == (1 + 8) * 8 + 2 * 8  # batch of 8; dev draw of 8, scored twice
+    calls = smol.usage.model_calls
+    old = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, {**common, "dev_check": "generation_best"}), 0)
+    assert [h["evaluations"] for h in old.stats["search_curve"]] == [0, 4, 8] and "dev_accuracy" in old.stats["search_curve"][0]
+    assert smol.usage.model_calls - calls == (1 + 8) * 8 + 3 * 8
+    few = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, {**common, "eval_every": 100}), 0)
+    assert few.stats["best_dev_accuracy"] is None and few.stats["best_at_evaluation"] > 0  # none checked: the lowest loss
+
+
+def test_evoprompt_first_population_is_the_best_half_and_their_paraphrases():
+    scored = [{"instruction": f"p{i}", "dev_accuracy": a} for i, a in enumerate([0.5, 0.9, 0.7, 0.6, 0.8])]
+    para = [{"instruction": "q1", "dev_accuracy": 0.1}, {"instruction": "q4", "dev_accuracy": 0.95}]
+    assert [h["instruction"] for h in first_population(scored, para, 4)] == ["p1", "p4", "q1", "q4"]
+    # a paraphrase that repeats a prompt (or was empty) leaves a place the next best fills
+    assert [h["instruction"] for h in first_population(scored, [para[0], scored[1]], 4)] == ["p1", "p4", "q1", "p2"]
+    assert len(first_population(scored, para, 5)) == 5  # odd sizes are filled too (the reference asserts even)
+    assert PARAPHRASE.format(s="Classify it.") == ("Generate a variation of the following instruction while keeping the "
+                                                   "semantic meaning.\nInput:Classify it.\nOutput:")
+
+
+def test_evoprompt_parents_come_from_a_pool_drawn_with_replacement():
+    rng = random.Random(0)
+    pairs = parent_pairs(rng, [1.0, 0.0, 0.0, 0.0], 10, "pool")
+    assert pairs == [(0, 0)] * 10  # the pool is all the one prompt with a score: it meets itself
+    pairs = parent_pairs(random.Random(1), [0.5, 0.5, 0.5, 0.5], 200, "pool")
+    assert any(a == b for a, b in pairs) and any(a != b for a, b in pairs)
+    assert all(a != b for a, b in parent_pairs(random.Random(1), [0.5, 0.5, 0.5, 0.5], 200, "distinct"))
+
+
+def test_evoprompt_paraphrases_enter_the_first_population(smol, sst2):
+    params = build_params(EvoPrompt, {"popsize": 4, "iterations": 0, "init_size": 4, "eval_size": 4, "max_instruction_tokens": 24})
+    art = EvoPrompt().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, params, seed=0)
+    initial = sorted((h for h in art.history if h["origin"] == "initial"), key=lambda h: -h["dev_accuracy"])
+    start = art.stats["initial_population"]
+    assert start[:2] == [h["instruction"] for h in initial[:2]] and len(start) == 4
+    paraphrases = [h["instruction"] for h in art.history if h["origin"] == "paraphrase"]
+    assert paraphrases and set(paraphrases) <= set(start[2:])
+    old = EvoPrompt().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev,
+                           build_params(EvoPrompt, {**params.__dict__, "init_population": "topk"}), seed=0)
+    assert old.stats["initial_population"] == [h["instruction"] for h in initial[:4]]
+    assert all(h["origin"] == "initial" for h in old.history)
+
+
+def test_ape_proposals_sample_with_the_reference_top_p(smol, sst2, monkeypatch):
+    from boxbench.methods.ape import Ape
+
+    seen = []
+    real = smol.generate
+
+    def spy(prompts, config):  # what the backend is asked for
+        seen.append((prompts[0], config.top_p, config.temperature))
+        return real(prompts, config)
+
+    monkeypatch.setattr(smol, "generate", spy)
+    params = {"num_subsamples": 1, "prompts_per_subsample": 2, "eval_size": 2, "rounds": 1, "keep": 1,
+              "resamples_per_candidate": 1, "max_instruction_tokens": 12}
+    Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, build_params(Ape, params), 0)
+    writing = [(top_p, t) for p, top_p, t in seen if "I gave a friend" in p or "Generate a variation" in p]
+    assert len(writing) == 2 and set(writing) == {(0.9, 0.9)}  # the proposals and the round's paraphrases
+    seen.clear()
+    Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, build_params(Ape, {**params, "top_p": 1.0}), 0)
+    assert {c[1] for c in seen if "I gave a friend" in c[0]} == {1.0}
+    with pytest.raises(Exception, match="params.top_p"):
+        build_params(Ape, {"top_p": 1.5})
