@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -74,8 +75,10 @@ def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 @dataclass
 class Comparison:
-    """A paired comparison of two methods on the same model, dataset and test examples
-    (``stats.paired_test``: every seed of each side counts)."""
+    """A paired comparison of two methods on the same model, dataset and test examples, answered
+    twice (reports/stats.py): **across training runs** (``stats.seed_paired_test``, the default:
+    ``p``, ``p_holm``, the interval, P(a > b), ``significant``) and for **these trained models**
+    (``stats.paired_test``: ``fixed_p``, ``fixed_p_holm``, ``fixed_significant``)."""
 
     dataset: str
     a: tuple[str, str]  # (access, label)
@@ -85,19 +88,35 @@ class Comparison:
     only_a: int  # examples a gets right more often than b (one seed each: a right, b wrong)
     only_b: int
     seeds: tuple[int, int]  # seeds of a, of b
-    p: float = 1.0
+    p: float = 1.0  # across training runs
     p_holm: float = 1.0
-    detectable: float = 1.0  # the difference this design finds with 80 % power at α 0.05
-    test: str = "McNemar"
+    detectable: float = 1.0  # the difference this design finds with 80 % power at α 0.05, across training runs
+    test: str = "t"
+    low: float = math.nan  # 95 % interval of delta across training runs
+    high: float = math.nan
+    prob_improvement: float = math.nan  # P(a > b): a run of a above a run of b
+    runs: tuple[int, int] = (0, 0)  # independent runs (seeds with identical predictions count once)
+    fixed_p: float = 1.0  # these trained models
+    fixed_p_holm: float = 1.0
+    fixed_test: str = "McNemar"
 
     @property
     def significant(self) -> bool:
+        """Across training runs (the report's ▲/▼ and verdicts)."""
         return self.p_holm < 0.05
 
+    @property
+    def fixed_significant(self) -> bool:
+        """For these trained models only."""
+        return self.fixed_p_holm < 0.05
 
-PAIRED_NOTE = ("paired on the same test examples (stats.paired_test): one seed each, McNemar's exact test; several seeds on "
-               "either side, each example's correctness averaged over that side's seeds and the mean per-example gap z-tested "
-               "(every seed counts, each example once; a deterministic baseline run once pairs with every seed)")
+
+PAIRED_NOTE = ("paired on the same test examples and answered twice: **across training runs** (the default; stats.seed_paired_test: "
+               "Δ of the mean per-seed accuracies, its variance from each side's seed spread plus the paired rows' sampling error, "
+               "a t interval and test at the Welch–Satterthwaite degrees of freedom; seeds with identical predictions and a "
+               "deterministic baseline count as one run) and for **these trained models** (stats.paired_test: one seed each, "
+               "McNemar's exact test; several, the per-example gap averaged over each side's seeds and z-tested: the trained "
+               "models taken as fixed, the seed spread left out)")
 
 
 def _correct(r: dict[str, Any]) -> str | None:
@@ -122,14 +141,15 @@ def paired_bits(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> tuple[lis
 
 def _compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs: list[dict[str, Any]],
              ys: list[dict[str, Any]]) -> Comparison | None:
-    from boxbench.reports.stats import paired_test
+    from boxbench.reports.stats import paired_test, seed_paired_test
 
     bits = paired_bits(xs, ys)
     if bits is None:
         return None
-    t = paired_test(*bits)
-    return Comparison(dataset, a, b, kind, t.delta, t.better, t.worse, (len(bits[0]), len(bits[1])), t.p,
-                      detectable=t.detectable, test=t.test)
+    t, fixed = seed_paired_test(*bits), paired_test(*bits)
+    return Comparison(dataset, a, b, kind, t.delta, fixed.better, fixed.worse, (len(bits[0]), len(bits[1])), t.p,
+                      detectable=t.detectable, test=t.test, low=t.low, high=t.high, prob_improvement=t.prob_improvement,
+                      runs=t.runs, fixed_p=fixed.p, fixed_test=fixed.test)
 
 
 def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,15 +201,31 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
         for c in family:
             by_test.setdefault(_test_set(groups[c.a][0]), []).append(c)
         for one in by_test.values():
-            for c, adj in zip(one, holm([c.p for c in one])):
-                c.p_holm = adj
+            apply_holm(one)
         out += family
     return out
 
 
+def apply_holm(family: list[Comparison]) -> None:
+    """Holm-adjust a family of comparisons, each answer on its own (across runs; these models)."""
+    from boxbench.reports.stats import holm
+
+    for c, adj, fixed in zip(family, holm([c.p for c in family]), holm([c.fixed_p for c in family])):
+        c.p_holm, c.fixed_p_holm = adj, fixed
+
+
 def _mark(c: Comparison) -> str:
-    """▲ / ▼: a significant gain / loss (the accuracy and headline tables' mark)."""
-    return "▲" if c.delta > 0 else "▼"
+    """▲ / ▼: a gain / loss significant across training runs (the accuracy and headline tables' mark);
+    △ / ▽: significant for these trained models only; "" otherwise."""
+    if c.significant:
+        return "▲" if c.delta > 0 else "▼"
+    if c.fixed_significant:
+        return "△" if c.delta > 0 else "▽"
+    return ""
+
+
+MARK_NOTE = ("▲/▼ = better/worse than zero-shot with the same protocol across training runs (Holm-adjusted p < 0.05); "
+             "△/▽ = only for these trained models (the seed spread left out), not across runs")
 
 
 def accuracy_interval(group: list[dict[str, Any]]) -> tuple[float, float, float]:
@@ -225,7 +261,7 @@ def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Compariso
     ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
     datasets = list(dict.fromkeys(r["dataset"] for r in ok))
     marks = {(c.dataset, c.a): _mark(c) for c in (comparisons(records, model) if cs is None else cs)
-             if c.kind == "vs zero-shot" and c.significant}
+             if c.kind == "vs zero-shot" and _mark(c)}
     keys = row_order(ok)
     main = main_test_sets(ok)
     has_paper = {d for d in datasets if any(published.accuracy(_method_of(ok, k), d) is not None for k in keys)}
@@ -234,9 +270,8 @@ def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Compariso
         headers += [d] + ([f"{d} · {published.SOURCE}"] if d in has_paper else [])
     t = Table(f"Accuracy (%) — {model}", headers,
               note="mean ± std over seeds [95 % interval: one seed — Wilson over the test examples; several — "
-                   "mean ± 1.96·sqrt(s²/k + p(1−p)/n), the seeds' spread and the shared test sample]; "
-                   "▲/▼ = better/worse than zero-shot with the same protocol, " + PAIRED_NOTE + ", Holm-adjusted p < 0.05 "
-                   "within each dataset and test set; protocol: logprob = "
+                   "mean ± t·sqrt(s²/k + p(1−p)/n), the seeds' spread and the shared test sample, t at the Welch–Satterthwaite "
+                   "degrees of freedom]; " + MARK_NOTE + "; " + PAIRED_NOTE + ", Holm within each dataset and test set; protocol: logprob = "
                    "label words scored by log-probability, generate = greedy answer parsed; the published column is "
                    "another model and budget: context, not a target; sub-class: the survey's taxonomy within the "
                    "access class (white: full / partial; grey: prompt / module / logprob; black: multi-pass / "
@@ -276,11 +311,14 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
              if c.kind == "vs zero-shot"}
     headers = ["access", "method"] + (["model"] if len(models) > 1 else [])
     for d in datasets:
-        headers += [f"{d} accuracy %", f"{d} Δ vs zero-shot (p Holm)", f"{d} tune s", f"{d} peak RSS GiB"]
+        headers += [f"{d} accuracy %", f"{d} Δ vs zero-shot [95 %] (p Holm) P(>)", f"{d} these models p (Holm)", f"{d} seeds",
+                    f"{d} tune s", f"{d} peak RSS GiB"]
     t = Table("Headline: what each method buys over zero-shot, and at what cost", headers,
               note="accuracy: mean over seeds [95 % interval] (the accuracy table's); Δ: percentage points over zero-shot with the same "
-                   "protocol, " + PAIRED_NOTE + ", Holm-adjusted within the dataset and test set, ▲/▼ where p (Holm) "
-                   "< 0.05, '—' without a zero-shot cell on that model; tune s and peak RSS: means over seeds on the machine that "
+                   "protocol across training runs, its 95 % interval, Holm-adjusted p and P(>) = P(a run of the method beats zero-shot); "
+                   "these models p: the same difference with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
+                   "; Holm within the dataset and test set; '—' without a zero-shot cell on that model; seeds: runs (independent runs "
+                   "where fewer: seeds with identical predictions count once); tune s and peak RSS: means over seeds on the machine that "
                    "ran the cell; tuning compute and the Pareto front: the frontier table")
     for model in models:
         mine = [r for r in ok if r["model"] == model]
@@ -289,17 +327,30 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
             for d in datasets:
                 group = [r for r in mine if (r["access"], r["label"], r["dataset"]) == (access, label, d)]
                 if not group:
-                    row += ["—"] * 4
+                    row += ["—"] * 6
                     continue
                 mean, lo, hi = accuracy_interval(group)
                 c = gains.get((model, d, (access, label)))
-                gain = "—" if c is None else f"{100 * c.delta:+.1f} ({p_text(c.p_holm, 2)})" + (f" {_mark(c)}" if c.significant else "")
                 rss = _mean(r["peak_host_rss_bytes"] for r in group)
-                row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", gain, _fmt(_mean(r["tune_wall_s"] for r in group), digits=0),
-                        _gib(rss)]
+                row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", "—" if c is None else delta_text(c),
+                        "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
+                        _fmt(_mean(r["tune_wall_s"] for r in group), digits=0), _gib(rss)]
             t.rows.append(row)
     t.rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
     return t
+
+
+def delta_text(c: Comparison) -> str:
+    """'+10.4 [+2.1, +18.7] (0.01) ▲ P 0.89': Δ in points across training runs, its 95 % interval,
+    the Holm-adjusted p, the mark (``_mark``) and P(a > b)."""
+    mark = _mark(c)
+    return (f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] ({p_text(c.p_holm, 2)})" + (f" {mark}" if mark else "")
+            + f" P {c.prob_improvement:.2f}")
+
+
+def seeds_text(seeds: int, runs: int) -> str:
+    """'3', or '3 (1 run)' where the seeds' predictions were identical."""
+    return str(seeds) if runs in (0, seeds) else f"{seeds} ({runs} run{'s' if runs > 1 else ''})"
 
 
 def p_text(p: float, digits: int = 3) -> str:
@@ -327,14 +378,18 @@ def comparison_table(records: list[dict[str, Any]], model: str, cs: list[Compari
     cs = comparisons(records, model) if cs is None else cs
     if not cs:
         return None
-    t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)",
-                                                "only method right", "only other right", "seeds", "test", "p", "p (Holm)", ""],
-              note=PAIRED_NOTE + "; only … right: the examples one side gets right more often over its seeds (one seed each: "
-                   "right where the other is wrong); Holm–Bonferroni over every comparison of a dataset on one test set (a side experiment "
-                   "on other rows is its own family); * = p (Holm) < 0.05")
+    t = Table(f"Paired comparisons — {model}", ["dataset", "method", "compared with", "kind", "Δ accuracy (pp)", "95 % interval",
+                                                "P(method > other)", "seeds (runs)", "p across runs", "p (Holm)", "",
+                                                "only method right", "only other right", "these models: test", "p", "p (Holm)", ""],
+              note=PAIRED_NOTE + "; P(method > other): the chance a run of the method scores above a run of the other, over all pairs "
+                   "of their seeds; only … right: the examples one side gets right more often over its seeds (one seed each: right where "
+                   "the other is wrong); Holm–Bonferroni over every comparison of a dataset on one test set, each answer apart (a side "
+                   "experiment on other rows is its own family); * = p (Holm) < 0.05")
     for c in cs:
-        t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", str(c.only_a), str(c.only_b), "{} / {}".format(*c.seeds),
-                       c.test, p_text(c.p), p_text(c.p_holm), "*" if c.significant else ""])
+        runs = "{} / {}".format(*c.seeds) + ("" if c.runs == c.seeds else " ({} / {})".format(*c.runs))
+        t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", f"[{100 * c.low:+.1f}, {100 * c.high:+.1f}]",
+                       f"{c.prob_improvement:.2f}", runs, p_text(c.p), p_text(c.p_holm), "*" if c.significant else "",
+                       str(c.only_a), str(c.only_b), c.fixed_test, p_text(c.fixed_p), p_text(c.fixed_p_holm), "*" if c.fixed_significant else ""])
     return t
 
 
@@ -714,14 +769,13 @@ def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str
 
 def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
-    with p-values: holds / refuted (p < 0.05 after Holm over the dataset's orderings, in the claimed or the
-    opposite direction) / undecided, and the difference the design could have detected. ``chosen``
-    (``best_by_class`` of a calibration run) names each class's representative beforehand; without
-    it, the class's best here."""
+    answered twice: **across training runs** (the verdict) and for **these trained models** (the seed
+    spread left out): holds / refuted (p < 0.05 after Holm over the dataset's orderings, in the
+    claimed or the opposite direction) / undecided, the 95 % interval and P(a > b), how many seeds
+    each side had, and the difference the design could have detected. ``chosen`` (``best_by_class``
+    of a calibration run) names each class's representative beforehand; without it, the class's best here."""
     from boxbench.reports import published
-    from boxbench.reports.stats import Z95, Z_POWER80, gap_difference, per_example_gap
-
-    from boxbench.reports.stats import holm
+    from boxbench.reports.stats import Z95, Z_POWER80, across_seeds, gap_difference, per_example_gap
 
     rows: list[list[str]] = []
 
@@ -740,33 +794,46 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
                     c = _compare(d, (hi, a[0]["label"]), (lo, b[0]["label"]), "verdict", a, b)
                     if c:
                         family.append(c)
-            for c, adj in zip(family, holm([c.p for c in family])):
-                rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", f"{100 * c.delta:+.1f}",
-                             p_text(adj), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, adj)])
+            apply_holm(family)
+            for c in family:
+                rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
+                             f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
+                             p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
+                             p_text(c.fixed_p_holm), claim_verdict(c.delta, c.fixed_p_holm)])
         x, y = published.GAP_LARGER_ON
-        gaps = {}
+        gaps, runs, seeds = {}, {}, {}
         for d in (x, y):
             mine = [r for r in ok if r["dataset"] == d]
             white, black = _best_of_class(mine, "white", pick(model, d, "white")), _best_of_class(mine, "black", pick(model, d, "black"))
             bits = paired_bits(white, black) if white and black else None
             if bits:
-                gaps[d] = per_example_gap(*bits)
+                gaps[d], runs[d], seeds[d] = per_example_gap(*bits), across_seeds(*bits), f"{len(bits[0])} / {len(bits[1])}"
         if len(gaps) == 2:
-            p = gap_difference(gaps[x], gaps[y])
-            delta = gaps[x][0] - gaps[y][0]
-            se = (gaps[x][1] + gaps[y][1]) ** 0.5
+            fixed_p = gap_difference(gaps[x], gaps[y])
+            est = runs[x].minus(runs[y])
+            low, high = est.interval()
             rows.append([model, f"{x} vs {y}", f"black-box falls further behind on {x} than on {y}",
-                         f"best white − best black: {100 * gaps[x][0]:+.1f} vs {100 * gaps[y][0]:+.1f}", f"{100 * delta:+.1f}",
-                         p_text(p), f"{100 * (Z95 + Z_POWER80) * se:.1f}", claim_verdict(delta, p)])
+                         f"best white − best black: {100 * runs[x].value:+.1f} vs {100 * runs[y].value:+.1f}", f"{seeds[x]}; {seeds[y]}",
+                         f"{100 * est.value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]", "—", p_text(est.p()),
+                         f"{100 * est.detectable():.1f}", claim_verdict(est.value, est.p()), p_text(fixed_p),
+                         claim_verdict(gaps[x][0] - gaps[y][0], fixed_p)])
     if not rows:
         return None
     how = ("each class's representative chosen beforehand on the calibration run's held-out rows (its best tuning method at "
            "its chosen budget)" if chosen else "the best tuning method of each class here (highest mean accuracy; choosing it on "
            "the same test set favours the class with more methods: read with the intervals)")
     return Table("Verdicts: the survey's claims at this scale",
-                 ["model", "dataset", "claim", "compared", "Δ (pp, claimed direction)", "p", "detectable (pp)", "verdict"],
+                 ["model", "dataset", "claim", "compared", "seeds", "Δ (pp, claimed direction) [95 %]", "P(first > second)",
+                  "p across runs", "detectable (pp)", "verdict across runs", "p these models", "verdict these models"],
                  rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, "
-                            f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own); gap: per-example "
-                            "best white − best black, averaged over seeds, compared across the two test sets (z-test); holds / refuted: "
-                            "p < 0.05 in the claimed / the opposite direction; undecided otherwise; detectable: the difference this design "
-                            "finds with 80 % power at α 0.05 (McNemar: from the discordant share; z and gap: 2.8 standard errors)")
+                            f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own, each answer apart); gap: "
+                            "per-example best white − best black, compared across the two test sets (across runs: the two estimates' "
+                            "difference, a Welch t; these models: a z-test); seeds: of each side (independent runs where fewer); "
+                            "holds / refuted: p < 0.05 in the claimed / the opposite direction; undecided otherwise; the verdict is the "
+                            "across-runs one; detectable: the difference this design finds with 80 % power at α 0.05 across runs "
+                            f"((t₀.₉₇₅ + t₀.₈) standard errors; the these-models test's is smaller: {Z95 + Z_POWER80:.1f} of its own)")
+
+
+def _seed_pair(c: Comparison) -> str:
+    """'3 / 1', with the independent runs where fewer: '3 (1 run) / 1'."""
+    return f"{seeds_text(c.seeds[0], c.runs[0])} / {seeds_text(c.seeds[1], c.runs[1])}"
