@@ -46,6 +46,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "started_at": None, "finished_at": None, "versions": None, "device": None, "status": None, "error": None,
         "source_model": (cell.source or cell).model.display, "target_model": cell.model.display,
         "sweep": dict(cell.sweep) or None,
+        **({"seed_plan": dict(cell.seed_plan)} if cell.seed_plan else {}),
     }
 
 

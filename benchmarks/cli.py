@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import Any
 from pathlib import Path
 
 from boxbench.benchmarks.results import ResultStore
@@ -192,10 +193,27 @@ def cmd_check(suite_path: str, limit: int | None, only: list[str], estimate_from
     print(f"suite {suite.name}: {len(suite.cells)} cells")
     if estimate_from:
         print_estimate(suite.cells, [Path(d) for d in estimate_from])
+        extra = all_seeds(suite)
+        if len(extra.cells) > len(suite.cells):
+            print(f"seeds until decided: up to {len(extra.cells) - len(suite.cells)} more cells if every comparison stays undecided:")
+            print_estimate(extra.cells[len(suite.cells):], [Path(d) for d in estimate_from])
         return
     for c in suite.cells:
         print(f"  {c.cell_id:<60} method={c.method} access={c.access.name} model={c.model.display} "
               f"dataset={c.dataset['name']} seed={c.seed}")
+
+
+def all_seeds(suite: Any) -> Any:
+    """``suite`` with every planned method at its plan's ``max`` seeds (the most ``--until decided`` can run)."""
+    while True:
+        have: dict[str, set[int]] = {}
+        for c in suite.cells:
+            if c.source is None:
+                have.setdefault(c.arm, set()).add(c.seed)
+        arms = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and len(have[a]) < p["max"]}
+        if not arms:
+            return suite
+        suite = suite.with_seed(arms)
 
 
 def print_estimate(cells: list, run_dirs: list[Path]) -> None:
@@ -231,7 +249,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     problems = machine_problems(suite) if args.executor == "local" else []
     if problems:
         raise UserError(f"{problems[0]} (every cell would fail on this machine; nothing was run)")
-    counts = run_suite(suite, out, plugins, quiet=args.quiet, executor=args.executor, address=args.address)
+    from boxbench.benchmarks.seeds import run_until_decided
+
+    counts = run_until_decided(suite, out, lambda s: run_suite(s, out, plugins, quiet=args.quiet, executor=args.executor,
+                                                                 address=args.address))
     capped = f", {counts['capped']} capped" if counts.get("capped") else ""
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:

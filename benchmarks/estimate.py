@@ -2,7 +2,8 @@
 
 A cell's estimate comes from a finished record of the same configuration: same method, access,
 params, model (and source model, for a transfer cell) and dataset; the seed and the run do not
-matter. Its load and tuning seconds are taken as they were; its evaluation seconds are scaled by
+matter. A record written before a param existed (a method gained an option) matches on the params
+it has: its budgets are the same, only the new option's default was not yet there to record. Its load and tuning seconds are taken as they were; its evaluation seconds are scaled by
 the ratio of test rows (the cell's ``limits.test``, or the record's full test split). A cell with no
 such record is counted as unknown, never guessed: a study's budgets are meant to be the calibrated
 ones, so every study cell should find its calibration point.
@@ -51,9 +52,10 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
         for r in ResultStore.existing(d, "--estimate").records():
             if r.get("status") == "ok" and r.get("tune_wall_s") is not None:
                 by_config.setdefault(_record_config(r), []).append(r)
+    older = [r for rs in by_config.values() for r in rs]
     out = []
     for c in cells:
-        recs = by_config.get(_cell_config(c), [])
+        recs = by_config.get(_cell_config(c), []) or [r for r in older if _older_match(r, c)]
         if not recs:
             out.append(Estimate(c, None, 0))
             continue
@@ -64,6 +66,13 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
             secs.append((r.get("load_wall_s") or 0.0) + r["tune_wall_s"] + r["eval_wall_s"] * n_cell / n_rec)
         out.append(Estimate(c, statistics.fmean(secs), len(recs)))
     return out
+
+
+def _older_match(r: dict[str, Any], c: Cell) -> bool:
+    """``r`` is of ``c``'s configuration on every param it recorded, ``c`` having more (see module doc)."""
+    if not set(r["params"]) < set(c.params) or any(c.params[k] != v for k, v in r["params"].items()):
+        return False
+    return _record_config({**r, "params": {k: c.params[k] for k in c.params}}) == _cell_config(c)
 
 
 def tally(est: list[Estimate]) -> tuple[float, int]:

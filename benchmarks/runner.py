@@ -59,8 +59,8 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     counts = {"ok": 0, "error": 0, "capped": 0, "skipped": 0}
     with run_lock(run_dir):
         store = ResultStore(run_dir)
-        (run_dir / "suite.json").write_text(json.dumps({"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys},
-                                                       indent=2, default=str))
+        meta = {"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys, **({"seed_plans": suite.plans} if suite.plans else {})}
+        (run_dir / "suite.json").write_text(json.dumps(meta, indent=2, default=str))
         ok = store.ok_keys()
         capped = {r["cell_key"]: r.get("caps") for r in store.records() if r.get("status") == "capped"}
         todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == caps_of(c))]

@@ -21,7 +21,9 @@ methods:
   - name: lora
     sweep: {max_train_examples: [64, 256, 1024]}   # optional: one entry per value (per combination when
                                        # several), labelled lora[max_train_examples=64], ...: the report's learning curves
-seeds: [0]
+seeds: [0]                             # or {min: 3, max: 10, until: decided}: seeds 0..min-1, then one more
+                                       # seed at a time to the methods whose comparisons are still undecided
+                                       # (benchmarks/seeds.py), up to max; also per method
 limits: {train: 2000, dev: 200, test: 300}   # test: omit for the full test split
 settings: {batch_size: 16, dtype: auto, device: auto, max_new_tokens: 8, data_seed: 0, cell_timeout_s: 3600,
            max_retries: 1,             # a cell whose process (or Ray worker) dies is run again this many times
@@ -129,6 +131,12 @@ class Cell:
     data: str = ""  # fingerprint of the data files (``datasets.data_identity``): part of the key
     resources: dict[str, Any] = field(default_factory=dict)  # what the Ray executor asks for (not in the key)
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values of this cell (the report's curves)
+    seed_plan: dict[str, Any] = field(default_factory=dict)  # {max, until} where seeds are added until decided (not in the key)
+
+    @property
+    def arm(self) -> str:
+        """What the seeds of one method entry share: ``model|dataset|label`` (the report's row)."""
+        return f"{self.model.display}|{self.dataset['name']}|{self.label}"
 
     def to_json(self) -> dict[str, Any]:
         d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
@@ -140,23 +148,25 @@ class Cell:
             d["resources"] = dict(self.resources)
         if self.sweep:
             d["sweep"] = dict(self.sweep)
+        if self.seed_plan:
+            d["seed_plan"] = dict(self.seed_plan)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
                    d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None,
-                   d.get("data", ""), d.get("resources", {}), d.get("sweep", {}))
+                   d.get("data", ""), d.get("resources", {}), d.get("sweep", {}), d.get("seed_plan", {}))
 
     @property
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
-        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep")}
+        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep", "seed_plan")}
         ident["dataset"] = {k: v for k, v in self.dataset.items() if k != "base"}  # where a task file lies is not what it is
         ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS
                              and not (k == "evaluate_on" and v == "test")}  # keys as before the field existed
         if self.source is not None:  # as keys were before max_retries and resources existed
-            src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep")}
+            src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep", "seed_plan")}
             src["dataset"] = {k: v for k, v in src["dataset"].items() if k != "base"}
             ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items()
                                                    if k not in RUN_ONLY_SETTINGS or k == "cell_timeout_s"
@@ -185,6 +195,7 @@ class MethodEntry:
     resources: dict[str, Any]
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values (one entry per combination)
     datasets: list[str] = field(default_factory=list)  # the suite's datasets this entry runs on (empty: all)
+    seed_plan: dict[str, Any] = field(default_factory=dict)  # {max, until}: seeds added until decided (``_seeds``)
 
 
 def sweep_combinations(cls: Any, params: dict[str, Any], value: Any, where: str) -> list[tuple[dict[str, Any], Any]]:
@@ -232,10 +243,31 @@ class Suite:
     cells: list[Cell] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     all_keys: list[str] = field(default_factory=list)  # every cell of the suite, before --only (the report's "current" cells)
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm → seed plan, before --only (``Cell.arm``)
 
     def __post_init__(self) -> None:
         if not self.all_keys:
             self.all_keys = [c.key for c in self.cells]
+        if not self.plans:
+            self.plans = {c.arm: dict(c.seed_plan) for c in self.cells if c.seed_plan and c.source is None}
+
+    def with_seed(self, arms: set[str]) -> "Suite":
+        """The suite with one more seed (the arm's highest + 1) for each of ``arms``: its cells and
+        their transfer cells copied with the new seed (keys as if written by hand), in ``all_keys``
+        too. Arms not in this suite's cells (left out by --only) are only added to ``all_keys``'s count
+        when they run."""
+        extra: list[Cell] = []
+        for arm in sorted(arms):
+            mine = [c for c in self.cells if (c.source or c).arm == arm]
+            if not mine:
+                continue
+            top = max(c.seed for c in mine)
+            for c in mine:
+                if c.seed == top:
+                    src = dataclasses.replace(c.source, seed=top + 1) if c.source is not None else None
+                    extra.append(dataclasses.replace(c, seed=top + 1, source=src))
+        keys = [c.key for c in extra if c.key not in set(self.all_keys)]
+        return Suite(self.name, self.cells + extra, self.raw, self.all_keys + keys, self.plans)
 
 
 def _list(raw: dict[str, Any], key: str) -> list[Any]:
@@ -253,10 +285,27 @@ def _unknown(given: dict[str, Any], allowed: set[str], where: str) -> None:
         raise UserError(f"{where}: unknown field {extra[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
 
 
-def _seeds(value: Any, where: str) -> list[int]:
+SEED_UNTIL = ("decided",)
+
+
+def _seeds(value: Any, where: str) -> tuple[list[int], dict[str, Any]]:
+    """(the seeds to run first, the plan): a list of integers (a plan of none), or ``{min: 3, max: 10,
+    until: decided}`` — seeds 0 … min−1 first, then more while the method's comparisons are undecided
+    (benchmarks/seeds.py)."""
+    if isinstance(value, dict):
+        _unknown(value, {"min", "max", "until"}, where)
+        lo, hi, until = value.get("min"), value.get("max"), value.get("until")
+        for name, v in (("min", lo), ("max", hi)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+                raise UserError(f"{where}.{name}: must be an integer of at least 2 (the seed spread needs two runs), got {v!r}")
+        if hi < lo:  # type: ignore[operator]
+            raise UserError(f"{where}.max: {hi} is below min {lo}; give max >= min")
+        if until not in SEED_UNTIL:
+            raise UserError(f"{where}.until: must be one of {', '.join(SEED_UNTIL)}, got {until!r}")
+        return list(range(lo)), {"min": lo, "max": hi, "until": until}  # type: ignore[arg-type]
     if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        raise UserError(f"{where}: must be a non-empty list of integers")
-    return value
+        raise UserError(f"{where}: must be a non-empty list of integers, or {{min: 3, max: 10, until: decided}}")
+    return value, {}
 
 
 def _limits(value: Any, where: str, base: dict[str, int | None]) -> dict[str, int | None]:
@@ -293,7 +342,7 @@ def select_cells(suite: Suite, only: list[str]) -> Suite:
         cells = [c for c in cells if value(c) & want]
     if not cells:
         raise UserError(f"--only {' '.join(only)}: no cell of suite {suite.name!r} matches")
-    return Suite(suite.name, cells, suite.raw, suite.all_keys)
+    return Suite(suite.name, cells, suite.raw, suite.all_keys, suite.plans)
 
 
 def machine_problems(suite: Suite) -> list[str]:
@@ -427,7 +476,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
     if len(set(names)) != len(names):
         raise UserError(f"suite.datasets: {next(n for n in names if names.count(n) > 1)!r} is listed twice; list each dataset once")
     data_ids = {d["name"]: data_identity(d) for d in datasets}
-    seeds = _seeds(raw.get("seeds", [0]), "suite.seeds")
+    seeds, plan = _seeds(raw.get("seeds", [0]), "suite.seeds")
     base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
     limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
                   for i, d in enumerate(datasets)}
@@ -483,7 +532,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                 )
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
         method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
-        method_seeds = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else seeds
+        method_seeds, method_plan = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else (seeds, plan)
         own_datasets = m.get("datasets")
         if own_datasets is not None and (not isinstance(own_datasets, list) or not own_datasets
                                          or not all(isinstance(x, str) and x in names for x in own_datasets)):
@@ -494,7 +543,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                 cls.check(swept, spec, where)
             methods.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
                                        dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
-                                       method_resources, combo, list(own_datasets or [])))
+                                       method_resources, combo, list(own_datasets or []), method_plan))
     pairs = [(m.label, spec.display, d) for m in methods for spec in m.models for d in (m.datasets or names)]
     dup = next((p for p in pairs if pairs.count(p) > 1), None)
     if dup:
@@ -510,7 +559,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                     continue
                 for seed in e.seeds:
                     src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, cap({**limits_for[ds["name"]], **e.limits}),
-                               settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep)
+                               settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep, seed_plan=e.seed_plan)
                     cells.append(src)
                     for tgt in e.transfer_to:  # after their source: the artifact must exist
                         cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), e.access, Access.grey), source=src,

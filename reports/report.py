@@ -57,12 +57,15 @@ def method_tables(records: list[dict[str, Any]]) -> list[Table]:
 
 
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
-                 chosen: dict[tuple[str, str, str], str] | None = None) -> list[Table]:
+                 chosen: dict[tuple[str, str, str], str] | None = None, plans: dict[str, dict[str, Any]] | None = None) -> list[Table]:
+    from boxbench.reports.seeds import seed_table
+
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
     cs = {m: comparisons(records, m) for m in models}  # the paired tests, once per model, for the three tables that show them
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]
     for m in models:
         tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
+    tables.append(seed_table(records, plans or {}))
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     tables += method_tables(records)
@@ -77,7 +80,8 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     representative in the verdicts (``tables.best_by_class``)."""
     records, stale = split_current(load_records(run_dir), run_dir)
     chosen = best_by_class(load_records(select_from)) if select_from is not None else None
-    tables = build_tables(records, stale, chosen)
+    meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
+    tables = build_tables(records, stale, chosen, meta.get("seed_plans"))
     png = cost_plot(records)
     heat = transfer_heatmap(records)
     bars = accuracy_plot(records)
@@ -87,7 +91,6 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
     devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
-    meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
     suite = meta.get("name", "?")
     description = str((meta.get("suite") or {}).get("description") or "")
     planned = len(meta.get("cell_keys") or [])

@@ -63,7 +63,7 @@ from boxbench.benchmarks.evaluate import Z95, wilson  # the record's own interva
 
 __all__ = ["Z95", "Z_POWER80", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm", "detectable_difference",
            "per_example_gap", "gap_difference", "normal_two_sided", "Paired", "paired_test", "SeedEstimate", "across_seeds",
-           "seed_paired_test", "probability_of_improvement", "distinct_runs"]
+           "seed_paired_test", "probability_of_improvement", "distinct_runs", "projected_p"]
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,21 @@ def paired_test(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> Pai
     se = math.sqrt(statistics.variance(diffs) / n) if n > 1 else 0.0
     p = normal_two_sided(delta / se) if se > 0 else float(delta == 0)
     return Paired(delta, better, worse, p, (Z95 + Z_POWER80) * se if se > 0 else detectable_difference(n, 0.0), "z")
+
+
+def projected_p(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], runs_a: int, runs_b: int) -> float:
+    """The across-run p that this comparison would have with ``runs_a`` and ``runs_b`` runs, if its
+    observed Δ and seed spreads held (a side with identical seeds stays one run; the rows' part does
+    not shrink): whether more seeds could still decide it (``benchmarks/seeds.py``)."""
+    a, b = distinct_runs(a), distinct_runs(b)
+    parts = []
+    for side, k in ((a, runs_a), (b, runs_b)):
+        if len(side) > 1:
+            accs = [statistics.fmean(map(float, s)) for s in side]
+            parts.append((statistics.variance(accs) / max(k, len(side)), max(k, len(side)) - 1))
+    diffs = _diffs(a, b)
+    parts.append((statistics.variance(diffs) / len(diffs) if len(diffs) > 1 else 0.0, max(len(diffs) - 1, 1)))
+    return SeedEstimate(statistics.fmean(diffs), tuple(parts)).p()
 
 
 def seed_paired_test(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> Paired:

@@ -1,0 +1,49 @@
+"""Seeds until decided (``seeds: {min, max, until: decided}``): run the suite in rounds, adding one
+seed after each round to the methods whose comparisons are still undecided and could still be
+decided (``reports.seeds.decide``). Every round is an ordinary resumable ``run_suite`` over the same
+run folder: a cell's key does not depend on the round that added it, so no cell runs twice and a
+killed run resumes (its first rounds find their cells done and only re-decide)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from boxbench.benchmarks.results import ResultStore
+from boxbench.benchmarks.suite import Suite
+
+
+def planned(suite: Suite) -> bool:
+    """Whether any method of ``suite`` adds seeds until decided."""
+    return any(p.get("until") == "decided" for p in suite.plans.values())
+
+
+def more_seeds(suite: Suite, run_dir: Path) -> set[str]:
+    """The arms of ``suite``'s cells that get one more seed, from the run folder's current records;
+    an arm whose cells already reach its plan's ``max`` seeds gets none (a failed cell is not run
+    past it)."""
+    from boxbench.reports.report import split_current
+    from boxbench.reports.seeds import decide
+
+    records, _ = split_current(ResultStore(run_dir).records(), run_dir)
+    want = set().union(*(d.extend for d in decide(records, suite.plans))) if records else set()
+    seeds: dict[str, set[int]] = {}
+    for c in suite.cells:
+        if c.source is None:
+            seeds.setdefault(c.arm, set()).add(c.seed)
+    return {a for a in want if a in seeds and len(seeds[a]) < suite.plans[a]["max"]}
+
+
+def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]]) -> dict[str, int]:
+    """``run`` (one ``run_suite`` round) until no comparison wants another seed; the counts of every round."""
+    total: dict[str, int] = {}
+    rounds = 0
+    while True:
+        counts = run(suite)
+        rounds += 1
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + (v if k != "skipped" or rounds == 1 else 0)
+        arms = more_seeds(suite, run_dir) if planned(suite) else set()
+        if not arms:
+            return total
+        suite = suite.with_seed(arms)

@@ -1,0 +1,106 @@
+"""Seeds until decided: which of a run's comparisons want another seed, and why each stopped.
+
+A suite may give a method ``seeds: {min: 3, max: 10, until: decided}`` (benchmarks/suite.py). After
+each round the runner (benchmarks/seeds.py) reads the run's records and asks ``decide`` about every
+paired comparison the report makes (``tables.comparisons``: each method against zero-shot, each
+access class's best against the others'), answered across training runs:
+
+* **decided** — p (Holm) < 0.05: no more seeds;
+* **seed-independent** — a side with a plan whose seeds gave identical predictions: another seed
+  would repeat them;
+* **max seeds reached** — every side with a plan has ``max`` seeds;
+* **below what max seeds detect** — with the observed Δ and seed spreads, even ``max`` seeds on the
+  planned sides would leave p ≥ 0.05 (``stats.projected_p``, unadjusted: an optimistic bar, so seeds
+  are spent whenever they might decide it);
+* **adding a seed** — otherwise: each planned side below ``max`` gets one more seed;
+* **fixed seeds** — neither side has a plan.
+
+The same function writes the report's "Seeds per claim" table, so the report says per claim how many
+seeds it used and why it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+REASONS = ("decided", "seed-independent", "max seeds reached", "below what max seeds detect", "adding a seed", "fixed seeds")
+
+
+@dataclass
+class Decision:
+    """One comparison's state under the seed plans: its seeds, p, why it stopped (or goes on), and
+    the arms (``Cell.arm``) that get another seed."""
+
+    model: str
+    dataset: str
+    a: tuple[str, str]  # (access, label)
+    b: tuple[str, str]
+    kind: str
+    seeds: tuple[int, int]
+    runs: tuple[int, int]
+    p_holm: float
+    reason: str
+    extend: set[str] = field(default_factory=set)
+
+
+def arm(model: str, dataset: str, label: str) -> str:
+    """The key of a method entry's seeds on one model and dataset (as ``suite.Cell.arm``)."""
+    return f"{model}|{dataset}|{label}"
+
+
+def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]]) -> list[Decision]:
+    """Every comparison of the run's finished cells, with its reason (module doc) under ``plans``
+    (arm → ``{min, max, until}``)."""
+    from boxbench.reports.stats import projected_p
+    from boxbench.reports.tables import comparisons, is_transfer, paired_bits
+
+    ok = [r for r in records if r.get("status") == "ok" and not is_transfer(r) and r.get("accuracy") is not None]
+    out: list[Decision] = []
+    for model in dict.fromkeys(r["model"] for r in ok):
+        for c in comparisons(ok, model):
+            sides = [[r for r in ok if (r["model"], r["dataset"], r["access"], r["label"]) == (model, c.dataset, *key)] for key in (c.a, c.b)]
+            bits = paired_bits(*sides)
+            if bits is None:
+                continue
+            arms = [arm(model, c.dataset, key[1]) for key in (c.a, c.b)]
+            planned = [(plans.get(x) or {}).get("until") == "decided" for x in arms]
+            room = [p and k < plans[x]["max"] and runs > 1 for p, k, runs, x in zip(planned, c.seeds, c.runs, arms)]
+            d = Decision(model, c.dataset, c.a, c.b, c.kind, c.seeds, c.runs, c.p_holm, "decided")
+            if not c.significant:
+                if not any(planned):
+                    d.reason = "fixed seeds"
+                elif not any(room):
+                    d.reason = "seed-independent" if any(p and runs == 1 for p, runs in zip(planned, c.runs)) else "max seeds reached"
+                else:
+                    target = [plans[x]["max"] if r else k for x, r, k in zip(arms, room, c.seeds)]
+                    if projected_p(*bits, *target) >= 0.05:
+                        d.reason = "below what max seeds detect"
+                    else:
+                        d.reason, d.extend = "adding a seed", {x for x, r in zip(arms, room) if r}
+            out.append(d)
+    return out
+
+
+def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]]) -> Any:
+    """The report's "Seeds per claim": each comparison with a planned side, its seeds and why they stopped."""
+    from boxbench.reports.tables import Table, p_text
+
+    if not plans:
+        return None
+    rows = []
+    for d in decide(records, plans):
+        if d.reason == "fixed seeds":
+            continue
+        sides = [f"{k}" + (f" ({r} run{'s' if r > 1 else ''})" if r != k else "") + (f" of {plans[x]['max']}" if x in plans else "")
+                 for k, r, x in zip(d.seeds, d.runs, (arm(d.model, d.dataset, d.a[1]), arm(d.model, d.dataset, d.b[1])))]
+        reason = "still running: another seed was asked for" if d.reason == "adding a seed" else d.reason
+        rows.append([d.model, d.dataset, d.a[1], d.b[1], d.kind, " / ".join(sides), p_text(d.p_holm), reason])
+    if not rows:
+        return None
+    return Table("Seeds per claim", ["model", "dataset", "method", "compared with", "kind", "seeds (of max)", "p across runs (Holm)",
+                                     "why no more seeds"], rows,
+                 note="methods with seeds: {min, max, until: decided} got one more seed per round while a comparison was undecided "
+                      "and could still be decided; decided: p (Holm) < 0.05 across training runs; seed-independent: that side's seeds "
+                      "gave identical predictions; below what max seeds detect: with the observed difference and seed spread even max "
+                      "seeds would leave p ≥ 0.05 (reports/seeds.py)")
