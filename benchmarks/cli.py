@@ -29,7 +29,8 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 def _select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select-best-from", metavar="CALIBRATION_RUN",
-                   help="name each access class's representative in the verdicts from this run's held-out results, not from the test set")
+                   help="name each access class's representative in the verdicts from this run's held-out results, not from the test set "
+                        "(with seeds until decided: the verdicts seeds are added for)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,7 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from boxbench.benchmarks.seeds import run_until_decided
 
     counts = run_until_decided(suite, out, lambda s: run_suite(s, out, plugins, quiet=args.quiet, executor=args.executor,
-                                                                 address=args.address))
+                                                                 address=args.address),
+                               Path(args.select_best_from) if args.select_best_from else None)
     capped = f", {counts['capped']} capped" if counts.get("capped") else ""
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:

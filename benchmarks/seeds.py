@@ -18,15 +18,18 @@ def planned(suite: Suite) -> bool:
     return any(p.get("until") == "decided" for p in suite.plans.values())
 
 
-def more_seeds(suite: Suite, run_dir: Path) -> set[str]:
-    """The arms of ``suite``'s cells that get one more seed, from the run folder's current records;
-    an arm whose cells already reach its plan's ``max`` seeds gets none (a failed cell is not run
-    past it)."""
-    from boxbench.reports.report import split_current
+def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> set[str]:
+    """The arms of ``suite``'s cells that get one more seed, from the run folder's current records
+    (``select_from``: the calibration run that names the verdicts' class representatives, as
+    ``report --select-best-from``); an arm whose cells already reach its plan's ``max`` seeds gets
+    none (a failed cell is not run past it)."""
+    from boxbench.reports.report import load_records, split_current
     from boxbench.reports.seeds import decide
+    from boxbench.reports.tables import best_by_class
 
     records, _ = split_current(ResultStore(run_dir).records(), run_dir)
-    want = set().union(*(d.extend for d in decide(records, suite.plans))) if records else set()
+    chosen = best_by_class(load_records(select_from)) if select_from is not None else None
+    want = set().union(*(d.extend for d in decide(records, suite.plans, chosen))) if records else set()
     seeds: dict[str, set[int]] = {}
     for c in suite.cells:
         if c.source is None:
@@ -34,7 +37,8 @@ def more_seeds(suite: Suite, run_dir: Path) -> set[str]:
     return {a for a in want if a in seeds and len(seeds[a]) < suite.plans[a]["max"]}
 
 
-def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]]) -> dict[str, int]:
+def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]],
+                      select_from: Path | None = None) -> dict[str, int]:
     """``run`` (one ``run_suite`` round) until no comparison wants another seed; the counts of every round."""
     total: dict[str, int] = {}
     rounds = 0
@@ -43,7 +47,7 @@ def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[s
         rounds += 1
         for k, v in counts.items():
             total[k] = total.get(k, 0) + (v if k != "skipped" or rounds == 1 else 0)
-        arms = more_seeds(suite, run_dir) if planned(suite) else set()
+        arms = more_seeds(suite, run_dir, select_from) if planned(suite) else set()
         if not arms:
             return total
         suite = suite.with_seed(arms)

@@ -65,7 +65,7 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]
     for m in models:
         tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
-    tables.append(seed_table(records, plans or {}))
+    tables.append(seed_table(records, plans or {}, chosen))
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     tables += method_tables(records)

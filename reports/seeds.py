@@ -3,7 +3,8 @@
 A suite may give a method ``seeds: {min: 3, max: 10, until: decided}`` (benchmarks/suite.py). After
 each round the runner (benchmarks/seeds.py) reads the run's records and asks ``decide`` about every
 paired comparison the report makes (``tables.comparisons``: each method against zero-shot, each
-access class's best against the others'), answered across training runs:
+access class's best against the others'; ``tables.ordering_comparisons``: the verdicts' orderings,
+with the class representatives of ``--select-best-from`` where given), answered across training runs:
 
 * **decided** — p (Holm) < 0.05: no more seeds;
 * **seed-independent** — a side with a plan whose seeds gave identical predictions: another seed
@@ -49,16 +50,20 @@ def arm(model: str, dataset: str, label: str) -> str:
     return f"{model}|{dataset}|{label}"
 
 
-def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]]) -> list[Decision]:
-    """Every comparison of the run's finished cells, with its reason (module doc) under ``plans``
-    (arm → ``{min, max, until}``)."""
+def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
+           chosen: dict[tuple[str, str, str], str] | None = None) -> list[Decision]:
+    """Every comparison of the run's finished cells — the report's paired comparisons and its
+    verdicts' orderings (``chosen``: their class representatives, as ``report --select-best-from``) —
+    with its reason (module doc) under ``plans`` (arm → ``{min, max, until}``)."""
     from boxbench.reports.stats import projected_p
-    from boxbench.reports.tables import comparisons, is_transfer, paired_bits
+    from boxbench.reports.tables import _correct, comparisons, is_transfer, on_main_test, ordering_comparisons, paired_bits
 
     ok = [r for r in records if r.get("status") == "ok" and not is_transfer(r) and r.get("accuracy") is not None]
     out: list[Decision] = []
     for model in dict.fromkeys(r["model"] for r in ok):
-        for c in comparisons(ok, model):
+        main = on_main_test([r for r in ok if r["model"] == model and _correct(r)])
+        verdicts = [c for d in dict.fromkeys(r["dataset"] for r in main) for c in ordering_comparisons([r for r in main if r["dataset"] == d], chosen)]
+        for c in comparisons(ok, model) + verdicts:
             sides = [[r for r in ok if (r["model"], r["dataset"], r["access"], r["label"]) == (model, c.dataset, *key)] for key in (c.a, c.b)]
             bits = paired_bits(*sides)
             if bits is None:
@@ -82,14 +87,15 @@ def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]]) -> l
     return out
 
 
-def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]]) -> Any:
+def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
+               chosen: dict[tuple[str, str, str], str] | None = None) -> Any:
     """The report's "Seeds per claim": each comparison with a planned side, its seeds and why they stopped."""
     from boxbench.reports.tables import Table, p_text
 
     if not plans:
         return None
     rows = []
-    for d in decide(records, plans):
+    for d in decide(records, plans, chosen):
         if d.reason == "fixed seeds":
             continue
         sides = [f"{k}" + (f" ({r} run{'s' if r > 1 else ''})" if r != k else "") + (f" of {plans[x]['max']}" if x in plans else "")

@@ -767,6 +767,27 @@ def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str
     return {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
 
 
+def ordering_comparisons(mine: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
+    """The survey's orderings (``published.ORDERINGS``) on one model's cells of one dataset's main test
+    set: each access class's representative (``chosen`` beforehand, else the best here) against the
+    other class's, Holm-adjusted as one family."""
+    from boxbench.reports import published
+
+    if not mine:
+        return []
+    model, d = mine[0]["model"], mine[0]["dataset"]
+    best = {a: _best_of_class(mine, a, (chosen or {}).get((model, d, a))) for a in ACCESS_ORDER}
+    family = []
+    for hi, lo in published.ORDERINGS:
+        if best.get(hi) and best.get(lo):
+            a, b = best[hi], best[lo]
+            c = _compare(d, (hi, a[0]["label"]), (lo, b[0]["label"]), "verdict", a, b)
+            if c:
+                family.append(c)
+    apply_holm(family)
+    return family
+
+
 def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
     answered twice: **across training runs** (the verdict) and for **these trained models** (the seed
@@ -785,17 +806,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
     for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
         ok = on_main_test([r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and _correct(r)])
         for d in dict.fromkeys(r["dataset"] for r in ok):
-            mine = [r for r in ok if r["dataset"] == d]
-            best = {a: _best_of_class(mine, a, pick(model, d, a)) for a in ACCESS_ORDER}
-            family = []
-            for hi, lo in published.ORDERINGS:
-                if best.get(hi) and best.get(lo):
-                    a, b = best[hi], best[lo]
-                    c = _compare(d, (hi, a[0]["label"]), (lo, b[0]["label"]), "verdict", a, b)
-                    if c:
-                        family.append(c)
-            apply_holm(family)
-            for c in family:
+            for c in ordering_comparisons([r for r in ok if r["dataset"] == d], chosen):
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
                              f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
                              p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
