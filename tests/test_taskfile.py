@@ -47,11 +47,14 @@ def test_builtin_task_files_read_the_same_examples_as_the_python_loaders():
 
 
 def test_builtin_cell_keys_are_unchanged():
-    """The records committed before task files existed carry keys the same suite still produces."""
+    """The records committed before task files existed carry keys the same suite still produces —
+    for the methods whose params have not changed since (the second reference audit gave PEZ, BBT,
+    APE and EvoPrompt new params, which are part of a key: their cells are new experiments)."""
     run = REPO / "results" / "fidelity_defaults"
     keys = {c.key for c in load_suite(REPO / "benchmarks" / "suites" / "fidelity_defaults.yaml").cells}
-    recorded = [json.loads(line)["cell_key"] for line in (run / "results.jsonl").read_text().splitlines()]
-    assert len(recorded) >= 20 and set(recorded) <= keys
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    recorded = [r["cell_key"] for r in records if r["method"] in ("zero_shot", "kate")]
+    assert len(recorded) == 8 and set(recorded) <= keys
 
 
 def test_a_user_task_runs_end_to_end_with_its_provenance_in_the_report(tmp_path):
