@@ -254,7 +254,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     counts = run_until_decided(suite, out, lambda s: run_suite(s, out, plugins, quiet=args.quiet, executor=args.executor,
                                                                  address=args.address),
-                               Path(args.select_best_from) if args.select_best_from else None)
+                               Path(args.select_best_from) if args.select_best_from else None,
+                               None if args.quiet else lambda line: print(line, flush=True))
     capped = f", {counts['capped']} capped" if counts.get("capped") else ""
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:

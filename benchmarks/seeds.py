@@ -38,16 +38,22 @@ def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> 
 
 
 def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]],
-                      select_from: Path | None = None) -> dict[str, int]:
-    """``run`` (one ``run_suite`` round) until no comparison wants another seed; the counts of every round."""
+                      select_from: Path | None = None, say: Callable[[str], None] | None = None) -> dict[str, int]:
+    """``run`` (one ``run_suite`` round) until no comparison wants another seed; the counts of every
+    round. ``say``: where a line naming each round's added seeds goes."""
     total: dict[str, int] = {}
     rounds = 0
     while True:
         counts = run(suite)
         rounds += 1
         for k, v in counts.items():
-            total[k] = total.get(k, 0) + (v if k != "skipped" or rounds == 1 else 0)
+            total[k] = total.get(k, 0) + v
         arms = more_seeds(suite, run_dir, select_from) if planned(suite) else set()
-        if not arms:
+        if not arms:  # skipped: every cell of the last round that no round ran
+            total["skipped"] = len(suite.cells) - sum(v for k, v in total.items() if k != "skipped")
             return total
         suite = suite.with_seed(arms)
+        if say is not None:
+            seeds = {c.arm: c.seed for c in suite.cells if c.source is None and c.arm in arms}
+            say(f"seeds until decided: round {rounds + 1} adds " + ", ".join(
+                f"seed {seeds[a]} of {a.split('|')[2]} ({a.split('|')[1]})" for a in sorted(arms)))
