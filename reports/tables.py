@@ -111,10 +111,10 @@ class Comparison:
         return self.fixed_p_holm < 0.05
 
 
-PAIRED_NOTE = ("paired on the same test examples and answered twice: **across training runs** (the default; stats.seed_paired_test: "
+PAIRED_NOTE = ("paired on the same test examples and answered twice: across training runs (the default; stats.seed_paired_test: "
                "Δ of the mean per-seed accuracies, its variance from each side's seed spread plus the paired rows' sampling error, "
                "a t interval and test at the Welch–Satterthwaite degrees of freedom; seeds with identical predictions and a "
-               "deterministic baseline count as one run) and for **these trained models** (stats.paired_test: one seed each, "
+               "deterministic baseline count as one run) and for these trained models (stats.paired_test: one seed each, "
                "McNemar's exact test; several, the per-example gap averaged over each side's seeds and z-tested: the trained "
                "models taken as fixed, the seed spread left out)")
 
@@ -297,11 +297,12 @@ def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Compariso
 
 
 def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]] | None = None) -> Table | None:
-    """The answer in one table: per method (access class, then first appearance; every model of the
-    run), per dataset its accuracy with the 95 % interval, its gain over zero-shot with the same
-    protocol and the Holm-adjusted p of that paired test (``comparisons``), its tuning seconds and
-    peak host memory. Main test sets only: transfer cells and side experiments have their own tables.
-    ``cs``: each model's ``comparisons``, where the caller has them already."""
+    """The answer in one table: per dataset (a group of rows), per method (access class, then first
+    appearance; every model of the run) its accuracy with the 95 % interval, its gain over zero-shot
+    with the same protocol across training runs (interval, Holm-adjusted p, P(>)) and for these
+    trained models (``comparisons``), its seeds, tuning seconds and peak host memory. Main test sets
+    only: transfer cells and side experiments have their own tables. ``cs``: each model's
+    ``comparisons``, where the caller has them already."""
     ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
     if not ok:
         return None
@@ -309,43 +310,34 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
     models = list(dict.fromkeys(r["model"] for r in ok))
     gains = {(m, c.dataset, c.a): c for m in models for c in (cs[m] if cs and m in cs else comparisons(records, m))
              if c.kind == "vs zero-shot"}
-    headers = ["access", "method"] + (["model"] if len(models) > 1 else [])
-    for d in datasets:
-        headers += [f"{d} accuracy %", f"{d} Δ vs zero-shot [95 %] (p Holm) P(>)", f"{d} these models p (Holm)", f"{d} seeds",
-                    f"{d} tune s", f"{d} peak RSS GiB"]
+    headers = ["access", "method"] + (["model"] if len(models) > 1 else []) + [
+        "accuracy %", "Δ vs zero-shot [95 %]", "p (Holm)", "P(>)", "these models p (Holm)", "seeds", "tune s", "peak RSS GiB"]
     t = Table("Headline: what each method buys over zero-shot, and at what cost", headers,
               note="accuracy: mean over seeds [95 % interval] (the accuracy table's); Δ: percentage points over zero-shot with the same "
-                   "protocol across training runs, its 95 % interval, Holm-adjusted p and P(>) = P(a run of the method beats zero-shot); "
-                   "these models p: the same difference with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
+                   "protocol across training runs, its 95 % interval and Holm-adjusted p; P(>): the chance a run of the method beats "
+                   "zero-shot; these models p: the same difference with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
                    "; Holm within the dataset and test set; '—' without a zero-shot cell on that model; seeds: runs (independent runs "
                    "where fewer: seeds with identical predictions count once); tune s and peak RSS: means over seeds on the machine that "
                    "ran the cell; tuning compute and the Pareto front: the frontier table")
-    for model in models:
-        mine = [r for r in ok if r["model"] == model]
-        for access, label in row_order(mine):
-            row = [access, label] + ([model] if len(models) > 1 else [])
-            for d in datasets:
-                group = [r for r in mine if (r["access"], r["label"], r["dataset"]) == (access, label, d)]
-                if not group:
-                    row += ["—"] * 6
-                    continue
+    for d in datasets:
+        rows = []
+        for model in models:
+            mine = [r for r in ok if r["model"] == model and r["dataset"] == d]
+            for access, label in row_order(mine):
+                group = [r for r in mine if (r["access"], r["label"]) == (access, label)]
                 mean, lo, hi = accuracy_interval(group)
                 c = gains.get((model, d, (access, label)))
-                rss = _mean(r["peak_host_rss_bytes"] for r in group)
-                row += [f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]", "—" if c is None else delta_text(c),
-                        "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
-                        _fmt(_mean(r["tune_wall_s"] for r in group), digits=0), _gib(rss)]
-            t.rows.append(row)
-    t.rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
+                mark = "" if c is None else _mark(c)
+                rows.append([access, label] + ([model] if len(models) > 1 else []) + [
+                    f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
+                    "—" if c is None else f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + (f" {mark}" if mark else ""),
+                    "—" if c is None else p_text(c.p_holm, 2), "—" if c is None else f"{c.prob_improvement:.2f}",
+                    "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
+                    _fmt(_mean(r["tune_wall_s"] for r in group), digits=0), _gib(_mean(r["peak_host_rss_bytes"] for r in group))])
+        rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
+        t.groups.append((len(t.rows), d))
+        t.rows += rows
     return t
-
-
-def delta_text(c: Comparison) -> str:
-    """'+10.4 [+2.1, +18.7] (0.01) ▲ P 0.89': Δ in points across training runs, its 95 % interval,
-    the Holm-adjusted p, the mark (``_mark``) and P(a > b)."""
-    mark = _mark(c)
-    return (f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] ({p_text(c.p_holm, 2)})" + (f" {mark}" if mark else "")
-            + f" P {c.prob_improvement:.2f}")
 
 
 def seeds_text(seeds: int, runs: int) -> str:

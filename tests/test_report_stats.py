@@ -91,10 +91,13 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     assert {p["label"] for p in frontier_points(records)["sst2"]} == {"zero_shot@grey", "lora"}
     rows = {r[0]: r for r in accuracy_table(records, "m").rows}
     assert "· 20 rows" in rows["transfer: full"][3] and "rows" not in rows["lora"][3]
-    head = {r[1]: r for r in headline_table(records).rows}  # the headline: main test set only, gain and p per method
-    assert list(head) == ["zero_shot@grey", "lora"] and head["zero_shot@grey"][3] == "—"
-    assert head["lora"][2].startswith("66.7 [") and head["lora"][3].startswith("+16.7 [+") and head["lora"][3].endswith("(0.002) ▲ P 1.00")
-    assert head["lora"][4] == "0.002" and head["lora"][5] == "1"  # these models: the same McNemar test (one run each)
+    table = headline_table(records)  # the headline: main test set only, gain and p per method
+    head = {r[1]: dict(zip(table.headers, r)) for r in table.rows}
+    assert list(head) == ["zero_shot@grey", "lora"] and head["zero_shot@grey"]["Δ vs zero-shot [95 %]"] == "—"
+    lora = head["lora"]
+    assert lora["accuracy %"].startswith("66.7 [") and lora["Δ vs zero-shot [95 %]"].startswith("+16.7 [+") and lora["Δ vs zero-shot [95 %]"].endswith("▲")
+    assert lora["p (Holm)"] == "0.002" and lora["P(>)"] == "1.00" and table.groups == [(0, "sst2")]
+    assert lora["these models p (Holm)"] == "0.002" and lora["seeds"] == "1"  # these models: the same McNemar test (one run each)
 
 
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
@@ -114,8 +117,9 @@ def test_a_p_value_too_small_for_a_float_is_not_printed_as_zero():
 
     zs = rec("zero_shot", "zero_shot", "black", "generate", "0" * 1200)
     kate = rec("kate", "kate", "black", "generate", "1" * 1200)
-    cell = {r[1]: r for r in headline_table([zs, kate]).rows}["kate"][3]  # (no model column: one model)
-    assert cell.startswith("+100.0 [+100.0, +100.0] (< 1e-300) ▲"), cell
+    table = headline_table([zs, kate])
+    row = dict(zip(table.headers, {r[1]: r for r in table.rows}["kate"]))  # (no model column: one model)
+    assert row["Δ vs zero-shot [95 %]"] == "+100.0 [+100.0, +100.0] ▲" and row["p (Holm)"] == "< 1e-300", row
 
 
 def test_significance_marks_and_comparisons():
