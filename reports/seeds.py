@@ -96,8 +96,8 @@ def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
         return None
     rows = []
     for d in decide(records, plans, chosen):
-        if d.reason == "fixed seeds":
-            continue
+        if not {arm(d.model, d.dataset, d.a[1]), arm(d.model, d.dataset, d.b[1])} & set(plans):
+            continue  # no side adds seeds
         sides = [f"{k}" + (f" ({r} run{'s' if r > 1 else ''})" if r != k else "") + (f" of {plans[x]['max']}" if x in plans else "")
                  for k, r, x in zip(d.seeds, d.runs, (arm(d.model, d.dataset, d.a[1]), arm(d.model, d.dataset, d.b[1])))]
         reason = "still running: another seed was asked for" if d.reason == "adding a seed" else d.reason
