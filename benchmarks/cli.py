@@ -207,11 +207,8 @@ def cmd_check(suite_path: str, limit: int | None, only: list[str], estimate_from
 def all_seeds(suite: Any) -> Any:
     """``suite`` with every planned method at its plan's ``max`` seeds (the most ``--until decided`` can run)."""
     while True:
-        have: dict[str, set[int]] = {}
-        for c in suite.cells:
-            if c.source is None:
-                have.setdefault(c.arm, set()).add(c.seed)
-        arms = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and len(have[a]) < p["max"]}
+        have = suite.seed_counts()
+        arms = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and have[a] < p["max"]}
         if not arms:
             return suite
         suite = suite.with_seed(arms)

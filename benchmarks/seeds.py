@@ -30,11 +30,8 @@ def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> 
     records, _ = split_current(ResultStore(run_dir).records(), run_dir)
     chosen = best_by_class(load_records(select_from)) if select_from is not None else None
     want = set().union(*(d.extend for d in decide(records, suite.plans, chosen))) if records else set()
-    seeds: dict[str, set[int]] = {}
-    for c in suite.cells:
-        if c.source is None:
-            seeds.setdefault(c.arm, set()).add(c.seed)
-    return {a for a in want if a in seeds and len(seeds[a]) < suite.plans[a]["max"]}
+    have = suite.seed_counts()
+    return {a for a in want if a in have and have[a] < suite.plans[a]["max"]}
 
 
 def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]],

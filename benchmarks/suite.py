@@ -251,6 +251,14 @@ class Suite:
         if not self.plans:
             self.plans = {c.arm: dict(c.seed_plan) for c in self.cells if c.seed_plan and c.source is None}
 
+    def seed_counts(self) -> dict[str, int]:
+        """Each arm's number of seeds among this suite's tuning cells (transfer cells not counted)."""
+        seeds: dict[str, set[int]] = {}
+        for c in self.cells:
+            if c.source is None:
+                seeds.setdefault(c.arm, set()).add(c.seed)
+        return {a: len(v) for a, v in seeds.items()}
+
     def with_seed(self, arms: set[str]) -> "Suite":
         """The suite with one more seed (the arm's highest + 1) for each of ``arms``: its cells and
         their transfer cells copied with the new seed (keys as if written by hand), in ``all_keys``

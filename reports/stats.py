@@ -140,19 +140,26 @@ def probability_of_improvement(a: Sequence[float], b: Sequence[float]) -> float:
     return statistics.fmean((x > y) + 0.5 * (x == y) for x in a for y in b)
 
 
-def across_seeds(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> SeedEstimate:
-    """Δ = accuracy A − B across training runs on the same n test examples (module doc): the mean
-    per-run accuracy gap, its variance from each side's runs and from the paired rows."""
-    a, b = distinct_runs(a), distinct_runs(b)
-    n = len(a[0])
-    if any(len(s) != n for s in [*a, *b]):
+def _runs(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> tuple[list[list[float]], list[float]]:
+    """Each side's per-run accuracies (identical seeds as one run) and the per-example gap A − B."""
+    ra, rb = distinct_runs(a), distinct_runs(b)
+    n = len(ra[0])
+    if any(len(s) != n for s in [*ra, *rb]):
         raise ValueError("paired comparisons need the same examples")
+    return [[statistics.fmean(map(float, s)) for s in side] for side in (ra, rb)], _diffs(ra, rb)
+
+
+def across_seeds(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], runs: tuple[int, int] | None = None) -> SeedEstimate:
+    """Δ = accuracy A − B across training runs on the same n test examples (module doc): the mean
+    per-run accuracy gap, its variance from each side's runs and from the paired rows. ``runs``: the
+    runs to scale each side's seed part to (``projected_p``) instead of those observed."""
+    accs, diffs = _runs(a, b)
     parts = []
-    for side in (a, b):
-        accs = [statistics.fmean(map(float, s)) for s in side]
-        if len(accs) > 1:
-            parts.append((statistics.variance(accs) / len(accs), len(accs) - 1))
-    diffs = _diffs(a, b)
+    for side, k in zip(accs, runs or (0, 0)):
+        if len(side) > 1:
+            k = max(k, len(side))
+            parts.append((statistics.variance(side) / k, k - 1))
+    n = len(diffs)
     parts.append(((statistics.variance(diffs) / n) if n > 1 else 0.0, max(n - 1, 1)))
     return SeedEstimate(statistics.fmean(diffs), tuple(parts))
 
@@ -253,31 +260,22 @@ def projected_p(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], runs_a
     """The across-run p that this comparison would have with ``runs_a`` and ``runs_b`` runs, if its
     observed Δ and seed spreads held (a side with identical seeds stays one run; the rows' part does
     not shrink): whether more seeds could still decide it (``benchmarks/seeds.py``)."""
-    a, b = distinct_runs(a), distinct_runs(b)
-    parts = []
-    for side, k in ((a, runs_a), (b, runs_b)):
-        if len(side) > 1:
-            accs = [statistics.fmean(map(float, s)) for s in side]
-            parts.append((statistics.variance(accs) / max(k, len(side)), max(k, len(side)) - 1))
-    diffs = _diffs(a, b)
-    parts.append((statistics.variance(diffs) / len(diffs) if len(diffs) > 1 else 0.0, max(len(diffs) - 1, 1)))
-    return SeedEstimate(statistics.fmean(diffs), tuple(parts)).p()
+    return across_seeds(a, b, (runs_a, runs_b)).p()
 
 
 def seed_paired_test(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> Paired:
     """A against B **across training runs** (``across_seeds``): Δ, its 95 % t interval, the two-sided p,
     P(A > B), the detectable difference, and how many independent runs each side had."""
     est = across_seeds(a, b)
-    ra, rb = distinct_runs(a), distinct_runs(b)
-    diffs = _diffs(ra, rb)
+    accs, diffs = _runs(a, b)
     low, high = est.interval()
-    accs = [[statistics.fmean(map(float, s)) for s in side] for side in (ra, rb)]
     better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    if len(ra) == len(rb) == 1:  # one run each: only the rows vary, and McNemar's exact test is the exact answer
+    runs = (len(accs[0]), len(accs[1]))
+    if runs == (1, 1):  # one run each: only the rows vary, and McNemar's exact test is the exact answer
         n = len(diffs)
         return Paired(est.value, better, worse, mcnemar_exact(better, worse), detectable_difference(n, (better + worse) / n),
-                      "McNemar", low, high, probability_of_improvement(*accs), (1, 1))
-    return Paired(est.value, better, worse, est.p(), est.detectable(), "t", low, high, probability_of_improvement(*accs), (len(ra), len(rb)))
+                      "McNemar", low, high, probability_of_improvement(*accs), runs)
+    return Paired(est.value, better, worse, est.p(), est.detectable(), "t", low, high, probability_of_improvement(*accs), runs)
 
 
 def normal_two_sided(z: float) -> float:
