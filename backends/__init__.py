@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.backends.base import Access, AccessError, Backend, BlackView, GreyView, Usage, WhiteView
-from boxbench.registry import Registry, UserError
+from boxbench.core.backend import Access, AccessError, Backend, BlackView, GreyView, Usage, WhiteView
+from boxbench.core.errors import UserError
+from boxbench.core.registry import Registry
 
 BACKENDS: Registry[Any] = Registry("backend", {
     "hf": "boxbench.backends.hf:HFBackend",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from boxbench.backends.tokens import common_prefix
+from boxbench.core.tokens import common_prefix
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, batch_cost: int) -> list[list[int]]:

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 PRICES: dict[str, tuple[float, float, str]] = {
     # model: (USD per 1M input tokens, per 1M output tokens, the date the public price list was read)

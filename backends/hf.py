@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
+from boxbench.backends import request_cache
 from boxbench.backends.batching import plan_batches, plan_prefixes
-from boxbench.backends.tokens import answer_ended, encode_pair, split_pair, vocabulary_fingerprint
 from boxbench.backends.torch_utils import _cache_kwarg, _cache_tensors, model_inputs, resolve_device, resolve_dtype, skinny_linears
 from boxbench.backends.weights import ALIASES, _gguf_cache_folder, _resolve, check_alias, load_gguf_cached
-from boxbench.registry import UserError
+from boxbench.core.backend import CHAT_DEFAULT, Access, Backend, GenerationConfig
+from boxbench.core.errors import UserError
+from boxbench.core.tokens import answer_ended, encode_pair, split_pair, vocabulary_fingerprint
+from boxbench.core.versions import versions
+
 
 @dataclass
 class _Prefix:
@@ -147,8 +150,6 @@ class HFBackend(Backend):
 
     def _cache(self) -> Any:
         """The request cache while this model may use it (see ``load``), else None."""
-        from boxbench.backends import request_cache
-
         if not self.cache or self._handed_out or self.prefix_embeds is not None:
             return None
         return request_cache.shared()
@@ -163,8 +164,6 @@ class HFBackend(Backend):
         return self._ident
 
     def _identity_fresh(self) -> dict[str, Any]:
-        from boxbench.benchmarks.metering import versions
-
         v = versions()
         return {"backend": "hf", "model": self.name, "chat": self.chat, "vocabulary": self.vocabulary_id(),
                 **{k: self.settings.get(k) for k in ("dtype", "device", "quantize", "n_params")},
@@ -173,8 +172,6 @@ class HFBackend(Backend):
     def _cached(self, kind: str, items: list[Any], fresh: Callable[[list[int]], list[Any]]) -> list[Any]:
         """``fresh(indices)`` for the items the cache does not hold (all of them without a cache);
         each value is (result, usage: calls, prompt, completion) and its usage is counted either way."""
-        from boxbench.backends import request_cache
-
         cache = self._cache()
         ident = self._identity() if cache else {}
         keys = [request_cache.request_key(ident, kind, {"item": it}) for it in items] if cache else []
@@ -199,7 +196,6 @@ class HFBackend(Backend):
         import warnings
 
         import torch
-
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         keep = ("lm_head", "down_proj", "fc2", "dense_4h_to_h")  # output head, MLP output projections

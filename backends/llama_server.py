@@ -16,7 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from boxbench.registry import UserError, die_with_parent
+from boxbench.backends.weights import ALIASES, alias_gguf
+from boxbench.core.errors import UserError
+from boxbench.core.process import die_with_parent
 
 INSTALL = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF\" "
            "pip install 'llama-cpp-python[server]'")
@@ -41,8 +43,6 @@ def free_port() -> int:
 
 def resolve_gguf(model: str) -> Path:
     """An alias (``smollm2-135m``) or a ``.gguf`` path, as a file the server can read."""
-    from boxbench.backends.weights import ALIASES, alias_gguf
-
     if model in ALIASES:
         return alias_gguf(model)
     path = Path(model)

@@ -43,8 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from boxbench.backends.base import Access, AccessError, Backend, CHAT_DEFAULT, GenerationConfig, Usage
-from boxbench.registry import UserError
+from boxbench.backends import budget, request_cache
+from boxbench.backends.budget import check_price, money, price_for
+from boxbench.core.backend import CHAT_DEFAULT, Access, AccessError, Backend, GenerationConfig, Usage
+from boxbench.core.errors import UserError
+from boxbench.core.tokens import encode_pair, split_pair
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -75,8 +78,6 @@ class OpenAIBackend(Backend):
             if key in options and options[key] < 1:
                 raise UserError(f"{where}.{key}: must be at least 1, got {options[key]}")
         if "price" in options:
-            from boxbench.backends.budget import check_price
-
             check_price(options["price"], where)
 
     def __init__(self, client: Any, model: str, base_url: str, *, chat: bool = CHAT_DEFAULT, concurrency: int = 4,
@@ -120,9 +121,6 @@ class OpenAIBackend(Backend):
         request cache already holds is not contacted at all until a request misses the cache.
         """
         import openai
-
-        from boxbench.backends import request_cache
-        from boxbench.backends.budget import price_for
 
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         key = os.environ.get(api_key_env) or "sk-no-key-needed"
@@ -211,8 +209,6 @@ class OpenAIBackend(Backend):
         from openai.types import Completion
         from openai.types.chat import ChatCompletion
 
-        from boxbench.backends import budget, request_cache
-
         kind: Any = ChatCompletion if endpoint == "chat" else Completion
         cache = request_cache.shared() if request_cache.cacheable(params) else None
         key = request_cache.request_key(self.identity, endpoint, params) if cache else ""
@@ -283,8 +279,6 @@ class OpenAIBackend(Backend):
     def _tokenize(self, text: str) -> list[int] | None:
         """The server's token ids for ``text`` (llama.cpp ``/extras/tokenize``, vLLM ``/tokenize``;
         through the request cache); None when the server has no tokenize endpoint (OpenAI's API)."""
-        from boxbench.backends import request_cache
-
         if self._tokenize_url is None:  # probed before: the server has none
             return None
         cache = request_cache.shared()
@@ -319,8 +313,6 @@ class OpenAIBackend(Backend):
         return None
 
     def encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], list[int]] | None:
-        from boxbench.backends.tokens import encode_pair, split_pair
-
         prompt_ids = self._tokenize(split_pair(prompt, continuation)[0])  # also probes for the endpoint
         if prompt_ids is None:
             return None
@@ -418,8 +410,6 @@ class OpenAIBackend(Backend):
         whitespace belongs to the continuation, as in every backend). Echo: one request per label,
         the continuation = the echoed tokens that end after the prompt; a request without echoed
         log-probs is an error, never a score. Top-k: one request per prompt."""
-        from boxbench.backends.tokens import split_pair
-
         self._grey()
         if self.score_method == "echo":
             pairs = [split_pair(p, c) for p, cs in zip(prompts, continuations) for c in cs]
@@ -465,8 +455,6 @@ class OpenAIBackend(Backend):
         return scores
 
     def describe(self) -> dict[str, Any]:
-        from boxbench.backends.budget import money
-
         return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing,
                 "billed": {"requests": self.billed.model_calls, "prompt_tokens": self.billed.prompt_tokens,
                            "completion_tokens": self.billed.completion_tokens,

@@ -26,6 +26,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from boxbench.backends import weights
+
 ENABLED = True
 
 
@@ -35,8 +37,6 @@ def allowed() -> bool:
 
 
 def cache_dir() -> Path:
-    from boxbench.backends import weights
-
     return Path(os.environ.get("BOXBENCH_REQUEST_CACHE_DIR") or weights.cache_dir())
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, CHAT_DEFAULT, GenerationConfig
-from boxbench.registry import UserError
+from boxbench.core.backend import CHAT_DEFAULT, Access, Backend, GenerationConfig
+from boxbench.core.errors import UserError
+from boxbench.core.tokens import encode_pair, split_pair, vocabulary_fingerprint
 
 INSTALL = "pip install 'boxbench[vllm]' on a machine with a CUDA GPU"
 
@@ -69,13 +70,9 @@ class VLLMBackend(Backend):
                              **({"n_params": int(n_params)} if n_params else {})})
 
     def vocabulary_id(self) -> str | None:
-        from boxbench.backends.tokens import vocabulary_fingerprint
-
         return vocabulary_fingerprint(self.llm.get_tokenizer())
 
     def encode_pair(self, prompt: str, continuation: str, prompt_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
-        from boxbench.backends.tokens import encode_pair
-
         tok = self.llm.get_tokenizer()
         return encode_pair(lambda t: tok(t).input_ids, prompt, continuation, prompt_ids)
 
@@ -115,7 +112,6 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
 
         requests, spans = [], []
-        from boxbench.backends.tokens import split_pair
 
         tok = self.llm.get_tokenizer()
         for p, conts in zip(prompts, continuations):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def cache_dir() -> Path:

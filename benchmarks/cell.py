@@ -15,9 +15,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from boxbench.backends import budget, load_backend, loaded_models, request_cache
+from boxbench.backends.budget import CapReached
 from boxbench.benchmarks import compute
+from boxbench.benchmarks.datasets import load_splits, resolve
+from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes
 from boxbench.benchmarks.suite import Cell, caps_of
-from boxbench.registry import UserError, load_plugin_file
+from boxbench.core.errors import UserError
+from boxbench.core.evaluate import accuracy, evaluate, wilson
+from boxbench.core.method import build_params, family_of
+from boxbench.core.registry import load_plugin_file
+from boxbench.core.versions import versions
+from boxbench.methods.registry import get_method, load_artifact
 
 
 def error_record(cell: Cell, reason: str, started: str) -> dict[str, Any]:
@@ -80,8 +89,6 @@ def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[s
     """What the report's intervals and paired tests need, in the record itself: the 95 % Wilson
     interval of the accuracy, each example's correctness ('1'/'0' in test order) and a hash of the
     test examples (paired comparisons only between cells scored on the very same examples)."""
-    from boxbench.benchmarks.evaluate import wilson
-
     correct = "".join("1" if p == ex.label else "0" for ex, p in zip(test, predictions))
     digest = hashlib.sha256(json.dumps([[ex.text, ex.label] for ex in test], ensure_ascii=False).encode()).hexdigest()[:16]
     return {"accuracy_ci95": list(wilson(correct.count("1"), len(correct))), "correct": correct, "test_sha256": digest}
@@ -99,9 +106,6 @@ def exact_check(cell: Cell, twin: dict[str, Any], device: str, artifact: Any, ta
     ``twin``'s options) on the ``device`` the fast model ran on, at the cell's access; the two
     models' predictions compared."""
     import dataclasses
-
-    from boxbench.backends import load_backend
-    from boxbench.benchmarks.evaluate import accuracy, evaluate
 
     n = min(cell.settings["exact_check"], len(test))
     spec = dataclasses.replace(cell.model, options={**cell.model.options, **twin})
@@ -126,10 +130,6 @@ class CellRun:
         self.phase = "prepare"  # the step running now (a capped cell says where it stopped)
 
     def prepare(self, plugins: list[str]) -> None:
-        from boxbench.benchmarks.datasets import load_splits, resolve
-        from boxbench.methods.base import build_params, family_of
-        from boxbench.methods.registry import get_method
-
         cell = self.cell
         for plugin in plugins:
             load_plugin_file(plugin)
@@ -144,11 +144,6 @@ class CellRun:
                            provenance=resolve(cell.dataset).provenance)
 
     def load(self) -> None:
-        from boxbench.backends import load_backend, loaded_models
-        from boxbench.benchmarks.metering import device_info
-
-        from boxbench.backends import budget, request_cache
-
         cell = self.cell
         loaded_models(reset=True)  # the compute ledger is this cell's own
         request_cache.ENABLED = bool(cell.settings.get("cache", True))
@@ -165,8 +160,6 @@ class CellRun:
         self.record["device"] = device_info(self.backend.settings.get("device", "cpu"))
 
     def tune(self) -> None:
-        from boxbench.methods.base import Artifact
-
         cell = self.cell
         self.phase = "tune"
         _emit({"event": "phase", "phase": "tune"})
@@ -175,7 +168,7 @@ class CellRun:
                 self.artifact = self.method_cls().tune(self.tune_view, self.task, self.splits.train, self.splits.dev,
                                                        self.params, cell.seed)
             else:  # a transfer cell: the source cell's artifact, unchanged, on this model
-                self.artifact = Artifact.load(self.cell_dir.parent / cell.source.cell_id / "artifact")
+                self.artifact = load_artifact(self.cell_dir.parent / cell.source.cell_id / "artifact")
         if cell.source is None:
             self.artifact.save(self.cell_dir / "artifact")
         self.tune_usage = self.backend.usage.snapshot()
@@ -183,8 +176,6 @@ class CellRun:
         self.tune_spend = compute.spend_snapshot()
 
     def evaluate(self) -> None:
-        from boxbench.benchmarks.evaluate import evaluate
-
         cell, test, record = self.cell, self.splits.test, self.record
         total = len(test)
         self.phase = "eval"
@@ -237,10 +228,6 @@ class CellRun:
 def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -> dict[str, Any]:
     """Load, tune, evaluate one cell in this process (``CellRun``'s steps) and return its record;
     a failing step makes an error record with a one-line reason (the traceback goes to the log)."""
-    from boxbench.benchmarks.metering import Meter, code_version, peak_accelerator_bytes, versions
-
-    from boxbench.backends.budget import CapReached
-
     meter = Meter().start()
     run = CellRun(cell, cell_dir, meter)
     record = run.record
@@ -251,7 +238,6 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         run.evaluate()
         run.check_exact()
     except CapReached as e:  # the method stopped at its cap: say how far it got and what it spent
-        from boxbench.benchmarks import compute
 
         record.update(status="capped", error=str(e), capped_in=run.phase, caps=caps_of(cell),
                       usage_so_far=run.backend.usage.snapshot() if hasattr(run, "backend") else None,

@@ -8,11 +8,26 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-from boxbench.benchmarks.results import ResultStore
-from boxbench.registry import UserError, load_plugin_file
+from boxbench.backends import BACKENDS
+from boxbench.backends.hf import HFBackend
+from boxbench.backends.llama_server import LlamaServer
+from boxbench.backends.weights import ALIASES
+from boxbench.benchmarks.datasets import DATASETS, DatasetDef, check_dataset, from_task_file, load_raw, resolve
+from boxbench.benchmarks.estimate import estimate, hours, tally
+from boxbench.benchmarks.executors import EXECUTORS
+from boxbench.benchmarks.runner import run_suite
+from boxbench.benchmarks.seeds import run_until_decided
+from boxbench.benchmarks.suite import Suite, load_suite, machine_problems
+from boxbench.benchmarks.taskfile import load_task_file, overlap
+from boxbench.core.errors import UserError
+from boxbench.core.method import family_of
+from boxbench.core.registry import load_plugin_file
+from boxbench.core.results import ResultStore
+from boxbench.methods.registry import METHODS
+from boxbench.reports.report import write_report
 
 
 def _common(p: argparse.ArgumentParser, dest: str = "plugin_sub") -> None:
@@ -34,8 +49,6 @@ def _select(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from boxbench.benchmarks.executors import EXECUTORS
-
     parser = argparse.ArgumentParser(prog="boxbench", description="Benchmark LLM tuning methods by the access they need.")
     _common(parser, "plugin")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_serve(model: str, port: int, n_ctx: int) -> None:
     import time
 
-    from boxbench.backends.llama_server import LlamaServer
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too (the with-block exits)
     with LlamaServer(model, port, n_ctx=n_ctx) as srv:
         print(f"serving {srv.gguf.name} at {srv.base_url} (Ctrl-C stops it); suites reach it with "
@@ -90,12 +101,6 @@ def cmd_serve(model: str, port: int, n_ctx: int) -> None:
 
 
 def cmd_list() -> None:
-    from boxbench.backends import BACKENDS
-    from boxbench.backends.weights import ALIASES
-    from boxbench.benchmarks.datasets import DATASETS
-    from boxbench.methods.registry import METHODS
-
-    from boxbench.methods.base import family_of
 
     print("methods (access/sub-class in the survey's taxonomy; baseline: no tuning, any access):")
     for name, cls in METHODS.items():
@@ -115,9 +120,6 @@ def describe_task(d: object) -> list[str]:
     """Lines about one task: where its rows come from, its provenance, split sizes, labels and balance."""
     from collections import Counter
 
-    from boxbench.benchmarks.datasets import DatasetDef, load_raw
-    from boxbench.benchmarks.taskfile import overlap
-
     assert isinstance(d, DatasetDef)
     train, test, source = load_raw(d)
     prov = d.provenance
@@ -135,9 +137,6 @@ def describe_task(d: object) -> list[str]:
 
 
 def cmd_tasks(task_files: list[str]) -> None:
-    from boxbench.benchmarks.datasets import DATASETS, check_dataset, from_task_file
-    from boxbench.benchmarks.taskfile import load_task_file
-
     defs = [check_dataset(name) for name in DATASETS.names()] + [from_task_file(load_task_file(f)) for f in task_files]
     for d in defs:
         print("\n".join(describe_task(d)))
@@ -147,10 +146,6 @@ def label_word_problems(suite: object) -> list[str]:
     """Label words of a user's task (or a suite's label_words override) that some hf model of the
     suite tokenises to nothing; the built-in tasks' own words are known to tokenise, and a model
     whose tokenizer cannot be had here (a hub name offline) is not checked."""
-    from boxbench.backends.hf import HFBackend
-    from boxbench.benchmarks.datasets import resolve
-    from boxbench.benchmarks.suite import Suite
-
     assert isinstance(suite, Suite)
     out, seen = [], set()
     for c in suite.cells:
@@ -172,15 +167,11 @@ def label_word_problems(suite: object) -> list[str]:
 def cmd_check(suite_path: str, limit: int | None, only: list[str], estimate_from: list[str] | None = None) -> None:
     import yaml
 
-    from boxbench.benchmarks.suite import load_suite, machine_problems
-
     try:
         raw = yaml.safe_load(Path(suite_path).read_text()) if Path(suite_path).is_file() else None
     except yaml.YAMLError:
         raw = None  # load_suite says what is wrong, in one line
     if isinstance(raw, dict) and "labels" in raw and "methods" not in raw:  # a task file
-        from boxbench.benchmarks.datasets import from_task_file
-        from boxbench.benchmarks.taskfile import load_task_file
 
         print("\n".join(describe_task(from_task_file(load_task_file(suite_path)))))
         print(f"task file {suite_path}: ok")
@@ -216,8 +207,6 @@ def all_seeds(suite: Any) -> Any:
 
 def print_estimate(cells: list, run_dirs: list[Path]) -> None:
     """Each cell with its expected time, then the total per dataset and overall."""
-    from boxbench.benchmarks.estimate import estimate, hours, tally
-
     est = estimate(cells, run_dirs)
     for e in est:
         t = f"{e.seconds:7.0f} s" if e.seconds is not None else "      ? "
@@ -232,9 +221,6 @@ def print_estimate(cells: list, run_dirs: list[Path]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from boxbench.benchmarks.runner import run_suite
-    from boxbench.benchmarks.suite import load_suite, machine_problems
-
     suite = load_suite(args.suite, args.limit, args.only)
     if args.no_cache:
         import dataclasses
@@ -247,7 +233,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     problems = machine_problems(suite) if args.executor == "local" else []
     if problems:
         raise UserError(f"{problems[0]} (every cell would fail on this machine; nothing was run)")
-    from boxbench.benchmarks.seeds import run_until_decided
 
     counts = run_until_decided(suite, out, lambda s: run_suite(s, out, plugins, quiet=args.quiet, executor=args.executor,
                                                                  address=args.address),
@@ -261,8 +246,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(run_dir: str, select_from: str | None = None) -> None:
-    from boxbench.reports.report import write_report
-
     if select_from:
         ResultStore.existing(Path(select_from), "--select-best-from")
     md, html = write_report(Path(run_dir), Path(select_from) if select_from else None)

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from boxbench.backends import loaded_models
+from boxbench.backends.budget import money
+
 FORMULA = "2·N·(prompt+completion tokens) + 4·N·backward tokens + 2·Σ(tokens × trained params)"
 
 
@@ -32,15 +35,11 @@ def flops(n_params: int, usage: dict[str, int]) -> float:
 
 def snapshot() -> list[tuple[str, int | None, dict[str, int]]]:
     """Every model loaded in this process so far with its usage now."""
-    from boxbench.backends import loaded_models
-
     return [(name, n, usage.snapshot()) for name, n, usage, _ in loaded_models()]
 
 
 def spend_snapshot() -> list[dict[str, Any]]:
     """Every API model loaded in this process so far: what it billed, its price, cache hits, retries."""
-    from boxbench.backends import loaded_models
-
     out = []
     for name, _, _, api in loaded_models():
         if api is not None:
@@ -55,8 +54,6 @@ def spend_snapshot() -> list[dict[str, Any]]:
 def spend_estimate(after_tune: list[dict[str, Any]], after_eval: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The record's ``spend``: money and billed tokens of tuning and of evaluation, per API model and
     in all (None without an API model; a total is None when some model's price is unknown)."""
-    from boxbench.backends.budget import money
-
     if not after_eval:
         return None
     keys = ("requests", "prompt_tokens", "completion_tokens", "cache_hits", "retries", "retry_wait_s", "usage_missing")

@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from boxbench.reports.stats import across_seeds, distinct_runs, per_example_gap
+
 Z95 = 1.959963984540054
 
 
@@ -74,16 +76,12 @@ def simulate(design: Design, rng: Any) -> tuple[list[list[bool]], list[list[bool
 
 def across_seeds_interval(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], rng: Any) -> tuple[float, float]:
     """The report's default: ``reports.stats.across_seeds``, a t interval."""
-    from boxbench.reports.stats import across_seeds
-
     return across_seeds(a, b).interval()
 
 
 def these_models_interval(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], rng: Any) -> tuple[float, float]:
     """The "these trained models" answer (``reports.stats.per_example_gap``, the test behind
     ``paired_test`` with several seeds): the per-example gap's mean ± 1.96 standard errors."""
-    from boxbench.reports.stats import per_example_gap
-
     mean, var = per_example_gap(a, b)
     return mean - Z95 * math.sqrt(var), mean + Z95 * math.sqrt(var)
 
@@ -92,8 +90,6 @@ def bootstrap_interval(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]],
     """A two-level percentile bootstrap: each side's runs resampled with replacement, then the rows
     (the same rows for both sides: paired)."""
     import numpy as np
-
-    from boxbench.reports.stats import distinct_runs
 
     A, B = np.asarray(distinct_runs(a), float), np.asarray(distinct_runs(b), float)
     n = A.shape[1]

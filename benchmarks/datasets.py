@@ -16,62 +16,12 @@ import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
-from boxbench.registry import Registry, UserError
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: int
-
-
-# Default templates and label words were chosen on 300 examples drawn from each TRAIN split (never
-# the test set), zero-shot with SmolLM2-135M-Instruct at grey access: SST-2 "Review: ...\nThe
-# sentiment of this review is" 0.793 vs 0.767 for "...Sentiment (positive or negative):"; AG News
-# "...\nThis article is about" + politics/sports/business/technology 0.823 vs 0.317 for
-# "Article: ...\nTopic (World, Sports, Business or Technology):" + the class names.
-
-
-@dataclass(frozen=True)
-class Task:
-    """A classification task: label names, the verbalizer, and the default prompt template.
-
-    ``template`` has one ``{text}`` slot and ends right where the label word follows; label words
-    carry their leading space (" positive"), so ``template.format(text=x) + label_words[y]`` is a
-    complete demonstration.
-    """
-
-    name: str
-    label_names: tuple[str, ...]
-    label_words: tuple[str, ...]
-    template: str
-    instruction: str = ""
-    # Said before every prompt of the generate (black) protocol only, so that a text-only model knows
-    # the answer format; the logprob protocol reads the label words and needs no such line.
-    answer_hint: str = ""
-    hub: str = ""
-
-    OVERRIDES: ClassVar[tuple[str, ...]] = ("template", "label_words", "instruction", "answer_hint")
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    def with_overrides(self, **overrides: Any) -> "Task":
-        """A copy with the suite's overrides (``OVERRIDES``: verbalizer, template, instruction, hint)."""
-        from dataclasses import replace
-
-        given = {k: v for k, v in overrides.items() if k in self.OVERRIDES and v is not None}
-        if "label_words" in given:
-            given["label_words"] = tuple(given["label_words"])
-        new = replace(self, **given)
-        if len(new.label_words) != new.num_labels:
-            raise UserError(f"label_words: {self.name} has {self.num_labels} labels, got {len(new.label_words)} words")
-        if "{text}" not in new.template:
-            raise UserError("template: must contain the {text} slot")
-        return new
+from boxbench.benchmarks.taskfile import TASKS_DIR, TEXT_CLEANERS, TaskFile, load_task_file, local_data_dir, normalised, overlap
+from boxbench.core.errors import UserError
+from boxbench.core.registry import Registry
+from boxbench.core.task import Example, Task
 
 
 @dataclass
@@ -130,19 +80,7 @@ DATASETS: Registry[DatasetDef] = Registry("dataset")
 register_dataset = DATASETS.register
 
 
-# ---------------------------------------------------------------- data location / hub probe
-def local_data_dir() -> Path | None:
-    """``$BOXBENCH_DATA``, else the first ``shared/data`` beside the checkout or the cwd."""
-    env = os.environ.get("BOXBENCH_DATA")
-    if env:
-        return Path(env)
-    root = Path(__file__).resolve().parents[1]
-    for cand in (root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    return None
-
-
+# ---------------------------------------------------------------- hub probe
 @lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the hub answers; honours HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / BOXBENCH_DATA."""
@@ -158,7 +96,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def clean_agnews(text: str) -> str:
     """Undo the original AG News escaping: ``\\`` for a newline, ``#39;``-style entities, ``&lt;``
     (the agnews task file's cleaners, in its order)."""
-    from boxbench.benchmarks.taskfile import TEXT_CLEANERS
 
     for name in ("agnews_escapes", "html_unescape", "collapse_spaces"):
         text = TEXT_CLEANERS.get(name)(text)
@@ -173,7 +110,6 @@ def agnews_text(title: str, description: str) -> str:
 
 
 def _register_builtin_tasks() -> None:
-    from boxbench.benchmarks.taskfile import TASKS_DIR, load_task_file
 
     for path in sorted(TASKS_DIR.glob("*.yaml")):
         tf = load_task_file(path, "built-in task")
@@ -189,8 +125,6 @@ AGNEWS = DATASETS.get("agnews").task
 @lru_cache(maxsize=16)
 def _from_definition(text: str, base: str) -> DatasetDef:
     import json
-
-    from boxbench.benchmarks.taskfile import TaskFile
 
     spec = json.loads(text)
     return from_task_file(TaskFile(spec, Path(base) if base else None, f"task {spec.get('name')}"))
@@ -267,7 +201,6 @@ def load_raw(dataset: Any) -> tuple[tuple[Example, ...], tuple[Example, ...], st
 
 @lru_cache(maxsize=8)
 def _load_raw(d: DatasetDef) -> tuple[tuple[Example, ...], tuple[Example, ...], str]:
-    from boxbench.benchmarks.taskfile import normalised
 
     train = test = None
     if hub_reachable() and d.load_hub is not None:
@@ -290,7 +223,6 @@ def _load_raw(d: DatasetDef) -> tuple[tuple[Example, ...], tuple[Example, ...], 
 @lru_cache(maxsize=8)
 def _train_texts(d: DatasetDef) -> frozenset[str]:
     """A dataset's training texts as duplicates are found (once per process, not per cell)."""
-    from boxbench.benchmarks.taskfile import normalised
 
     return frozenset(normalised(e.text) for e in load_raw(d)[0])
 
@@ -306,7 +238,6 @@ def load_splits(dataset: Any, train: int | None = None, dev: int | None = None, 
     without looking at test (``sizes["evaluated_on"]`` says which). ``sizes["test_in_train"]``:
     test texts that are also training texts (``taskfile.overlap``; 0 after a task's ``dedup``).
     """
-    from boxbench.benchmarks.taskfile import overlap
 
     d = resolve(dataset)
     tr, te, source = load_raw(d)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boxbench.benchmarks.results import ResultStore
 from boxbench.benchmarks.suite import Cell
+from boxbench.core.results import ResultStore
 
 
 def _config(method: str, access: str, params: dict[str, Any], model: str, source: str | None, dataset: str) -> str:

@@ -24,14 +24,16 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from boxbench.backends.weights import ALIASES
 from boxbench.benchmarks.cell import error_record, now
+from boxbench.benchmarks.forkserver import ForkServer, warm
 from boxbench.benchmarks.suite import Cell
-from boxbench.registry import Registry, UserError, die_with_parent
+from boxbench.core.errors import UserError
+from boxbench.core.process import die_with_parent
+from boxbench.core.registry import Registry
 
-if TYPE_CHECKING:
-    from boxbench.benchmarks.forkserver import ForkServer
 
 def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False,
                      server: "ForkServer | None" = None) -> dict[str, Any]:
@@ -157,8 +159,6 @@ class LocalExecutor(Executor):
 
     def _server(self) -> Any:
         """The fork server, (re)started when it is not running; None when cells start fresh."""
-        from boxbench.benchmarks.forkserver import warm
-
         self.server = warm(self.server, self.run_dir / "forkserver.log")
         return self.server
 
@@ -180,8 +180,6 @@ class LocalExecutor(Executor):
 
 def model_parameters(cell: Cell) -> float | None:
     """Parameter count read off the model's name (``135M``, ``1.5B``, ``13b``); None if it does not say."""
-    from boxbench.backends.weights import ALIASES
-
     name = ALIASES[cell.model.model].repo if cell.model.model in ALIASES else cell.model.model
     m = re.search(r"(\d+(?:\.\d+)?)\s*([MB])(?![a-z])", name, flags=re.I)
     return float(m.group(1)) * (1e6 if m.group(2).upper() == "M" else 1e9) if m else None
@@ -227,8 +225,6 @@ def _ray_cell(cell_json: dict[str, Any], run_dir: str, plugins: list[str]) -> di
     """The Ray task: the cell's process on this node (a worker's own function: imported there),
     forked from the worker's own fork server (started by its first cell, gone with the worker)."""
     import socket
-
-    from boxbench.benchmarks.forkserver import warm
 
     global _WORKER_SERVER
 

@@ -29,7 +29,8 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from boxbench.registry import die_with_parent
+from boxbench.benchmarks.cell import child_main
+from boxbench.core.process import die_with_parent
 
 PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "datasets")  # what every cell imports
 _MAX_MESSAGE = 1 << 20
@@ -132,7 +133,6 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a cell as it stops a fresh one
-        from boxbench.benchmarks.cell import child_main
 
         child_main(request["cell_dir"])
         code = 0

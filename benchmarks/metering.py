@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import psutil
 
+from boxbench.core.versions import versions
+
 
 class Meter:
     """Samples the RSS of this process and its children in a thread; times named phases."""
@@ -113,17 +115,6 @@ def peak_accelerator_bytes() -> int | None:
     """torch.cuda's peak allocated bytes since the cell started; None without a GPU."""
     cuda = _cuda()
     return int(cuda.max_memory_allocated()) if cuda is not None else None
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that shapes the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("boxbench", "torch", "transformers", "peft", "datasets", "openai", "vllm"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
 
 
 def device_info(device: str) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from boxbench.benchmarks.cell import error_record, now
-from boxbench.benchmarks.results import ResultStore
+from boxbench.benchmarks.compute import record_spend
+from boxbench.benchmarks.executors import EXECUTORS
 from boxbench.benchmarks.suite import Cell, Suite, caps_of
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
+from boxbench.core.results import ResultStore
 
 
 @contextlib.contextmanager
@@ -52,8 +54,6 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     any order. A cell waits for its source cell (transfer); a cell whose process died is run again
     up to ``settings.max_retries`` times, and is recorded once, with its ``attempts``."""
     from tqdm import tqdm
-
-    from boxbench.benchmarks.executors import EXECUTORS
 
     prepare_run_dir(run_dir)
     counts = {"ok": 0, "error": 0, "capped": 0, "skipped": 0}
@@ -130,8 +130,6 @@ def budget_left(cell: Cell, records: Callable[[], list[dict[str, Any]]]) -> dict
     """What the run's caps (``suite_max_cost`` / ``suite_max_tokens``) leave after the API spending
     of every record in the run folder; None without such caps. Under such caps the runner starts
     one cell at a time (any executor), so that each starts with what the others left."""
-    from boxbench.benchmarks.compute import record_spend
-
     max_cost, max_tokens = cell.settings.get("suite_max_cost"), cell.settings.get("suite_max_tokens")
     if max_cost is None and max_tokens is None:
         return None

@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from boxbench.benchmarks.results import ResultStore
 from boxbench.benchmarks.suite import Suite
+from boxbench.core.results import ResultStore
+from boxbench.reports.report import load_records, split_current
+from boxbench.reports.seeds import decide
+from boxbench.reports.verdicts import best_by_class
 
 
 def planned(suite: Suite) -> bool:
@@ -23,10 +26,6 @@ def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> 
     (``select_from``: the calibration run that names the verdicts' class representatives, as
     ``report --select-best-from``); an arm whose cells already reach its plan's ``max`` seeds gets
     none (a failed cell is not run past it)."""
-    from boxbench.reports.report import load_records, split_current
-    from boxbench.reports.seeds import decide
-    from boxbench.reports.tables import best_by_class
-
     records, _ = split_current(ResultStore(run_dir).records(), run_dir)
     chosen = best_by_class(load_records(select_from)) if select_from is not None else None
     want = set().union(*(d.extend for d in decide(records, suite.plans, chosen))) if records else set()

@@ -51,11 +51,14 @@ from typing import Any
 import yaml
 
 from boxbench.backends import ModelSpec, parse_model_spec
-from boxbench.backends.base import Access
-from boxbench.benchmarks.datasets import Task, check_dataset, data_identity
-from boxbench.methods.base import build_params
+from boxbench.benchmarks.datasets import DATASETS, check_dataset, data_identity
+from boxbench.benchmarks.taskfile import TASK_KEYS, TaskFile, load_task_file
+from boxbench.core.backend import Access
+from boxbench.core.errors import UserError
+from boxbench.core.fields import check_fields, typed_record
+from boxbench.core.method import build_params
+from boxbench.core.task import Task
 from boxbench.methods.registry import get_method
-from boxbench.registry import UserError, check_fields, typed_record
 
 TOP_KEYS = {"name", "description", "models", "datasets", "methods", "seeds", "limits", "settings", "transfer_to", "resources"}
 METHOD_KEYS = {"name", "access", "params", "label", "models", "datasets", "limits", "transfer_to", "seeds", "resources", "sweep"}
@@ -76,7 +79,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 @dataclass(frozen=True)
 class Settings:
     """A suite's ``settings:`` — how every cell runs — checked field by field like a method's params
-    (``registry.typed_record``: type, range, allowed values; one line naming the field)."""
+    (``core.fields.typed_record``: type, range, allowed values; one line naming the field)."""
 
     batch_size: int = field(default=16, metadata={"help": "examples per forward pass", "min": 1})
     dtype: str = field(default="auto", metadata={"help": "weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)", "choices": DTYPES})
@@ -433,8 +436,6 @@ def dataset_entry(value: Any, base: Path | None, where: str) -> dict[str, Any]:
     overrides apply): a registered name (``sst2``), a task file (``tickets.yaml``, or ``{task:
     tickets.yaml, limits: ...}``), or a task defined inline (a mapping with ``files``/``file``/``hub``).
     A task file's cells carry its definition (``task``) and the folder its paths are relative to (``base``)."""
-    from boxbench.benchmarks.taskfile import TASK_KEYS, TaskFile, load_task_file
-
     if isinstance(value, str):
         value = {"task": value} if value.endswith((".yaml", ".yml")) else {"name": value}
     if not isinstance(value, dict):
@@ -450,7 +451,6 @@ def dataset_entry(value: Any, base: Path | None, where: str) -> dict[str, Any]:
             _unknown(d, {"limits", *TASK_KEYS}, where)
             d = {k: v for k, v in d.items() if k not in TASK_KEYS}
             tf = TaskFile(inline, base, where)
-        from boxbench.benchmarks.datasets import DATASETS
 
         if tf.name in DATASETS:
             raise UserError(f"{where}: {tf.name!r} is a built-in dataset's name; give your task another name")

@@ -29,12 +29,15 @@ Everything is checked before any work, one line naming the field and the fix.
 from __future__ import annotations
 
 import html
+import os
 import random
 import re
 from pathlib import Path
 from typing import Any, Callable
 
-from boxbench.registry import Registry, UserError
+from boxbench.core.errors import UserError
+from boxbench.core.registry import Registry
+from boxbench.core.task import Example, Task
 
 TASK_KEYS = {"name", "description", "provenance", "files", "file", "split", "format", "read", "hub", "text", "clean",
              "label", "labels", "template", "instruction", "answer_hint", "dedup"}
@@ -49,6 +52,18 @@ TEXT_CLEANERS.register("collapse_spaces")(lambda t: re.sub(r"\s+", " ", t).strip
 TEXT_CLEANERS.register("html_unescape")(html.unescape)
 # the original AG News escaping: "\" for a newline, "#39;"-style numeric entities
 TEXT_CLEANERS.register("agnews_escapes")(lambda t: _ENTITY.sub(lambda m: chr(int(m.group(1))), t.replace("\\", " ")))
+
+
+def local_data_dir() -> Path | None:
+    """``$BOXBENCH_DATA``, else the first ``shared/data`` beside the checkout or the cwd."""
+    env = os.environ.get("BOXBENCH_DATA")
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parents[1]
+    for cand in (root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return None
 
 
 def _fail(where: str, msg: str) -> UserError:
@@ -151,7 +166,6 @@ def check_task_mapping(spec: Any, where: str) -> dict[str, Any]:
 
 def resolve_path(value: str, base: Path | None, where: str) -> Path:
     """A task's file: ``data:REL`` under the local data folder, else relative to the task file's folder."""
-    from boxbench.benchmarks.datasets import local_data_dir
 
     if value.startswith("data:"):
         root = local_data_dir()
@@ -217,7 +231,6 @@ class TaskFile:
         self.cleaners = [TEXT_CLEANERS.get(c) for c in spec.get("clean") or []]
 
     def task(self) -> Any:
-        from boxbench.benchmarks.datasets import Task
 
         hub = self.spec.get("hub") or {}
         return Task(name=self.name, label_names=tuple(lab["name"] for lab in self.labels),
@@ -243,7 +256,6 @@ class TaskFile:
     def file_keys(self) -> dict[str, Path]:
         """Each local file under the name the record keeps: as written for ``data:`` files (the
         built-ins: ``sst2/train.tsv``), else relative to the task file's folder."""
-        from boxbench.benchmarks.datasets import local_data_dir
 
         root = local_data_dir()
         out = {}
@@ -258,7 +270,6 @@ class TaskFile:
         return out
 
     def _examples(self, ds: Any, text: str, label: str, where: str) -> list[Any]:
-        from boxbench.benchmarks.datasets import Example
 
         cols = ds.to_dict()
         for c in [*columns_of(text), label]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from boxbench.backends.base import Access, BlackView, WhiteView, require
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
+from boxbench.core.backend import Access, BlackView, WhiteView, require
+from boxbench.core.errors import UserError
+from boxbench.core.method import Method, ModelArtifact, PromptArtifact
+from boxbench.core.task import Example, Task
 from boxbench.methods.training import TrainParams, freeze, planned_steps, train
-from boxbench.registry import UserError
 
 # attention projections per architecture (peft's own defaults cover more; these are the classic q/v)
 TARGETS = {

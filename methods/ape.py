@@ -26,11 +26,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, GenerationConfig
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Checked, Method, PromptArtifact
+from boxbench.core.backend import Access, BlackView, GenerationConfig
+from boxbench.core.errors import UserError
+from boxbench.core.method import Checked, Method, PromptArtifact
+from boxbench.core.task import Example, Task
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
-from boxbench.registry import UserError
 
 FORWARD_TEMPLATES = {
     # the repository's (experiments/run_instruction_induction.py, "a instruction" as written there)

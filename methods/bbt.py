@@ -38,12 +38,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, GreyView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.benchmarks.evaluate import accuracy, argmax_labels
-from boxbench.methods.base import Checked, Method, PromptArtifact, render_prompt
+from boxbench.backends import BACKENDS
+from boxbench.core.backend import Access, Backend, GreyView
+from boxbench.core.errors import UserError
+from boxbench.core.evaluate import accuracy, argmax_labels
+from boxbench.core.method import Checked, Method, PromptArtifact, render_prompt
+from boxbench.core.task import Example, Task
 from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
-from boxbench.registry import UserError
 
 P0S = ("vocab_ids", "instruction")
 DEV_FROM = ("train", "dev")
@@ -115,8 +116,6 @@ class Bbt(Method[GreyView]):
 
     @classmethod
     def check(cls, params: BbtParams, model: Any, where: str) -> None:
-        from boxbench.backends import BACKENDS
-
         backend = BACKENDS.get(model.backend)
         if backend.score_with_embeddings is Backend.score_with_embeddings:
             raise UserError(f"{where}: bbt sends input embeddings, which a {model.backend} model does not take; "

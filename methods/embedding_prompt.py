@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, require
-from boxbench.methods.base import ARTIFACT_KINDS, ModelArtifact, PromptArtifact
-from boxbench.registry import UserError
+from boxbench.core.backend import Access, Backend, BlackView, GenerationConfig, GreyView, require
+from boxbench.core.errors import UserError
+from boxbench.core.method import ARTIFACT_KINDS, ModelArtifact, PromptArtifact
 
 FILE, LEGACY_FILE = "prompt_embeds.safetensors", "prefix_embeds.safetensors"  # the latter: prompt tuning's before
 

@@ -40,12 +40,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, GenerationConfig
-from boxbench.benchmarks.datasets import Example, Task
+from boxbench.core.backend import Access, BlackView, GenerationConfig
+from boxbench.core.errors import UserError
+from boxbench.core.method import Checked, Method
+from boxbench.core.task import Example, Task
 from boxbench.methods.ape import ApeArtifact, clean_instruction, forward_query
-from boxbench.methods.base import Checked, Method
 from boxbench.methods.proposer import HELP, Proposer, check_proposer, instruction_accuracies
-from boxbench.registry import UserError
 
 LEAD = re.compile(r"^\s*(\d\.\s*)?((final|mutated|mutation|crossover|new)\s+prompt\s*:)?\s*", re.I)
 EVOLVE_ONE_SHOT = ("Please follow the instruction step-by-step to generate a better prompt.\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from boxbench.backends.base import Access, BlackView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Checked, Method, PromptArtifact
+from boxbench.core.backend import Access, BlackView
+from boxbench.core.method import Checked, Method, PromptArtifact
+from boxbench.core.task import Example, Task
 
 
 @dataclass

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, WhiteView, require
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, ModelArtifact, PromptArtifact
+from boxbench.core.backend import Access, BlackView, WhiteView, require
+from boxbench.core.errors import UserError
+from boxbench.core.method import Method, ModelArtifact, PromptArtifact
+from boxbench.core.task import Example, Task
 from boxbench.methods.training import TrainParams, train
-from boxbench.registry import UserError
 
 GIB = 1024**3
 

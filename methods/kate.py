@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from boxbench.backends.base import Access, BlackView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Artifact, Checked, Method, render_prompt
-from boxbench.registry import UserError
+from boxbench.backends import ledger_usage
+from boxbench.core.backend import Access, BlackView
+from boxbench.core.errors import UserError
+from boxbench.core.method import Artifact, Checked, Method, render_prompt
+from boxbench.core.task import Example, Task
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 ORDERS = ("nearest_last", "nearest_first")
@@ -60,8 +61,6 @@ def encoder_params(name: str) -> int:
 def embed(encoder_name: str, texts: Sequence[str]) -> Any:
     """L2-normalised embeddings (numpy, float32), one row per text; the tokens the encoder reads
     enter the cell's compute ledger (the pool's in tuning, the queries' in evaluation)."""
-    from boxbench.backends import ledger_usage
-
     encoder = load_encoder(encoder_name)
     usage = ledger_usage(f"{encoder_name} (encoder)", encoder_params(encoder_name))
     ids = encoder.tokenizer(list(texts), truncation=True, max_length=encoder.max_seq_length)["input_ids"]

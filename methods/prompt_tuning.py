@@ -13,9 +13,10 @@ amount of padding and predictions would depend on the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from boxbench.backends.base import Access, WhiteView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact
+
+from boxbench.core.backend import Access, WhiteView
+from boxbench.core.method import Method, PromptArtifact
+from boxbench.core.task import Example, Task
 from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
 from boxbench.methods.training import TrainParams, forward_tail, freeze, train
 

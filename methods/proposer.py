@@ -19,9 +19,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView, GenerationConfig
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.registry import UserError
+from boxbench.backends import load_backend, parse_model_spec
+from boxbench.core.backend import Access, BlackView, GenerationConfig
+from boxbench.core.errors import UserError
+from boxbench.core.evaluate import accuracy, predict
+from boxbench.core.method import render_prompt
+from boxbench.core.task import Example, Task
 
 HELP = ("model that writes the instructions (alias, hf:NAME, path or an API model spec), at black access; "
         "empty: the tuned model proposes")
@@ -33,7 +36,6 @@ def check_proposer(spec: Any, where: str) -> None:
     least any backend gives, and all a proposer is handed."""
     if not spec:
         return
-    from boxbench.backends import parse_model_spec
 
     if not isinstance(spec, (str, dict)):
         raise UserError(f"{where}.params.proposer: expected a model spec (alias, hf:NAME, path or mapping), got {spec!r}")
@@ -45,8 +47,6 @@ class Proposer:
 
     def __init__(self, spec: Any, target: BlackView) -> None:
         if spec:
-            from boxbench.backends import load_backend, parse_model_spec
-
             parsed = parse_model_spec(spec, "params.proposer")
             backend = load_backend(parsed, device="auto", dtype="auto", batch_size=16)
             self.view = backend.view(Access.black)
@@ -78,9 +78,6 @@ def instruction_accuracies(model: BlackView, task: Task, instructions: list[str]
     ``model``'s access (black: generated answers parsed — execution accuracy). ``examples``: one
     list for every instruction, or one list per instruction. All candidates go in one call, so a
     backend that shares prefixes computes each instruction once for all its examples."""
-    from boxbench.benchmarks.evaluate import accuracy, predict
-    from boxbench.methods.base import render_prompt
-
     per = examples if examples and isinstance(examples[0], list) else [examples] * len(instructions)
     prompts = [render_prompt(task, e.text, ins) for ins, exs in zip(instructions, per) for e in exs]  # type: ignore[union-attr]
     preds, _ = predict(model, task, prompts, max_new_tokens) if prompts else ([], [])

@@ -25,10 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from boxbench.backends.base import Access, Backend, BlackView, GenerationConfig, GreyView, Usage, require
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Artifact, Checked, Method, PromptArtifact, build_params
-from boxbench.registry import UserError
+from boxbench.backends import load_backend, parse_model_spec
+from boxbench.backends.weights import ALIASES
+from boxbench.core.backend import Access, Backend, BlackView, GenerationConfig, GreyView, Usage, require
+from boxbench.core.errors import UserError
+from boxbench.core.evaluate import accuracy, argmax_labels
+from boxbench.core.method import Artifact, Checked, Method, PromptArtifact, build_params
+from boxbench.core.task import Example, Task
+from boxbench.core.tokens import answer_ended
+from boxbench.methods.lora import LoRA
+from boxbench.methods.registry import load_artifact
 
 
 @dataclass
@@ -39,8 +45,6 @@ class ProxyParams(Checked):
     expert_params: dict = field(default_factory=dict, metadata={"help": "lora params for the expert trained in the cell"})
 
     def __post_init__(self) -> None:
-        from boxbench.methods.lora import LoRA
-
         super().__post_init__()
         if not isinstance(self.expert_params, dict):
             raise UserError(f"params.expert_params: expected a mapping of lora params, got {self.expert_params!r}")
@@ -104,8 +108,6 @@ class ProxyBackend(Backend):
         import math
         import random
 
-        from boxbench.backends.tokens import answer_ended
-
         rng = random.Random(config.seed)
         ends = set(getattr(getattr(self.small, "tokenizer", None), "all_special_tokens", []) or [])
         out = ["" for _ in prompts]
@@ -161,15 +163,13 @@ class ProxyArtifact(Artifact):
 
     @classmethod
     def from_json(cls, data: dict[str, Any], folder: Path) -> "ProxyArtifact":
-        return cls(data["small"], data["alpha"], Artifact.load(folder / data.get("expert", "expert")),
+        return cls(data["small"], data["alpha"], load_artifact(folder / data.get("expert", "expert")),
                    PromptArtifact.from_json(data.get("prompt", {}), folder))
 
     def extra_metrics(self, gold: Sequence[int], result: dict[str, Any]) -> dict[str, Any]:
         """``component_accuracy``: the large model alone, the tuned expert alone and the untuned small
         model (anti-expert), each on the very examples the cell was scored on, from the proxy's own
         passes (logprob protocol; None when the rows do not line up)."""
-        from boxbench.benchmarks.evaluate import accuracy, argmax_labels
-
         parts = self.proxy.parts if self.proxy is not None and result.get("protocol") == "logprob" else {}
         if not parts or any(len(rows) != len(gold) for rows in parts.values()):
             return {"component_accuracy": None}
@@ -185,8 +185,6 @@ class ProxyArtifact(Artifact):
 
 
 def load_small(spec: str) -> Backend:
-    from boxbench.backends import load_backend, parse_model_spec
-
     return load_backend(parse_model_spec(spec, "params.small"), device="auto", dtype="auto", batch_size=16)
 
 
@@ -212,26 +210,16 @@ class ProxyTuning(Method[GreyView]):
 
     @classmethod
     def check(cls, params: ProxyParams, model: Any, where: str) -> None:
-        from boxbench.backends.weights import ALIASES
-
         small, large = ALIASES.get(params.small), ALIASES.get(model.model) if model.backend == "hf" else None
         if small and large and small.vocab != large.vocab:
             raise UserError(f"{where}.params.small: {params.small!r} ({small.vocab} vocabulary) cannot steer "
                             f"{model.display!r} ({large.vocab} vocabulary); pick a small model of the same family")
 
-
-    @classmethod
-    def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
-        table = proxy_table(records)
-        return [table] if table is not None else []
-
     def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: ProxyParams, seed: int) -> ProxyArtifact:
-        from boxbench.methods.lora import LoRA
-
         small = load_small(params.small)
         vocab = check_vocabulary(model, small)  # before any training
         if params.expert:
-            expert = Artifact.load(Path(params.expert))
+            expert = load_artifact(Path(params.expert))
             stats = {f"expert_{k}": v for k, v in expert.stats.items()}
         else:
             lora_params = build_params(LoRA, params.expert_params, "params.expert_params")
@@ -243,35 +231,3 @@ class ProxyTuning(Method[GreyView]):
         art.small_backend = small
         art.stats.update(stats, small_model=params.small, alpha=params.alpha, vocabulary_check=vocab)
         return art
-
-
-def proxy_table(records: list[dict[str, Any]]) -> Any:
-    """Proxy-Tuning next to the numbers it is about — the large model alone, the untuned small model
-    and the tuned small expert alone — read from the proxy cell's own passes over the same examples
-    (``component_accuracy``); records without them fall back to the run's zero_shot / lora cells."""
-    from boxbench.reports.tables import Table, is_transfer, mean_std
-
-    ok = [r for r in records if r["status"] == "ok" and not is_transfer(r)]
-    proxies = [r for r in ok if r["method"] == "proxy_tuning"]
-    if not proxies:
-        return None
-
-    def part(group: list[dict[str, Any]], name: str, fallback: Any) -> str:
-        vals = [(r.get("component_accuracy") or {}).get(name) for r in group]
-        if all(v is None for v in vals):
-            return mean_std([r["accuracy"] for r in ok if fallback(r)], 100) + " *"
-        return mean_std(vals, 100)
-
-    t = Table("Proxy-Tuning", ["large model", "small model", "dataset", "α", "large alone", "small untuned",
-                               "small expert alone", "proxy-tuned large"],
-              note="accuracy (%), mean ± std over seeds, all four on the proxy cell's own test examples; "
-                   "* = from the run's zero_shot / lora cells instead")
-    for key in dict.fromkeys((p["model"], p.get("small_model"), p["dataset"], p.get("alpha")) for p in proxies):
-        large, small, d, alpha = key
-        group = [p for p in proxies if (p["model"], p.get("small_model"), p["dataset"], p.get("alpha")) == key]
-        t.rows.append([large, str(small), d, str(alpha),
-                       part(group, "large", lambda r: r["method"] == "zero_shot" and r["model"] == large and r["dataset"] == d),
-                       part(group, "antiexpert", lambda r: r["method"] == "zero_shot" and r["model"] == small and r["dataset"] == d),
-                       part(group, "expert", lambda r: r["method"] == "lora" and r["model"] == small and r["dataset"] == d),
-                       mean_std([p["accuracy"] for p in group], 100)])
-    return t

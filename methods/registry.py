@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from boxbench.registry import Registry
+from boxbench.core.method import ARTIFACT_KINDS, Artifact
+from boxbench.core.registry import Registry
 
 METHODS: Registry[Any] = Registry(
     "method",
@@ -37,3 +40,12 @@ def register_method(cls: Any) -> Any:
 
 def get_method(name: str) -> Any:
     return METHODS.get(name)
+
+
+def load_artifact(folder: Path) -> Artifact:
+    """``Artifact.load``, with every method module imported first when the artifact's kind is defined
+    by one not imported yet (a proxy's expert, an artifact saved by another run)."""
+    kind = json.loads((Path(folder) / "artifact.json").read_text()).get("kind")
+    if kind not in ARTIFACT_KINDS:
+        dict(METHODS.items())
+    return Artifact.load(folder)

@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from boxbench.backends.base import Usage
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Checked, render_prompt
+from boxbench.backends.torch_utils import model_inputs
+from boxbench.core.backend import Usage
+from boxbench.core.method import Checked, render_prompt
+from boxbench.core.task import Example, Task
+from boxbench.core.tokens import encode_pair
 
 
 @dataclass
@@ -44,8 +46,6 @@ class TrainParams(Checked):
 def encode_examples(tok: Any, task: Task, examples: Sequence[Example], max_length: int, instruction: str = "") -> list[tuple[list[int], int]]:
     """(prompt+label token ids, number of label tokens) per example, encoded as the scorer
     encodes them (``tokens.encode_pair``: prompt and label word together, split where the prompt ends)."""
-    from boxbench.backends.tokens import encode_pair
-
     out = []
     for ex in examples:
         p, y = encode_pair(lambda t: tok(t, add_special_tokens=True).input_ids,
@@ -86,8 +86,6 @@ def label_loss(logits: Any, labels: Any) -> Any:
 
 def forward_tail(model: Any, ids: Any, mask: Any, keep: int, prefix_embeds: Any = None) -> Any:
     """Logits at the last ``keep`` positions of left-padded rows (position ids from the mask)."""
-    from boxbench.backends.torch_utils import model_inputs
-
     inputs = model_inputs(model, ids, mask, prefix_embeds)
     try:
         return model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, -keep:]

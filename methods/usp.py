@@ -18,10 +18,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from boxbench.backends.base import Access, GreyView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Checked, Method, PromptArtifact, render_prompt
-from boxbench.registry import UserError
+from boxbench.core.backend import Access, GreyView
+from boxbench.core.errors import UserError
+from boxbench.core.method import Checked, Method, PromptArtifact, render_prompt
+from boxbench.core.task import Example, Task
+from boxbench.methods.kate import embed
 
 SELECTIONS = ("usp", "confident", "random")
 
@@ -96,8 +97,6 @@ class Usp(Method[GreyView]):
         probs = [label_distribution(s) for s in scores]
         sims = None
         if params.selection == "usp":
-            from boxbench.methods.kate import embed
-
             emb = embed(params.encoder, texts)
             sims = emb @ emb.T
         chosen = select(probs, sims, params.k, params.selection, params.lam, rng)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from boxbench.backends.base import Access, BlackView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.methods.base import Method, PromptArtifact
+from boxbench.core.backend import Access, BlackView
+from boxbench.core.method import Method, PromptArtifact
+from boxbench.core.task import Example, Task
 
 
 class ZeroShot(Method[BlackView]):

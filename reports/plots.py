@@ -6,6 +6,12 @@ import io
 import statistics
 from typing import Any
 
+from boxbench.reports.comparisons import accuracy_interval
+from boxbench.reports.cost import frontier_points
+from boxbench.reports.sweep import choose_budget, sweep_curves
+from boxbench.reports.table import is_transfer, on_main_test, row_order
+from boxbench.reports.transfer import transfer_matrix, transfer_sources
+
 ACCESS_COLOURS = {"black": "#222222", "grey": "#8c8c8c", "white": "#1f77b4"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
@@ -87,8 +93,6 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     """Accuracy vs tuning wall time and accuracy vs peak memory, one row of two panels per dataset, of
     the cells the frontier shows (no transfer cell, no side experiment on other test rows). None if
     nothing to plot."""
-    from boxbench.reports.tables import is_transfer, on_main_test
-
     ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
     if not ok:
         return None
@@ -126,8 +130,6 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
 
 def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
     """One heatmap per dataset and source model: methods × (Original + targets), mean accuracy over seeds."""
-    from boxbench.reports.tables import transfer_matrix, transfer_sources
-
     mats = [(f"{d}, from {src}", m) for d in dict.fromkeys(r["dataset"] for r in records)
             for src in transfer_sources(records, d) if (m := transfer_matrix(records, d, src))]
     if not mats:
@@ -155,8 +157,6 @@ def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
 def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     """The survey's Table 1 drawn: one panel per model and dataset, a bar per method grouped by access
     class (colour), with its 95 % interval (``tables.accuracy_cell``'s) as the error bar."""
-    from boxbench.reports.tables import accuracy_interval, is_transfer, on_main_test, row_order
-
     ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)]
     panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in ok))
     if not panels:
@@ -196,8 +196,6 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
     """Learning curves: accuracy (95 % interval) against each swept budget — one row of panels per
     dataset, one panel per swept param, one line per method and model (its own colour; the access
     class in its label) — with the budget ``choose_budget`` picks ringed. None without sweeps."""
-    from boxbench.reports.tables import accuracy_interval, choose_budget, sweep_curves
-
     curves = sweep_curves(records)
     if not curves:
         return None
@@ -253,8 +251,6 @@ def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
     """The headline picture: accuracy (95 % interval) against tuning FLOPs, one point per method,
     coloured by access class, one panel per dataset, the Pareto front drawn as a step line
     (``tables.frontier_points``). None without compute estimates."""
-    from boxbench.reports.tables import frontier_points
-
     points = {d: pts for d, pts in frontier_points(records).items() if pts}
     if not points:
         return None

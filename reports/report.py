@@ -9,11 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from boxbench.core.results import ResultStore
+from boxbench.reports.accuracy import accuracy_table, comparison_table, headline_table
+from boxbench.reports.comparisons import comparisons
+from boxbench.reports.cost import cost_table, fast_path_table, frontier_table, training_table
+from boxbench.reports.method_tables import method_tables
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
-from boxbench.reports.tables import (Table, accuracy_table, comparison_table, comparisons, cost_table, data_table, error_table, fast_path_table, headline_table,
-                                     best_by_class, frontier_table, verdict_table,
-                                     is_transfer,
-                                     prompts_table, stale_table, sweep_table, training_table, transfer_sources, transfer_table)
+from boxbench.reports.run_info import data_table, error_table, prompts_table, stale_table
+from boxbench.reports.seeds import seed_table
+from boxbench.reports.sweep import sweep_table
+from boxbench.reports.table import Table, is_transfer
+from boxbench.reports.transfer import transfer_sources, transfer_table
+from boxbench.reports.verdicts import best_by_class, verdict_table
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -23,8 +30,6 @@ tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;fo
 def load_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of ``results.jsonl``; a record written before per-example correctness was kept
     gets it from its cell's predictions.jsonl (for the paired tests)."""
-    from boxbench.benchmarks.results import ResultStore
-
     records = ResultStore.existing(run_dir, "run dir").records()
     for r in records:
         preds = run_dir / "cells" / str(r.get("cell_id")) / "predictions.jsonl"
@@ -45,21 +50,8 @@ def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[di
     return [r for r in records if r.get("cell_key") in want], [r for r in records if r.get("cell_key") not in want]
 
 
-def method_tables(records: list[dict[str, Any]]) -> list[Table]:
-    """Each method's own tables (``Method.report_tables``), for the methods that have cells here."""
-    from boxbench.methods.registry import METHODS
-
-    out: list[Table] = []
-    for name in dict.fromkeys(r["method"] for r in records):
-        if name in METHODS:
-            out += METHODS.get(name).report_tables(records)
-    return out
-
-
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
                  chosen: dict[tuple[str, str, str], str] | None = None, plans: dict[str, dict[str, Any]] | None = None) -> list[Table]:
-    from boxbench.reports.seeds import seed_table
-
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
     cs = {m: comparisons(records, m) for m in models}  # the paired tests, once per model, for the three tables that show them
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]

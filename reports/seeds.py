@@ -25,6 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from boxbench.reports.comparisons import comparisons, correct_bits, paired_bits
+from boxbench.reports.stats import projected_p
+from boxbench.reports.table import Table, is_transfer, on_main_test, p_text
+from boxbench.reports.verdicts import ordering_comparisons
+
 REASONS = ("decided", "seed-independent", "max seeds reached", "below what max seeds detect", "adding a seed", "fixed seeds")
 
 
@@ -55,13 +60,10 @@ def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
     """Every comparison of the run's finished cells — the report's paired comparisons and its
     verdicts' orderings (``chosen``: their class representatives, as ``report --select-best-from``) —
     with its reason (module doc) under ``plans`` (arm → ``{min, max, until}``)."""
-    from boxbench.reports.stats import projected_p
-    from boxbench.reports.tables import _correct, comparisons, is_transfer, on_main_test, ordering_comparisons, paired_bits
-
     ok = [r for r in records if r.get("status") == "ok" and not is_transfer(r) and r.get("accuracy") is not None]
     out: list[Decision] = []
     for model in dict.fromkeys(r["model"] for r in ok):
-        main = on_main_test([r for r in ok if r["model"] == model and _correct(r)])
+        main = on_main_test([r for r in ok if r["model"] == model and correct_bits(r)])
         verdicts = [c for d in dict.fromkeys(r["dataset"] for r in main) for c in ordering_comparisons([r for r in main if r["dataset"] == d], chosen)]
         for c in comparisons(ok, model) + verdicts:
             sides = [[r for r in ok if (r["model"], r["dataset"], r["access"], r["label"]) == (model, c.dataset, *key)] for key in (c.a, c.b)]
@@ -90,8 +92,6 @@ def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
 def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
                chosen: dict[tuple[str, str, str], str] | None = None) -> Any:
     """The report's "Seeds per claim": each comparison with a planned side, its seeds and why they stopped."""
-    from boxbench.reports.tables import Table, p_text
-
     if not plans:
         return None
     rows = []

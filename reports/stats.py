@@ -59,7 +59,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from boxbench.benchmarks.evaluate import Z95, wilson  # the record's own interval is computed with the record
+from boxbench.core.evaluate import Z95, wilson  # the record's own interval is computed with the record
 
 __all__ = ["Z95", "Z_POWER80", "wilson", "seed_interval", "binom_cdf_half", "mcnemar_exact", "discordant", "holm", "detectable_difference",
            "per_example_gap", "gap_difference", "normal_two_sided", "Paired", "paired_test", "SeedEstimate", "across_seeds",

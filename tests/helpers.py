@@ -49,7 +49,7 @@ def skip_without(alias: str) -> None:
     import pytest
 
     from boxbench.backends.weights import check_alias
-    from boxbench.registry import UserError
+    from boxbench.core.errors import UserError
 
     try:
         check_alias(alias)
@@ -63,7 +63,7 @@ def write_method_plugin(path: Path, name: str, tune_body: str, imports: str = ""
     """A ``--plugin`` file registering a black-access method ``name`` whose ``tune`` runs
     ``tune_body`` (indented 8 spaces, as written) and returns an empty PromptArtifact."""
     path.write_text(f"""{imports}
-from boxbench.backends.base import Access
+from boxbench.core.backend import Access
 from boxbench.methods import Method, PromptArtifact, register_method
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from boxbench.backends.base import Access, AccessError, BlackView, GreyView, WhiteView
+from boxbench.core.backend import Access, AccessError, BlackView, GreyView, WhiteView
 
 
 def test_access_order_and_parse():
@@ -92,7 +92,7 @@ def test_more_access_than_the_backend_gives_is_an_error(smol):
 def test_usage_is_counted_at_the_view(smol):
     view = smol.view("black")
     before = view.usage.snapshot()
-    from boxbench.backends.base import GenerationConfig
+    from boxbench.core.backend import GenerationConfig
 
     out = view.generate(["The capital of France is"], GenerationConfig(max_new_tokens=3))
     after = view.usage.snapshot()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from boxbench.backends.base import GenerationConfig
+from boxbench.core.backend import GenerationConfig
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.benchmarks.evaluate import evaluate
-from boxbench.methods.base import Artifact, build_params
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import Artifact, build_params
 from boxbench.methods.registry import get_method
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 LR = {"adalora": 3e-3, "ia3": 3e-3, "loha": 3e-3, "lokr": 3e-3, "prefix_tuning": 1e-2}  # a few steps must move the loss
 PEFT_TYPE = {"adalora": "ADALORA", "ia3": "IA3", "loha": "LOHA", "lokr": "LOKR", "prefix_tuning": "PREFIX_TUNING"}

@@ -14,9 +14,9 @@ import pytest
 from fault_server import FaultServer
 from helpers import records_of, run_cli, server_or_skip, write_suite
 from boxbench.backends import load_backend, parse_model_spec
-from boxbench.backends.base import GenerationConfig
+from boxbench.core.backend import GenerationConfig
 from boxbench.backends.openai_api import BackendError
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def _requests_in(log) -> int:
@@ -207,7 +207,7 @@ def test_an_in_process_model_uses_the_cache_only_while_it_is_as_loaded(tmp_path,
     """``cache: true`` on an hf model: repeated greedy generation, scoring and top-k come from the
     cache with the same results and the same usage; a model handed out at white access (its weights
     may change) neither reads nor writes it."""
-    from boxbench.backends.base import Access
+    from boxbench.core.backend import Access
     from boxbench.backends.hf import HFBackend
 
     monkeypatch.setenv("BOXBENCH_REQUEST_CACHE", "1")

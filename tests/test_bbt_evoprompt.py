@@ -9,13 +9,13 @@ import random
 import pytest
 
 from boxbench.backends import parse_model_spec
-from boxbench.backends.base import Access, AccessError
+from boxbench.core.backend import Access, AccessError
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.benchmarks.evaluate import evaluate
-from boxbench.methods.base import Artifact, build_params
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import Artifact, build_params
 from boxbench.methods.bbt import Bbt, label_cross_entropy
 from boxbench.methods.evoprompt import EvoPrompt, final_prompt, roulette
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
 * any backend a plugin registers: it declares ``CONFORMANCE_SPEC`` (a model spec mapping for a
   small model it can load) and is checked like the others, or is skipped saying it declares none.
 
-The contract (backends/base.py, backends/tokens.py): the same prompt + label token ids
+The contract (core/backend.py, core/tokens.py): the same prompt + label token ids
 (``encode_pair``); label scores equal within ``SCORE_BOUND`` of the reference (0 for the reference
 itself: checked against an independent full forward pass); the same stop rule and parse of greedy
 answers; ``Usage`` counted by one definition (a call per prompt; prompt tokens = the prompt's plus
@@ -28,10 +28,10 @@ import math
 import pytest
 
 from boxbench.backends import BACKENDS, load_backend, parse_model_spec
-from boxbench.backends.base import Access, GenerationConfig
-from boxbench.backends.tokens import encode_pair, finish_answer
+from boxbench.core.backend import Access, GenerationConfig
+from boxbench.core.tokens import encode_pair, finish_answer
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.benchmarks.evaluate import parse_label, predict_with_evidence
+from boxbench.core.evaluate import parse_label, predict_with_evidence
 
 SCORE_BOUND = 0.75
 

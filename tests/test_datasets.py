@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from boxbench.benchmarks.datasets import check_dataset, clean_agnews, load_raw, load_splits
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def test_full_sizes_and_labels():

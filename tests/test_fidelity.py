@@ -16,12 +16,12 @@ import pytest
 
 from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
 from boxbench.backends import BACKENDS
-from boxbench.backends.base import CHAT_DEFAULT, GenerationConfig
+from boxbench.core.backend import CHAT_DEFAULT, GenerationConfig
 from boxbench.backends.openai_api import BackendError, OpenAIBackend
 from boxbench.benchmarks.datasets import SST2, agnews_text, clean_agnews, load_raw
-from boxbench.methods.base import Artifact
+from boxbench.core.method import Artifact
 from boxbench.methods.training import encode_examples
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 SPACE_TEMPLATE = "Review: {text}\nSentiment: "  # ends in a space: the label word must take it
 
@@ -35,7 +35,7 @@ def test_1_labels_are_tokenised_with_their_prompt_in_scoring_and_training(smol):
     usual = smol.score([SPACE_TEMPLATE.format(text=text).rstrip()], [[" negative", " positive"]])[0]
     assert spaced == pytest.approx(usual, abs=1e-4)
     task = SST2.with_overrides(template=SPACE_TEMPLATE, label_words=["negative", "positive"])
-    from boxbench.benchmarks.datasets import Example
+    from boxbench.core.task import Example
 
     (ids, n_label), = encode_examples(tok, task, [Example(text, 1)], 256)
     assert n_label == 1 and ids[-1] == tok(" positive", add_special_tokens=False).input_ids[0]
@@ -73,7 +73,7 @@ def test_6_cell_timeout_fires_while_a_method_tunes(tmp_path):
 
 
 def test_7_agnews_text_is_canonical_and_the_data_is_in_the_key(tmp_path, monkeypatch):
-    from boxbench.benchmarks.datasets import local_data_dir
+    from boxbench.benchmarks.taskfile import local_data_dir
     from boxbench.benchmarks.suite import load_suite
 
     data = local_data_dir()
@@ -141,7 +141,7 @@ def test_11_bad_output_folder_and_corrupt_data_are_one_line(tmp_path, monkeypatc
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"boxbench: error: --out {f}: is a file, not a folder; give a folder for the run (created if missing)"
 
-    from boxbench.benchmarks.datasets import local_data_dir
+    from boxbench.benchmarks.taskfile import local_data_dir
 
     bad = tmp_path / "data"
     data = local_data_dir()

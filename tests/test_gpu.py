@@ -64,7 +64,7 @@ def test_int8_loads_on_the_cpu_when_the_device_is_auto():
     """``quantize: int8`` is the CPU fast path: with ``device: auto`` it loads on the CPU even where
     CUDA is (quick.yaml's int8 proposer on a GPU machine); an explicit ``cuda`` is refused in one line."""
     from boxbench.backends.hf import HFBackend
-    from boxbench.registry import UserError
+    from boxbench.core.errors import UserError
 
     assert HFBackend.load("smollm2-135m", quantize="int8").settings["device"] == "cpu"
     with pytest.raises(UserError, match="int8 is the CPU fast path"):

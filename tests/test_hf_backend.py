@@ -10,7 +10,7 @@ import torch
 from boxbench.backends import parse_model_spec
 from boxbench.backends.hf import HFBackend
 from boxbench.backends.weights import ALIASES, Alias, check_alias
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def test_gguf_cache_gives_the_same_model_faster(tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ import torch
 
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.benchmarks.evaluate import evaluate
-from boxbench.methods.base import Artifact
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import Artifact
 from boxbench.methods.lora import AdapterArtifact, LoRA, LoraParams, target_modules
 from boxbench.methods.training import collate, encode_examples, forward_tail, label_loss
 

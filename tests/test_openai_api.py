@@ -10,11 +10,11 @@ import pytest
 
 from helpers import records_of, run_cli, server_or_skip, write_suite
 from boxbench.backends import load_backend, parse_model_spec
-from boxbench.backends.base import Access, AccessError, GenerationConfig
+from boxbench.core.backend import Access, AccessError, GenerationConfig
 from boxbench.backends.openai_api import BackendError
 from boxbench.backends.llama_server import LlamaServer
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 SECRET = "sk-boxbench-test-SECRET-7f3a9c"
 

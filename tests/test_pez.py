@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from helpers import records_of, run_cli, write_suite
-from boxbench.backends.base import Access
+from boxbench.core.backend import Access
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.methods.base import Artifact
+from boxbench.core.method import Artifact
 from boxbench.methods.neighbours import agreement
 from boxbench.methods.pez import Pez, PezParams, dictionary_fraction
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def test_pez_moves_only_the_prompt_and_returns_text_and_ids(smol, tmp_path):

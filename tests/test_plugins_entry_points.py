@@ -5,7 +5,7 @@ from __future__ import annotations
 from helpers import run_cli
 
 MODULE = '''
-from boxbench.backends.base import Access
+from boxbench.core.backend import Access
 from boxbench.methods import Method, PromptArtifact
 
 

@@ -7,13 +7,14 @@ import time
 import pytest
 
 from helpers import records_of, run_cli, write_suite
-from boxbench.backends.base import Access, AccessError
-from boxbench.benchmarks.datasets import Example, load_splits
+from boxbench.core.backend import Access, AccessError
+from boxbench.core.task import Example
+from boxbench.benchmarks.datasets import load_splits
 from boxbench.methods.ape import Ape, ApeParams, clean_instruction
-from boxbench.methods.base import Artifact
+from boxbench.core.method import Artifact
 from boxbench.methods.kate import Kate, KateParams
 from boxbench.methods.usp import Usp, UspParams, select
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_proxy_next_token_logprobs_reads_the_large_model_once(smol):
 def test_proxy_generates_with_the_steered_scores(smol):
     """α = 0: the proxy decodes exactly as the large model does greedily; α > 0 with a real (nonzero)
     adapter: every generated token is the argmax of the steered candidates."""
-    from boxbench.backends.base import GenerationConfig
+    from boxbench.core.backend import GenerationConfig
     from boxbench.methods.proxy_tuning import ProxyBackend
 
     small = small_with_adapter()

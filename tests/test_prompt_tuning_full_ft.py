@@ -7,12 +7,12 @@ import torch
 
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
-from boxbench.benchmarks.evaluate import evaluate
-from boxbench.methods.base import Artifact
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import Artifact
 from boxbench.methods.full_finetune import FullFinetune, FullFinetuneParams
 from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
 from boxbench.methods.prompt_tuning import PromptTuning, PromptTuningParams
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def test_prompt_tuning_trains_only_the_prompt_and_reapplies(tmp_path):

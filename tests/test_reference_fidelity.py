@@ -10,11 +10,11 @@ import random
 import pytest
 import torch
 
-from boxbench.backends.base import Access
+from boxbench.core.backend import Access
 from boxbench.backends.torch_utils import model_inputs
 from boxbench.benchmarks.datasets import load_splits
 from boxbench.methods.ape import FORWARD_TEMPLATES, forward_query
-from boxbench.methods.base import build_params
+from boxbench.core.method import build_params
 from boxbench.methods.bbt import Bbt, BbtParams, initial_prompt, label_cross_entropy
 from boxbench.methods.evoprompt import PARAPHRASE, TEMPLATES, EvoPrompt, final_prompt, first_population, parent_pairs
 from boxbench.methods.pez import Pez, PezParams, initial_ids, label_rows, label_softmax_loss
@@ -160,7 +160,7 @@ def test_pez_never_returns_its_start_unless_no_step_was_scored(smol, sst2):
 
 
 def test_pez_table_marks_a_prompt_that_never_left_its_start():
-    from boxbench.methods.pez import pez_table
+    from boxbench.reports.pez import pez_table
 
     base = {"status": "ok", "label": "pez", "model": "m", "dataset": "sst2", "pez_steps": 25, "candidate_vocab": 10}
     rows = [{**base, "seed": 0, "best_step": 25, "prompt_moved": True}, {**base, "seed": 1, "best_step": 25, "prompt_moved": False},

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from boxbench.registry import Registry, UserError
+from boxbench.core.registry import Registry
+from boxbench.core.errors import UserError
 
 
 def test_lazy_entries_and_decorator():
@@ -28,7 +29,7 @@ def test_methods_have_params_with_help_and_defaults():
 
     from boxbench.methods.registry import METHODS
 
-    from boxbench.methods.base import FAMILIES
+    from boxbench.core.method import FAMILIES
 
     for name, cls in METHODS.items():
         assert cls.name == name and cls.description

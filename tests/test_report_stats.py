@@ -13,7 +13,9 @@ import math
 import pytest
 
 from boxbench.reports.stats import binom_cdf_half, holm, mcnemar_exact, seed_interval, wilson
-from boxbench.reports.tables import accuracy_table, comparisons, transfer_matrix, transfer_sources, transfer_table
+from boxbench.reports.accuracy import accuracy_table
+from boxbench.reports.comparisons import comparisons
+from boxbench.reports.transfer import transfer_matrix, transfer_sources, transfer_table
 
 
 def test_wilson_interval_known_values():
@@ -76,7 +78,8 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     """The PEZ transfer block scores its source cells on 300 rows beside the main 872: those rows are
     compared with the zero-shot run on the same rows (named as such), never chosen as a class's best,
     left off the frontier, and marked with their row count in the accuracy table."""
-    from boxbench.reports.tables import frontier_points, headline_table
+    from boxbench.reports.cost import frontier_points
+    from boxbench.reports.accuracy import headline_table
 
     zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 30 + "0" * 30)
     lora = rec("lora", "lora", "white", "logprob", "1" * 40 + "0" * 20)
@@ -113,7 +116,7 @@ def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model=
 def test_a_p_value_too_small_for_a_float_is_not_printed_as_zero():
     """1,200 of 1,200 right against none: McNemar's p (2 · 0.5^1200) underflows to 0.0, which a table
     must not print as "0" (the study's KATE on AG News)."""
-    from boxbench.reports.tables import headline_table
+    from boxbench.reports.accuracy import headline_table
 
     zs = rec("zero_shot", "zero_shot", "black", "generate", "0" * 1200)
     kate = rec("kate", "kate", "black", "generate", "1" * 1200)
@@ -169,7 +172,7 @@ def test_stale_cells_are_listed_not_averaged(tmp_path):
 
 def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
     from boxbench.reports.plots import frontier_plot
-    from boxbench.reports.tables import frontier_points, frontier_table
+    from boxbench.reports.cost import frontier_points, frontier_table
 
     recs = [rec("zero_shot", "zero_shot", "black", "generate", "1" * 6 + "0" * 4),
             rec("kate", "kate", "black", "generate", "1" * 5 + "0" * 5),          # no better, no cheaper
@@ -230,7 +233,7 @@ def test_point_names_are_placed_apart_even_when_the_points_coincide():
 
 def test_verdicts_say_which_orderings_hold_with_p_values():
     from boxbench.reports.stats import detectable_difference, gap_difference, per_example_gap
-    from boxbench.reports.tables import verdict_table
+    from boxbench.reports.verdicts import verdict_table
 
     assert detectable_difference(100, 0.2) == pytest.approx(2.8016 * math.sqrt(0.002), rel=1e-4)
     assert per_example_gap([[True, True, False, True]], [[False, True, False, False]]) == pytest.approx((0.5, 1 / 3 / 4))
@@ -257,7 +260,7 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
 def test_verdicts_take_class_representatives_chosen_on_a_calibration_run():
     """best_by_class reads a calibration's held-out results (a swept method at its chosen budget);
     verdict_table then compares those methods, even where another of the class scores higher on test."""
-    from boxbench.reports.tables import best_by_class, verdict_table
+    from boxbench.reports.verdicts import best_by_class, verdict_table
 
     def point(method, access, value, acc, tune_s=10.0):
         r = rec(f"{method}[max_train_examples={value}]", method, access, "logprob", "1" * int(100 * acc) + "0" * (100 - int(100 * acc)))
@@ -276,7 +279,7 @@ def test_verdicts_take_class_representatives_chosen_on_a_calibration_run():
 
 
 def test_the_pez_transfer_claim_is_tested_per_target():
-    from boxbench.methods.pez import transfer_verdict_table
+    from boxbench.reports.pez import transfer_verdict_table
 
     recs = []
     for seed in range(3):
@@ -294,7 +297,7 @@ def test_the_pez_transfer_claim_is_tested_per_target():
 
 
 def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
-    from boxbench.reports.tables import choose_budget
+    from boxbench.reports.sweep import choose_budget
 
     def pts(*rows):
         return [(v, [{"accuracy": a, "tune_wall_s": t}]) for v, a, t in rows]

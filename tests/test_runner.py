@@ -124,7 +124,7 @@ def test_forked_cells_are_retried_when_killed_and_equal_fresh_ones(tmp_path):
 
 PLUGIN = '''
 from dataclasses import dataclass, field
-from boxbench.backends.base import Access
+from boxbench.core.backend import Access
 from boxbench.methods import Method, PromptArtifact, register_method
 
 
@@ -181,8 +181,8 @@ def test_int8_fast_path_records_its_accuracy_difference_against_the_exact_model(
     exact_check test examples, the accuracy of the exact fp32 model with the same artifact."""
     from boxbench.backends.hf import HFBackend
     from boxbench.benchmarks.datasets import load_splits
-    from boxbench.benchmarks.evaluate import evaluate
-    from boxbench.methods.base import PromptArtifact
+    from boxbench.core.evaluate import evaluate
+    from boxbench.core.method import PromptArtifact
 
     suite = write_suite(tmp_path / "int8.yaml", """
 name: int8

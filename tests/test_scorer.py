@@ -8,8 +8,8 @@ import torch
 
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import SST2, AGNEWS, load_splits
-from boxbench.benchmarks.evaluate import evaluate, macro_f1, parse_label
-from boxbench.methods.base import PromptArtifact, render_prompt
+from boxbench.core.evaluate import evaluate, macro_f1, parse_label
+from boxbench.core.method import PromptArtifact, render_prompt
 
 PROMPTS = [
     "Review: a gorgeous, witty, seductive movie.\nSentiment (positive or negative):",
@@ -80,7 +80,7 @@ def test_macro_f1():
 
 
 def test_render_prompt_puts_demos_before_the_query():
-    from boxbench.benchmarks.datasets import Example
+    from boxbench.core.task import Example
 
     text = render_prompt(SST2, "query text", "Classify.", [Example("good", 1)])
     assert text == ("Classify.\n\nReview: good\nThe sentiment of this review is positive\n\n"
@@ -88,7 +88,7 @@ def test_render_prompt_puts_demos_before_the_query():
 
 
 def test_prompt_artifact_round_trips_and_reapplies(smol, tmp_path):
-    from boxbench.methods.base import Artifact
+    from boxbench.core.method import Artifact
     from boxbench.methods.few_shot import FewShot, FewShotParams
 
     splits = load_splits("agnews", train=200, test=12)
@@ -123,7 +123,7 @@ def test_prefix_tree_over_a_call_reuses_each_shared_prefix_exactly(smol):
     """Rows sharing different prefixes in one call (two instructions x two demonstration sets, as
     several candidates scored together): each shared prefix is computed once, nested ones from
     their parent's keys and values; scores and generations equal those without any cache."""
-    from boxbench.backends.base import GenerationConfig
+    from boxbench.core.backend import GenerationConfig
 
     splits = load_splits("sst2", train=50, test=8)
     instructions = ["Decide whether the sentiment of each movie review below is positive or negative, reading it carefully.",
@@ -160,8 +160,8 @@ def test_prefix_tree_over_a_call_reuses_each_shared_prefix_exactly(smol):
 def test_generation_stops_once_the_answer_has_ended(smol):
     """A row stops decoding once its text holds a stop string after some content: fewer tokens,
     the same answer after the view's cut."""
-    from boxbench.backends.base import GenerationConfig
-    from boxbench.backends.tokens import finish_answer
+    from boxbench.core.backend import GenerationConfig
+    from boxbench.core.tokens import finish_answer
 
     full = smol.generate(PROMPTS, GenerationConfig(max_new_tokens=12, stop=[]))
     before = smol.usage.snapshot()["completion_tokens"]
@@ -182,7 +182,7 @@ def reference_greedy(backend: HFBackend, prompt: str, n: int) -> str:
 
 
 def test_generation_matches_transformers_generate_with_and_without_the_prefix_cache(smol):
-    from boxbench.backends.base import GenerationConfig
+    from boxbench.core.backend import GenerationConfig
 
     splits = load_splits("sst2", train=50, test=6)
     shared = PromptArtifact("Answer with one word.", splits.train[:3]).prompts(splits.task, [e.text for e in splits.test])
@@ -224,7 +224,7 @@ def test_batches_cover_every_row_once_longest_first_with_less_padding(smol):
 def test_sampling_does_not_depend_on_batching_or_the_prefix_cache(smol):
     """Seeded sampling draws from one stream per prompt: the same samples whatever the batch size,
     the row order or the cache, so a speed change never changes a seeded proposer's output."""
-    from boxbench.backends.base import GenerationConfig
+    from boxbench.core.backend import GenerationConfig
 
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2], PROMPTS[1]]
     config = GenerationConfig(max_new_tokens=6, temperature=1.0, seed=5, stop=[])

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import records_of, run_cli, write_suite
 from boxbench.benchmarks.suite import load_suite
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 BASE = """name: sweep
 models: [smollm2-135m]

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from helpers import records_of, run_cli, write_suite
-from boxbench.benchmarks.datasets import load_raw, load_splits, local_data_dir
+from boxbench.benchmarks.datasets import load_raw, load_splits
+from boxbench.benchmarks.taskfile import local_data_dir
 from boxbench.benchmarks.suite import load_suite
 from boxbench.benchmarks.taskfile import TaskFile
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ def test_vllm_black_and_grey_views_on_a_real_model():
     if reason:
         pytest.skip(reason)
     from boxbench.backends import load_backend, parse_model_spec
-    from boxbench.backends.base import Access, AccessError, GenerationConfig
+    from boxbench.core.backend import Access, AccessError, GenerationConfig
 
     b = load_backend(parse_model_spec({"backend": "vllm", "model": "hf:HuggingFaceTB/SmolLM2-135M-Instruct",
                                        "gpu_memory_utilization": 0.3}))

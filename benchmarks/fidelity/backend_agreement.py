@@ -17,12 +17,14 @@ import argparse
 import statistics
 import time
 
+from boxbench.backends import load_backend, parse_model_spec
+from boxbench.backends.llama_server import LlamaServer
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.core.backend import GenerationConfig
+from boxbench.core.evaluate import parse_label, with_hint
+
 
 def main() -> None:
-    from boxbench.backends import load_backend, parse_model_spec
-    from boxbench.backends.llama_server import LlamaServer
-    from boxbench.benchmarks.datasets import load_splits
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--dataset", default="sst2")
@@ -65,9 +67,6 @@ def main() -> None:
               f"over the bound {args.bound}: {sum(d > args.bound for d in diffs)}")
         print(f"  disagreements where the hf margin >= 2 x bound: {outside} (must be 0)")
         if args.black:
-            from boxbench.backends.base import GenerationConfig
-            from boxbench.benchmarks.evaluate import parse_label, with_hint
-
             test = splits.test[: args.black]
             config = GenerationConfig(max_new_tokens=8, temperature=0.0, stop=["\n"])
             gen = {name: b.view("black").generate([with_hint(splits.task, p) for p in prompts[: len(test)]], config)

@@ -16,13 +16,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from boxbench.reports.report import load_records
+from boxbench.reports.stats import discordant, mcnemar_exact
+
 FACTS = ("best_step", "prompt_moved", "best_at_evaluation", "kept_p0", "self_crossings", "candidates_scored", "winner_dev_accuracy")
 
 
 def pair_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     """One row per (reference, other) pair and dataset, in run order."""
-    from boxbench.reports.stats import discordant, mcnemar_exact
-
     ok = {(r["label"], r["dataset"], r["seed"]): r for r in records if r.get("status") == "ok" and isinstance(r.get("correct"), str)}
     rows = []
     for (label, d, seed), ref in ok.items():
@@ -45,8 +46,6 @@ def _facts(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from boxbench.reports.report import load_records
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir")
     args = ap.parse_args(argv)

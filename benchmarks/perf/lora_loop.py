@@ -16,6 +16,11 @@ import time
 
 import torch
 
+from boxbench.backends.hf import HFBackend
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.methods.lora import LoraParams, target_modules
+from boxbench.methods.training import train
+
 
 def reference_loop(model, tok, task, examples, batch_size: int, seed: int) -> float:
     """The minimal loop: tokenise, pad right, mask non-label tokens, forward, CE, backward, step."""
@@ -55,9 +60,6 @@ def reference_loop(model, tok, task, examples, batch_size: int, seed: int) -> fl
 def boxbench_loop(model, tok, task, examples, batch_size: int, seed: int) -> float:
     from peft import LoraConfig, get_peft_model
 
-    from boxbench.methods.lora import LoraParams, target_modules
-    from boxbench.methods.training import train
-
     torch.manual_seed(seed)
     params = LoraParams(batch_size=batch_size, epochs=1.0)
     peft_model = get_peft_model(model, LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
@@ -68,9 +70,6 @@ def boxbench_loop(model, tok, task, examples, batch_size: int, seed: int) -> flo
 
 
 def main() -> None:
-    from boxbench.backends.hf import HFBackend
-    from boxbench.benchmarks.datasets import load_splits
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--examples", type=int, default=2000)

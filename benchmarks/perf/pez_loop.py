@@ -15,6 +15,11 @@ import argparse
 import random
 import time
 
+from boxbench.backends.hf import HFBackend
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.core.backend import Access
+from boxbench.methods.pez import Pez, PezParams
+
 
 def reference_pez(model, tok, task, train, steps: int, batch_size: int, length: int, seed: int) -> float:
     """Minimal PEZ; returns steps/s."""
@@ -60,11 +65,6 @@ def reference_pez(model, tok, task, train, steps: int, batch_size: int, length: 
 
 
 def main() -> None:
-    from boxbench.backends.base import Access
-    from boxbench.backends.hf import HFBackend
-    from boxbench.benchmarks.datasets import load_splits
-    from boxbench.methods.pez import Pez, PezParams
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=40)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from boxbench.backends.hf import HFBackend
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import PromptArtifact
+
 
 def main() -> None:
-    from boxbench.backends.hf import HFBackend
-    from boxbench.benchmarks.datasets import load_splits
-    from boxbench.benchmarks.evaluate import evaluate
-    from boxbench.methods.base import PromptArtifact
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--demos", type=int, default=8)

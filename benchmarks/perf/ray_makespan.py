@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from boxbench.reports.published import COST_SST2
+
 SUITE = """name: makespan
 models: [smollm2-135m]
 datasets: [sst2, agnews]
@@ -74,8 +76,6 @@ def hours(text: str) -> float:
 
 def on_paper(gpus: int = 8) -> None:
     import yaml
-
-    from boxbench.reports.published import COST_SST2
 
     root = Path(__file__).resolve().parents[1]
     survey = yaml.safe_load((root / "suites" / "survey.yaml").read_text())

@@ -33,6 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boxbench.backends.hf import HFBackend
+from boxbench.benchmarks.datasets import load_splits
+from boxbench.core.backend import GenerationConfig
+from boxbench.core.evaluate import evaluate
+from boxbench.core.method import PromptArtifact, build_params
+from boxbench.methods import proposer
+from boxbench.methods.registry import get_method
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ("zero_shot_grey_sst2", "kate_black_sst2", "kate_black_agnews", "few_shot_black_agnews", "ape_dev_scoring",
              "proposer_decode")
@@ -76,14 +84,6 @@ def matmul_rate(config, tokens: int) -> float:
 def worker(names: list[str], test: int) -> None:
     """Run the workloads with whichever ``boxbench`` is importable; one JSON line per workload."""
     import hashlib
-
-    from boxbench.backends.base import GenerationConfig
-    from boxbench.backends.hf import HFBackend
-    from boxbench.benchmarks.datasets import load_splits
-    from boxbench.benchmarks.evaluate import evaluate
-    from boxbench.methods import proposer
-    from boxbench.methods.base import PromptArtifact, build_params
-    from boxbench.methods.registry import get_method
 
     backend = HFBackend.load("smollm2-135m", batch_size=16)
     limits: dict[str, Any] = {"train": 2000, "dev": 48, "test": test}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 RESULTS = "results.jsonl"
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any, Callable, Sequence
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
 
 
 def split_pair(prompt: str, continuation: str) -> tuple[str, str]:

@@ -23,7 +23,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Sequence, overload
 
-from boxbench.registry import UserError
+from boxbench.core.errors import UserError
+from boxbench.core.tokens import finish_answer
 
 
 class Access(enum.IntEnum):
@@ -273,8 +274,6 @@ class BlackView:
 
     def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[str]:
         """Greedy (or sampled) answers, each cut by the one stop rule (``tokens.finish_answer``)."""
-        from boxbench.backends.tokens import finish_answer
-
         config = config or GenerationConfig()
         return [finish_answer(t, config.stop) for t in _held(self).generate(list(prompts), config)]
 

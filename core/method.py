@@ -13,9 +13,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
-from boxbench.backends.base import Access, BlackView
-from boxbench.benchmarks.datasets import Example, Task
-from boxbench.registry import UserError, check_fields, typed_record
+from boxbench.core.backend import Access, BlackView
+from boxbench.core.errors import UserError
+from boxbench.core.fields import check_fields, typed_record
+from boxbench.core.task import Example, Task
 
 ARTIFACT_KINDS: dict[str, type["Artifact"]] = {}
 
@@ -62,12 +63,10 @@ class Artifact:
 
     @staticmethod
     def load(folder: Path) -> "Artifact":
+        """The artifact saved in ``folder``; its kind's class must be imported (``methods.registry.load_artifact``
+        imports the method modules first)."""
         data = json.loads((Path(folder) / "artifact.json").read_text())
         kind = data.pop("kind", None)
-        if kind not in ARTIFACT_KINDS:  # defined by a method module not imported yet: import them all
-            from boxbench.methods.registry import METHODS
-
-            dict(METHODS.items())
         cls = ARTIFACT_KINDS.get(kind)
         if cls is None:
             raise UserError(f"artifact {folder}: unknown kind {kind!r}; known kinds: {', '.join(sorted(ARTIFACT_KINDS))} "
@@ -147,7 +146,7 @@ def family_of(method: type["Method"]) -> str:
 
 class Checked:
     """Base of params dataclasses: every field checked against its metadata (``min``, ``gt``,
-    ``max``, ``choices``; ``registry.check_fields``) when the record is built, in a suite or in code."""
+    ``max``, ``choices``; ``core.fields.check_fields``) when the record is built, in a suite or in code."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -179,14 +178,8 @@ class Method(ABC, Generic[V]):
     def check(cls, params: Any, model: Any, where: str) -> None:
         """Suite-time check of ``params`` against a cell's model spec (a UserError before any work)."""
 
-    @classmethod
-    def report_tables(cls, records: list[dict[str, Any]]) -> list[Any]:
-        """This method's own tables in the report (``reports.tables.Table``), read from the run's
-        records (all of them: a table may set this method's cells beside others). Default: none."""
-        return []
-
 
 def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:
     """The method's params dataclass from a suite mapping; a UserError naming a bad field
-    (``registry.typed_record``: name, type, range, allowed values)."""
+    (``core.fields.typed_record``: name, type, range, allowed values)."""
     return typed_record(method.Params, dict(values or {}), where, owner=method.name)

@@ -13,8 +13,8 @@ import math
 import re
 from typing import Any, Callable, Sequence
 
-from boxbench.backends.base import Access, BlackView, GenerationConfig
-from boxbench.benchmarks.datasets import Example, Task
+from boxbench.core.backend import Access, BlackView, GenerationConfig
+from boxbench.core.task import Example, Task
 
 CHUNK = 64  # examples per progress update
 
