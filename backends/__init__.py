@@ -14,19 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from boxbench.backends import context
+from boxbench.backends.context import LoadedModel
 from boxbench.core.backend import Access, AccessError, Backend, BlackView, GreyView, Usage, WhiteView
 from boxbench.core.errors import UserError
 from boxbench.core.registry import Registry
 
-BACKENDS: Registry[Any] = Registry("backend", {
+BACKENDS: Registry[type[Backend]] = Registry("backend", {
     "hf": "boxbench.backends.hf:HFBackend",
     "openai": "boxbench.backends.openai_api:OpenAIBackend",
     "vllm": "boxbench.backends.vllm:VLLMBackend",
-})
+}, base=Backend)
 register_backend = BACKENDS.register
 
 __all__ = ["Access", "AccessError", "Backend", "BlackView", "GreyView", "WhiteView", "BACKENDS",
-           "register_backend", "ModelSpec", "parse_model_spec", "load_backend", "loaded_models"]
+           "register_backend", "ModelSpec", "parse_model_spec", "load_backend", "loaded_models", "ledger_usage"]
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,6 @@ def parse_model_spec(value: Any, where: str = "models") -> ModelSpec:
     return spec
 
 
-_LOADED: list[tuple[str, int | None, Usage, Backend | None]] = []
-
-
 def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
     """Instantiate the spec's backend (``settings``: device, dtype, batch_size, ...). Every model
     loaded is entered in this process's ledger (``loaded_models``): the compute estimate covers
@@ -94,25 +93,16 @@ def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
         backend.max_access = spec.access
     quantize = spec.options.get("quantize")
     billed = backend if hasattr(backend, "spend") else None  # an API model: light to keep, and it bills
-    _LOADED.append((spec.display + (f" ({quantize})" if quantize and quantize != "none" else ""), backend.n_params(), backend.usage, billed))
+    name = spec.display + (f" ({quantize})" if quantize and quantize != "none" else "")
+    context.current().models.append(LoadedModel(name, backend.n_params(), backend.usage, billed))
     return backend
 
 
+def loaded_models() -> list[LoadedModel]:
+    """Each model this cell loaded through ``load_backend`` (or entered with ``ledger_usage``), in order."""
+    return list(context.current().models)
+
+
 def ledger_usage(name: str, n_params: int | None) -> Usage:
-    """The Usage of ``name`` in this cell's compute ledger, entered on first use: for a model a
-    method runs outside ``load_backend`` (KATE's sentence encoder), whose forward tokens count too."""
-    for entry in _LOADED:
-        if entry[0] == name:
-            return entry[2]
-    usage = Usage()
-    _LOADED.append((name, n_params, usage, None))
-    return usage
-
-
-def loaded_models(reset: bool = False) -> list[tuple[str, int | None, Usage, Backend | None]]:
-    """(name, parameters, its Usage, the backend where it bills: an API) of each model
-    ``load_backend`` loaded in this process, in order; ``reset`` empties the ledger (a cell starts
-    with its own)."""
-    if reset:
-        _LOADED.clear()
-    return list(_LOADED)
+    """``context.current().ledger_usage``: the Usage a model run outside ``load_backend`` counts into."""
+    return context.current().ledger_usage(name, n_params)

@@ -88,28 +88,23 @@ class Budget:
                 raise CapReached(f"token cap reached: {self.tokens} billed tokens of {self.tokens_setting} {self.max_tokens:g} after "
                                  f"{self.requests} requests; raise {self.tokens_setting.split('.')[1].split(' ')[0]} or lower the method's budget")
 
+    @classmethod
+    def capped(cls, cell_cost: float | None, cell_tokens: int | None, run_left: dict[str, float] | None = None) -> "Budget":
+        """A cell's budget: its own caps (``max_cost``, ``max_tokens``) or what the run's caps leave it
+        (``run_left`` from the runner: ``suite_max_cost`` / ``suite_max_tokens`` less what finished cells
+        spent), whichever is lower; the message of a cap names the one that stopped it."""
+        out = cls()
+        left = run_left or {}
+        for kind, own, setting in (("cost", cell_cost, "settings.max_cost"), ("tokens", cell_tokens, "settings.max_tokens")):
+            cap, name = own, setting
+            if left.get(kind) is not None and (own is None or left[kind] < own):
+                cap, name = left[kind], f"settings.suite_max_{kind} (what the run has left)"
+            setattr(out, f"max_{kind}", cap)
+            setattr(out, f"{kind}_setting", name)
+        return out
+
     def add(self, cost: float | None, tokens: int) -> None:
         with self._lock:
             self.cost += cost or 0.0
             self.tokens += tokens
             self.requests += 1
-
-
-CURRENT = Budget()
-"""The running cell's budget (each cell is its own process; the cell sets it from its settings)."""
-
-
-def set_caps(cell_cost: float | None, cell_tokens: int | None, run_left: dict[str, float] | None = None) -> Budget:
-    """This cell's caps: its own (``max_cost``, ``max_tokens``) or what the run's caps leave it
-    (``run_left`` from the runner: ``suite_max_cost`` / ``suite_max_tokens`` less what finished cells
-    spent), whichever is lower; the message of a cap names the one that stopped it."""
-    global CURRENT
-    left = run_left or {}
-    CURRENT = Budget()
-    for kind, own, setting in (("cost", cell_cost, "settings.max_cost"), ("tokens", cell_tokens, "settings.max_tokens")):
-        cap, name = own, setting
-        if left.get(kind) is not None and (own is None or left[kind] < own):
-            cap, name = left[kind], f"settings.suite_max_{kind} (what the run has left)"
-        setattr(CURRENT, f"max_{kind}", cap)
-        setattr(CURRENT, f"{kind}_setting", name)
-    return CURRENT

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from boxbench.backends import budget, request_cache
+from boxbench.backends import context, request_cache
 from boxbench.backends.budget import check_price, money, price_for
 from boxbench.core.backend import CHAT_DEFAULT, Access, AccessError, Backend, GenerationConfig, Usage
 from boxbench.core.errors import UserError
@@ -217,7 +217,7 @@ class OpenAIBackend(Backend):
             with self._lock:
                 self.cache_hits += 1
             return kind.construct(**stored)  # as leniently as the client builds a fresh one (a server's nulls kept)
-        budget.CURRENT.check(f"model {self.name!r} at {self.base_url}", self.price)
+        context.current().budget.check(f"model {self.name!r} at {self.base_url}", self.price)
         api: Any = self.client.chat.completions if endpoint == "chat" else self.client.completions
 
         def once() -> Any:
@@ -239,7 +239,7 @@ class OpenAIBackend(Backend):
                 self.usage_missing += 1
         self._bill(usage)
         n_in, n_out = (getattr(usage, "prompt_tokens", 0) or 0), (getattr(usage, "completion_tokens", 0) or 0)
-        budget.CURRENT.add(budget.money(self.price, n_in, n_out), n_in + n_out)
+        context.current().budget.add(money(self.price, n_in, n_out), n_in + n_out)
         if cache:
             cache.put(key, r.model_dump(mode="json"))
         return r

@@ -11,8 +11,8 @@ entries only if it reports itself differently — clear the cache (or ``--no-cac
 silently. Only deterministic requests are cached: greedy (temperature 0) or sampled with a seed (the
 seed and every sampling parameter are in the key).
 
-``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run; the cell sets
-``ENABLED`` in its own process before any model loads. ``BOXBENCH_REQUEST_CACHE=0`` in the environment
+``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run: the cell's context
+(``backends.context``) carries it, begun in its own process before any model loads. ``BOXBENCH_REQUEST_CACHE=0`` in the environment
 turns it off for everything (the test suite does, so that tests which count requests reach the server).
 """
 
@@ -26,10 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends import weights
-
-ENABLED = True
-
+from boxbench.backends import context, weights
 
 def allowed() -> bool:
     """Whether the environment permits the cache at all (``BOXBENCH_REQUEST_CACHE=0`` forbids it)."""
@@ -78,7 +75,7 @@ _OPEN: dict[str, RequestCache] = {}
 
 def shared() -> RequestCache | None:
     """This process's cache (None when caching is off); opened on first use, after any fork."""
-    if not (ENABLED and allowed()):
+    if not (context.current().cache and allowed()):
         return None
     path = cache_dir() / "requests.sqlite"
     key = f"{os.getpid()}:{path}"

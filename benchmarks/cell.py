@@ -15,8 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from boxbench.backends import budget, load_backend, loaded_models, request_cache
-from boxbench.backends.budget import CapReached
+from boxbench.backends import context, load_backend
+from boxbench.backends.budget import Budget, CapReached
+from boxbench.backends.context import CellContext
 from boxbench.benchmarks import compute
 from boxbench.benchmarks.datasets import load_splits, resolve
 from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes
@@ -145,9 +146,9 @@ class CellRun:
 
     def load(self) -> None:
         cell = self.cell
-        loaded_models(reset=True)  # the compute ledger is this cell's own
-        request_cache.ENABLED = bool(cell.settings.get("cache", True))
-        budget.set_caps(cell.settings.get("max_cost"), cell.settings.get("max_tokens"), cell.settings.get("budget_left"))
+        context.begin(CellContext(cache=bool(cell.settings.get("cache", True)),  # the ledger, cache switch and budget are this cell's own
+                                  budget=Budget.capped(cell.settings.get("max_cost"), cell.settings.get("max_tokens"),
+                                                       cell.settings.get("budget_left"))))
         self.phase = "load"
         _emit({"event": "phase", "phase": "load"})
         with self.meter.phase("load"):
@@ -165,8 +166,8 @@ class CellRun:
         _emit({"event": "phase", "phase": "tune"})
         with self.meter.phase("tune"):
             if cell.source is None:
-                self.artifact = self.method_cls().tune(self.tune_view, self.task, self.splits.train, self.splits.dev,
-                                                       self.params, cell.seed)
+                self.artifact = self.method_cls().tune(self.tune_view, task=self.task, train=self.splits.train, dev=self.splits.dev,
+                                                       params=self.params, seed=cell.seed)
             else:  # a transfer cell: the source cell's artifact, unchanged, on this model
                 self.artifact = load_artifact(self.cell_dir.parent / cell.source.cell_id / "artifact")
         if cell.source is None:

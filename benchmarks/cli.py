@@ -106,8 +106,8 @@ def cmd_list() -> None:
     for name, cls in METHODS.items():
         print(f"  {name:<16} {family_of(cls):<18} {cls.description}")
     print("backends:")
-    for name, cls in BACKENDS.items():
-        print(f"  {name:<16} up to {cls.max_access.name} access")
+    for name, backend in BACKENDS.items():
+        print(f"  {name:<16} up to {backend.max_access.name} access")
     print("datasets:")
     for name, d in DATASETS.items():
         print(f"  {name:<16} {d.task.num_labels} labels: {', '.join(d.task.label_names)}")

@@ -35,16 +35,16 @@ def flops(n_params: int, usage: dict[str, int]) -> float:
 
 def snapshot() -> list[tuple[str, int | None, dict[str, int]]]:
     """Every model loaded in this process so far with its usage now."""
-    return [(name, n, usage.snapshot()) for name, n, usage, _ in loaded_models()]
+    return [(m.name, m.n_params, m.usage.snapshot()) for m in loaded_models()]
 
 
 def spend_snapshot() -> list[dict[str, Any]]:
     """Every API model loaded in this process so far: what it billed, its price, cache hits, retries."""
     out = []
-    for name, _, _, api in loaded_models():
-        if api is not None:
-            d = api.describe()
-            out.append({"model": name, "price": d.get("price"), "requests": d["billed"]["requests"],
+    for m in loaded_models():
+        if m.billed is not None:
+            d = m.billed.describe()
+            out.append({"model": m.name, "price": d.get("price"), "requests": d["billed"]["requests"],
                         "prompt_tokens": d["billed"]["prompt_tokens"], "completion_tokens": d["billed"]["completion_tokens"],
                         "cache_hits": d.get("cache_hits", 0), "retries": d.get("retries", 0),
                         "retry_wait_s": d.get("retry_wait_s", 0.0), "usage_missing": d.get("usage_missing", 0)})

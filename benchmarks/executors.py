@@ -343,4 +343,5 @@ class RayExecutor(Executor):
         ray.shutdown()  # a cluster this driver started stops; one it joined (--address) only loses this driver
 
 
-EXECUTORS: Registry[Any] = Registry("executor", {"local": f"{__name__}:LocalExecutor", "ray": f"{__name__}:RayExecutor"})
+EXECUTORS: Registry[type[Executor]] = Registry("executor", {"local": f"{__name__}:LocalExecutor", "ray": f"{__name__}:RayExecutor"},
+                                               base=Executor)

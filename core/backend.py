@@ -125,6 +125,12 @@ class Backend(ABC):
         self.usage = Usage()
         self.settings: dict[str, Any] = {}
 
+    @classmethod
+    def load(cls, *args: Any, **settings: Any) -> "Backend":
+        """``load(model, **settings)``: the model loaded with this backend's own settings (device,
+        dtype, base_url, ...; ``backends.load_backend`` passes a suite's). Every backend defines it."""
+        raise NotImplementedError(f"{cls.__name__}.load")
+
     # --- black ---
     @abstractmethod
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:

@@ -171,7 +171,7 @@ class Method(ABC, Generic[V]):
     family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
 
     @abstractmethod
-    def tune(self, model: V, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
+    def tune(self, view: V, *, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
         """Tune on ``train``/``dev`` (never the test set) and return the artifact."""
 
     @classmethod

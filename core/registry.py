@@ -22,10 +22,19 @@ class Registry(Generic[T]):
     entry-point group ``boxbench.<kind>s`` so that third-party packages can add plugins.
     """
 
-    def __init__(self, kind: str, builtins: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, builtins: dict[str, str] | None = None, base: type | None = None) -> None:
         self.kind = kind
+        self.base = base  # entries must be subclasses of it (checked when registered and when loaded)
         self._entries: dict[str, T | str] = dict(builtins or {})
         self._entry_points_loaded = False
+
+    def _checked(self, name: str, obj: T) -> T:
+        """``obj`` itself, or a one-line UserError when the registry wants subclasses of ``base`` and it is none."""
+        if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+            base = f"{self.base.__module__}.{self.base.__qualname__}"
+            raise UserError(f"{self.kind} {name!r}: {getattr(obj, '__name__', repr(obj))} is not a {self.base.__name__}; "
+                            f"a {self.kind} plugin must be a class deriving from {base}")
+        return obj
 
     @property
     def group(self) -> str:
@@ -38,7 +47,7 @@ class Registry(Generic[T]):
             key = name or getattr(obj, "name", None)
             if not key:
                 raise ValueError(f"{self.kind} {obj!r} needs a name")
-            self._entries[key] = obj
+            self._entries[key] = self._checked(key, obj)
             return obj
 
         return deco
@@ -67,7 +76,7 @@ class Registry(Generic[T]):
         entry = self._entries[name]
         if isinstance(entry, str):
             mod, _, attr = entry.partition(":")
-            obj = getattr(importlib.import_module(mod), attr)
+            obj = self._checked(name, getattr(importlib.import_module(mod), attr))
             self._entries[name] = obj
             return obj
         return entry

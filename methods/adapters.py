@@ -1,7 +1,7 @@
 """peft adapters on the one training loop: the base every adapter method shares, and peft's other
 adapters beside LoRA (methods/lora.py) — AdaLoRA, (IA)³, LoHa, LoKr and prefix tuning.
 
-Each method is a peft config on the frozen model, trained by ``training.train`` on the label-word
+Each method is a peft config on the frozen model, trained by ``training.train_loop`` on the label-word
 loss; the artifact is the saved peft adapter folder (``AdapterArtifact``), attached at white access.
 Defaults are the papers' where a paper gives one that applies to a decoder LM; each field's help says
 where it comes from. QLoRA is LoRA on a model loaded in 4 bits: the model spec's ``quantize: 4bit``
@@ -18,7 +18,7 @@ from boxbench.core.backend import Access, BlackView, WhiteView, require
 from boxbench.core.errors import UserError
 from boxbench.core.method import Method, ModelArtifact, PromptArtifact
 from boxbench.core.task import Example, Task
-from boxbench.methods.training import TrainParams, freeze, planned_steps, train
+from boxbench.methods.training import TrainParams, freeze, planned_steps, train_loop
 
 # attention projections per architecture (peft's own defaults cover more; these are the classic q/v)
 TARGETS = {
@@ -102,24 +102,24 @@ class PeftMethod(Method[WhiteView]):
     def after_step(self, model: Any, params: Any) -> Callable[[int], None] | None:
         return None
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: Any, seed: int) -> AdapterArtifact:
+    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> AdapterArtifact:
         import torch
         from peft import get_peft_model
 
         torch.manual_seed(seed)  # the adapter's init and dropout depend on the seed only (proxy_tuning's expert = LoRA's)
-        base = freeze(model.module)
+        base = freeze(view.module)
         if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
             from peft import prepare_model_for_kbit_training  # QLoRA: norms in fp32, inputs require grad
 
             base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=params.gradient_checkpointing)
         try:
-            peft_model = get_peft_model(base, self.peft_config(base, params, planned_steps(len(train_set), params)))
+            peft_model = get_peft_model(base, self.peft_config(base, params, planned_steps(len(train), params)))
         except ValueError as e:  # e.g. target modules not found in this architecture
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"{self.name}: peft refused the config ({first}); set params.target_modules") from None
-        stats = train(peft_model, model.tokenizer, task, train_set, params, seed, instruction=task.instruction,
+        stats = train_loop(peft_model, view.tokenizer, task, train, params, seed, instruction=task.instruction,
                       extra_loss=self.regulariser(peft_model, params), after_step=self.after_step(peft_model, params),
-                      usage=model.usage)
+                      usage=view.usage)
         stats["adapter_type"] = str(peft_model.peft_config["default"].peft_type.value)
         art = AdapterArtifact(peft_model, prompt=PromptArtifact(task.instruction))
         art.stats = stats

@@ -96,11 +96,11 @@ class Ape(Method[BlackView]):
     def check(cls, params: ApeParams, model: Any, where: str) -> None:
         check_proposer(params.proposer, where)
 
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: ApeParams, seed: int) -> PromptArtifact:
+    def tune(self, view: BlackView, *, task: Task, train: list[Example], dev: list[Example], params: ApeParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)
         if not dev:
             raise UserError("ape: needs a dev set to score candidates on; set limits.dev above 0")
-        proposer = Proposer(params.proposer, model)  # writes the instructions; ``model`` only answers
+        proposer = Proposer(params.proposer, view)  # writes the instructions; ``model`` only answers
         size = min(params.eval_size, len(dev))
         eval_rng = random.Random(seed + 1)
         eval_set = rng.sample(dev, size)  # dev and train are disjoint
@@ -113,7 +113,7 @@ class Ape(Method[BlackView]):
             fresh = [c for c in dict.fromkeys(candidates) if c and c not in seen]
             samples = ([eval_rng.sample(dev, size) for _ in fresh] if params.eval_sampling == "per_prompt"
                        else [eval_set] * len(fresh))
-            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, samples, params.max_new_tokens)):
+            for cand, acc in zip(fresh, instruction_accuracies(view, task, fresh, samples, params.max_new_tokens)):
                 history.append({"instruction": cand, "dev_accuracy": acc, "origin": origin, "round": round_no})
 
         proposals: list[str] = []

@@ -121,7 +121,7 @@ class Bbt(Method[GreyView]):
             raise UserError(f"{where}: bbt sends input embeddings, which a {model.backend} model does not take; "
                             f"use a model served in process (backend: hf)")
 
-    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> EmbeddingPromptArtifact:
+    def tune(self, view: GreyView, *, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> EmbeddingPromptArtifact:
         import cma
         import numpy as np
         import torch
@@ -141,9 +141,9 @@ class Bbt(Method[GreyView]):
         check = check[: params.dev_size] if params.dev_size else check
         check_prompts = [render_prompt(task, e.text, task.instruction) for e in check]
 
-        p0 = initial_prompt(model, task, params)
+        p0 = initial_prompt(view, task, params)
         width = p0.shape[1]
-        seen = torch.cat([model.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
+        seen = torch.cat([view.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
         std = float(seen.std()) / (math.sqrt(params.intrinsic_dim) * params.sigma)
         gen = torch.Generator().manual_seed(seed)
         proj = torch.randn(params.prompt_tokens * width, params.intrinsic_dim, generator=gen) * std  # A, fixed
@@ -152,12 +152,12 @@ class Bbt(Method[GreyView]):
             return p0 + (proj @ torch.as_tensor(np.asarray(z), dtype=torch.float32)).view(params.prompt_tokens, width)
 
         def loss(z: Any) -> float:
-            return label_cross_entropy(model.score_with_embeddings(prompt_of(z), prompts, words), gold)
+            return label_cross_entropy(view.score_with_embeddings(prompt_of(z), prompts, words), gold)
 
         def dev_acc(z: Any) -> float:
             if not check:
                 return 0.0
-            scores = model.score_with_embeddings(prompt_of(z), check_prompts, [list(task.label_words)] * len(check))
+            scores = view.score_with_embeddings(prompt_of(z), check_prompts, [list(task.label_words)] * len(check))
             return accuracy([e.label for e in check], argmax_labels(scores))
 
         zero = [0.0] * params.intrinsic_dim

@@ -161,13 +161,13 @@ class EvoPrompt(Method[BlackView]):
     def check(cls, params: EvoPromptParams, model: Any, where: str) -> None:
         check_proposer(params.proposer, where)
 
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: EvoPromptParams, seed: int) -> ApeArtifact:
+    def tune(self, view: BlackView, *, task: Task, train: list[Example], dev: list[Example], params: EvoPromptParams, seed: int) -> ApeArtifact:
         rng = random.Random(seed)
         if not dev:
             raise UserError("evoprompt: needs a dev set to score candidates on; set limits.dev above 0")
         if not train:
             raise UserError("evoprompt: needs training examples to propose the first instructions from; raise limits.train")
-        proposer = Proposer(params.proposer, model)
+        proposer = Proposer(params.proposer, view)
         eval_set = rng.sample(dev, min(params.eval_size, len(dev)))
         sample = GenerationConfig(max_new_tokens=params.max_instruction_tokens, temperature=params.temperature, top_p=1.0,
                                   stop=[], seed=seed)
@@ -176,7 +176,7 @@ class EvoPrompt(Method[BlackView]):
         def scored(candidates: list[str], origin: str, generation: int, parents: list[list[str]] | None = None) -> list[dict[str, Any]]:
             known = {h["instruction"]: h for h in history}  # a child equal to an earlier instruction: its score is known
             fresh = [c for c in dict.fromkeys(candidates) if c and c not in known]
-            for cand, acc in zip(fresh, instruction_accuracies(model, task, fresh, eval_set, params.max_new_tokens)):
+            for cand, acc in zip(fresh, instruction_accuracies(view, task, fresh, eval_set, params.max_new_tokens)):
                 j = candidates.index(cand)
                 known[cand] = {"instruction": cand, "dev_accuracy": acc, "origin": origin, "generation": generation,
                                **({"parents": parents[j]} if parents else {})}

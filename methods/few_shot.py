@@ -23,7 +23,7 @@ class FewShot(Method[BlackView]):
     description = "k random training demonstrations (seeded)"
     family = "baseline"
 
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: FewShotParams, seed: int) -> PromptArtifact:
+    def tune(self, view: BlackView, *, task: Task, train: list[Example], dev: list[Example], params: FewShotParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)
         if params.balanced:
             per = max(1, params.k // task.num_labels)

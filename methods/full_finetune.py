@@ -14,7 +14,7 @@ from boxbench.core.backend import Access, BlackView, WhiteView, require
 from boxbench.core.errors import UserError
 from boxbench.core.method import Method, ModelArtifact, PromptArtifact
 from boxbench.core.task import Example, Task
-from boxbench.methods.training import TrainParams, train
+from boxbench.methods.training import TrainParams, train_loop
 
 GIB = 1024**3
 
@@ -93,8 +93,8 @@ class FullFinetune(Method[WhiteView]):
     description = "all parameters trained on the label-word loss (AdamW)"
     family = "full"
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: FullFinetuneParams, seed: int) -> FullWeightsArtifact:
-        module = model.module
+    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: FullFinetuneParams, seed: int) -> FullWeightsArtifact:
+        module = view.module
         device = next(module.parameters()).device
         need, have = estimate_extra_bytes(module, params), free_bytes(device)
         if need > 0.9 * have:
@@ -106,7 +106,7 @@ class FullFinetune(Method[WhiteView]):
         module.float()
         for p in module.parameters():
             p.requires_grad_(True)
-        stats = train(module, model.tokenizer, task, train_set, params, seed, instruction=task.instruction, usage=model.usage)
+        stats = train_loop(module, view.tokenizer, task, train, params, seed, instruction=task.instruction, usage=view.usage)
         stats.update(estimated_extra_bytes=need, master_weights="float32",
                      loaded_dtype=str(loaded).removeprefix("torch."))
         art = FullWeightsArtifact(module, prompt=PromptArtifact(task.instruction), save_weights=params.save_weights)

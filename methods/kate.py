@@ -126,7 +126,7 @@ class Kate(Method[BlackView]):
     description = "k nearest training examples (sentence embeddings) as each input's demonstrations"
     family = "single-pass"
 
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: KateParams, seed: int) -> KNNPromptArtifact:
+    def tune(self, view: BlackView, *, task: Task, train: list[Example], dev: list[Example], params: KateParams, seed: int) -> KNNPromptArtifact:
         import random
 
         pool = list(train)

@@ -257,15 +257,15 @@ class Pez(Method[WhiteView]):
     description = "hard prompt by projected gradient descent (PEZ), optionally on a cross-model agreeing vocabulary"
     family = "partial"
 
-    def tune(self, model: WhiteView, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
+    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: PezParams, seed: int) -> PezArtifact:
         import torch
         from transformers.optimization import Adafactor
 
         stats: dict[str, Any] = {"vocab": params.vocab}
         t0 = time.perf_counter()
-        cand = candidate_ids(model, params, seed, stats)
+        cand = candidate_ids(view, params, seed, stats)
         stats["candidates_s"] = round(time.perf_counter() - t0, 3)
-        tok, net = model.tokenizer, freeze(model.module)
+        tok, net = view.tokenizer, freeze(view.module)
         emb = net.get_input_embeddings().weight
         cand_t = torch.tensor(cand, device=emb.device)
         cand_emb = emb[cand_t].detach()
@@ -289,7 +289,7 @@ class Pez(Method[WhiteView]):
 
         def dev_score(ids: list[int], step: int) -> float:
             text = as_text(ids)
-            preds, _ = predict(model, task, [render_prompt(task, e.text, text) for e in dev])
+            preds, _ = predict(view, task, [render_prompt(task, e.text, text) for e in dev])
             acc = accuracy([e.label for e in dev], preds)
             history.append({"step": step, "dev_accuracy": acc, "prompt": text})
             return acc
@@ -318,7 +318,7 @@ class Pez(Method[WhiteView]):
             else:
                 loss = label_softmax_loss(logits, labels, batch)
             loss.backward()
-            model.usage.add_backward(int(mask.sum()) + soft.shape[0] * len(flat), leaf.numel())  # gradient to the prompt only
+            view.usage.add_backward(int(mask.sum()) + soft.shape[0] * len(flat), leaf.numel())  # gradient to the prompt only
             prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
             if params.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_([prompt], params.max_grad_norm)

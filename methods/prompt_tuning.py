@@ -18,7 +18,7 @@ from boxbench.core.backend import Access, WhiteView
 from boxbench.core.method import Method, PromptArtifact
 from boxbench.core.task import Example, Task
 from boxbench.methods.embedding_prompt import EmbeddingPromptArtifact
-from boxbench.methods.training import TrainParams, forward_tail, freeze, train
+from boxbench.methods.training import TrainParams, forward_tail, freeze, train_loop
 
 
 @dataclass
@@ -36,11 +36,11 @@ class PromptTuning(Method[WhiteView]):
     description = "soft prompt tuning (peft PromptTuningConfig), model frozen"
     family = "partial"
 
-    def tune(self, model: WhiteView, task: Task, train_set: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> EmbeddingPromptArtifact:
+    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: PromptTuningParams, seed: int) -> EmbeddingPromptArtifact:
         import torch
         from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 
-        base, tok = freeze(model.module), model.tokenizer
+        base, tok = freeze(view.module), view.tokenizer
         n = params.num_virtual_tokens
         config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, prompt_tuning_init=PromptTuningInit.RANDOM)
         peft_model = get_peft_model(base, config)
@@ -52,8 +52,8 @@ class PromptTuning(Method[WhiteView]):
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(init)
         soft = peft_model.prompt_encoder["default"].embedding.weight  # the trainable n x hidden prompt
         fwd = lambda m, ids, mask, keep: forward_tail(base, ids, mask, keep, soft)  # noqa: E731
-        stats = train(peft_model, tok, task, train_set, params, seed, forward=fwd, instruction=task.instruction,
-                      usage=model.usage, prefix_tokens=n)
+        stats = train_loop(peft_model, tok, task, train, params, seed, forward=fwd, instruction=task.instruction,
+                      usage=view.usage, prefix_tokens=n)
         embeds = peft_model.get_prompt_embedding_to_save("default")
         art = EmbeddingPromptArtifact(embeds, PromptArtifact(task.instruction), after_bos=False, peft_model=peft_model)
         art.stats = stats

@@ -215,15 +215,15 @@ class ProxyTuning(Method[GreyView]):
             raise UserError(f"{where}.params.small: {params.small!r} ({small.vocab} vocabulary) cannot steer "
                             f"{model.display!r} ({large.vocab} vocabulary); pick a small model of the same family")
 
-    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: ProxyParams, seed: int) -> ProxyArtifact:
+    def tune(self, view: GreyView, *, task: Task, train: list[Example], dev: list[Example], params: ProxyParams, seed: int) -> ProxyArtifact:
         small = load_small(params.small)
-        vocab = check_vocabulary(model, small)  # before any training
+        vocab = check_vocabulary(view, small)  # before any training
         if params.expert:
             expert = load_artifact(Path(params.expert))
             stats = {f"expert_{k}": v for k, v in expert.stats.items()}
         else:
             lora_params = build_params(LoRA, params.expert_params, "params.expert_params")
-            expert = LoRA().tune(small.view(Access.white), task, train, dev, lora_params, seed)
+            expert = LoRA().tune(small.view(Access.white), task=task, train=train, dev=dev, params=lora_params, seed=seed)
             stats = {f"expert_{k}": v for k, v in expert.stats.items()}
         if not hasattr(expert, "attach") or expert.kind != "peft_adapter":
             raise UserError(f"params.expert: {params.expert!r} is a {expert.kind} artifact; proxy_tuning needs a lora adapter")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from boxbench.core.method import ARTIFACT_KINDS, Artifact
+from boxbench.core.method import ARTIFACT_KINDS, Artifact, Method
 from boxbench.core.registry import Registry
 
-METHODS: Registry[Any] = Registry(
+METHODS: Registry[type[Method]] = Registry(
     "method",
     {
         "zero_shot": "boxbench.methods.zero_shot:ZeroShot",
@@ -30,15 +30,20 @@ METHODS: Registry[Any] = Registry(
         "bbt": "boxbench.methods.bbt:Bbt",
         "evoprompt": "boxbench.methods.evoprompt:EvoPrompt",
     },
+    base=Method,
 )
 
 
-def register_method(cls: Any) -> Any:
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(cls: M) -> M:
     """Class decorator: make a Method subclass available by its ``name``."""
-    return METHODS.register(cls.name)(cls)
+    METHODS.register(cls.name)(cls)
+    return cls
 
 
-def get_method(name: str) -> Any:
+def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 

@@ -107,13 +107,13 @@ def count_params(model: Any) -> tuple[int, int]:
 
 
 def planned_steps(pool_size: int, params: TrainParams) -> int:
-    """Optimizer steps ``train`` will plan for a pool of ``pool_size`` examples (``max_steps`` or epochs)."""
+    """Optimizer steps ``train_loop`` will plan for a pool of ``pool_size`` examples (``max_steps`` or epochs)."""
     n = min(pool_size, params.max_train_examples) if params.max_train_examples else pool_size
     per_epoch = math.ceil(n / (params.batch_size * params.grad_accum))
     return params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
 
 
-def train(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
+def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
           forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
           instruction: str = "", extra_loss: Callable[[], Any] | None = None,
           after_step: Callable[[int], None] | None = None, usage: Usage | None = None,

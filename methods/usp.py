@@ -90,10 +90,10 @@ class Usp(Method[GreyView]):
     description = "zero-shot pseudo-labels on unlabelled texts; confident, diverse ones become demonstrations"
     family = "prompt"
 
-    def tune(self, model: GreyView, task: Task, train: list[Example], dev: list[Example], params: UspParams, seed: int) -> PromptArtifact:
+    def tune(self, view: GreyView, *, task: Task, train: list[Example], dev: list[Example], params: UspParams, seed: int) -> PromptArtifact:
         rng = random.Random(seed)
         texts = [e.text for e in rng.sample(train, min(params.pool_size, len(train)))]  # labels are never read
-        scores = model.score([render_prompt(task, t, task.instruction) for t in texts], [list(task.label_words)] * len(texts))
+        scores = view.score([render_prompt(task, t, task.instruction) for t in texts], [list(task.label_words)] * len(texts))
         probs = [label_distribution(s) for s in scores]
         sims = None
         if params.selection == "usp":

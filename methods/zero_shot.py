@@ -15,5 +15,5 @@ class ZeroShot(Method[BlackView]):
     description = "task template only, no tuning"
     family = "baseline"
 
-    def tune(self, model: BlackView, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> PromptArtifact:
+    def tune(self, view: BlackView, *, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> PromptArtifact:
         return PromptArtifact(task.instruction)

@@ -72,7 +72,7 @@ class TestMethod(Method):
     name = {name!r}
     access = Access.black
 
-    def tune(self, model, task, train, dev, params, seed):
+    def tune(self, view, *, task, train, dev, params, seed):
 {tune_body}
         return PromptArtifact()
 """)

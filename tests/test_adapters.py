@@ -30,7 +30,7 @@ def test_adapter_trains_stays_small_and_reapplies(name, tmp_path):
     cls = get_method(name)
     assert cls.access.name == "white" and cls.family == "partial"
     params = build_params(cls, {"lr": LR[name], "max_steps": 4, "batch_size": 4, "warmup_ratio": 0.0})
-    art = cls().tune(backend.view("white"), splits.task, splits.train, [], params, seed=0)
+    art = cls().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[], params=params, seed=0)
     s = art.stats
     assert s["adapter_type"] == PEFT_TYPE[name] and s["train_steps"] == 4
     assert s["loss_last"] < s["loss_first"], (s["loss_first"], s["loss_last"])

@@ -29,7 +29,7 @@ def test_bbt_searches_through_embeddings_at_grey_access_and_reapplies(sst2, smol
     params = build_params(Bbt, {"prompt_tokens": 4, "intrinsic_dim": 16, "popsize": 4, "budget": 12, "shots_per_class": 4,
                                 "eval_every": 4})
     before = smol.usage.snapshot()
-    art = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, params, seed=0)
+    art = Bbt().tune(grey, task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     s = art.stats
     assert s["candidate_evaluations"] == 12 and s["train_batch"] == 8 and art.embeds.shape == (4, 576)
     assert s["best_at_evaluation"] in (4, 8, 12) and not s["kept_p0"]
@@ -72,7 +72,7 @@ def test_evoprompt_evolves_with_a_black_view_only(sst2, smol):
     black = smol.view(Access.black)
     with pytest.raises(AccessError):
         black.score(["x"], [["y"]])
-    art = EvoPrompt().tune(black, sst2.task, sst2.train, sst2.dev, params, seed=0)
+    art = EvoPrompt().tune(black, task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     hist = art.history
     assert {h["origin"] for h in hist} <= {"initial", "paraphrase", "child"} and any(h["origin"] == "initial" for h in hist)
     assert all(len(h["parents"]) == 2 for h in hist if h["origin"] == "child")

@@ -106,8 +106,8 @@ def test_8_full_finetune_keeps_fp32_master_weights():
     backend = HFBackend.load("smollm2-135m", device="cpu", dtype="bfloat16")
     splits = load_splits("sst2", train=8, test=4)
     before = {n: p.detach().float().clone() for n, p in backend.module.named_parameters() if "layers.0.self_attn.q_proj" in n}
-    art = FullFinetune().tune(backend.view("white"), splits.task, splits.train, [],
-                              FullFinetuneParams(max_steps=2, batch_size=4, save_weights=False, warmup_ratio=0.0), seed=0)
+    art = FullFinetune().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[],
+                              params=FullFinetuneParams(max_steps=2, batch_size=4, save_weights=False, warmup_ratio=0.0), seed=0)
     assert art.stats["master_weights"] == "float32" and art.stats["loaded_dtype"] == "bfloat16"
     params = dict(backend.module.named_parameters())
     assert all(p.dtype == torch.float32 for p in params.values())

@@ -32,7 +32,7 @@ def test_cuda_peak_memory_and_bf16_lora_steps():
     meter = Meter().start()
     backend = tiny_llama()
     splits = load_splits("sst2", train=32, test=8)
-    art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], LoraParams(max_steps=4, batch_size=8), seed=0)
+    art = LoRA().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[], params=LoraParams(max_steps=4, batch_size=8), seed=0)
     meter.stop()
     assert art.stats["precision"] == "bf16-autocast" and art.stats["train_steps"] == 4
     peak = peak_accelerator_bytes()
@@ -56,7 +56,7 @@ def test_qlora_loads_in_4bit_and_trains_lora(tmp_path):
     backend = HFBackend.load(str(tmp_path / "tiny"), device="cuda", quantize="4bit")
     assert backend.module.is_loaded_in_4bit and backend.settings["quantize"] == "4bit-nf4"
     splits = load_splits("sst2", train=32, test=8)
-    art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], LoraParams(max_steps=3, batch_size=8), seed=0)
+    art = LoRA().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[], params=LoraParams(max_steps=3, batch_size=8), seed=0)
     assert art.stats["train_steps"] == 3 and math.isfinite(art.stats["loss_last"])
 
 

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     with torch.no_grad():
         loss_before = float(label_loss(forward_tail(backend.module, batch[0], batch[1], 2), batch[2]))
     params = LoraParams(lr=2e-3, max_steps=4, batch_size=8, warmup_ratio=0.0, dropout=0.0)
-    art = LoRA().tune(backend.view("white"), splits.task, splits.train, [], params, seed=0)
+    art = LoRA().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[], params=params, seed=0)
     with torch.no_grad():
         loss_after = float(label_loss(forward_tail(art.model, batch[0], batch[1], 2), batch[2]))
     folder = tmp_path_factory.mktemp("lora") / "artifact"

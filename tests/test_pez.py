@@ -17,8 +17,8 @@ from boxbench.core.errors import UserError
 def test_pez_moves_only_the_prompt_and_returns_text_and_ids(smol, tmp_path):
     splits = load_splits("sst2", 64, 8, 4, 0)
     before = {n: p.detach().clone() for n, p in smol.module.named_parameters()}
-    art = Pez().tune(smol.view(Access.white), splits.task, splits.train, splits.dev,
-                     PezParams(vocab="random", s=3000, steps=4, eval_every=2, batch_size=8, prompt_length=5), 0)
+    art = Pez().tune(smol.view(Access.white), task=splits.task, train=splits.train, dev=splits.dev,
+                     params=PezParams(vocab="random", s=3000, steps=4, eval_every=2, batch_size=8, prompt_length=5), seed=0)
     assert all(torch.equal(before[n], p) for n, p in smol.module.named_parameters()), "a model parameter changed"
     assert all(not p.requires_grad or p.grad is None for p in smol.module.parameters())
     assert len(art.token_ids) == 5 and art.instruction == smol.tokenizer.decode(art.token_ids, skip_special_tokens=True)

@@ -14,7 +14,7 @@ class Shouty(Method):
     access = Access.black
     description = "instruction in capitals (entry-point plugin)"
 
-    def tune(self, model, task, train, dev, params, seed):
+    def tune(self, view, *, task, train, dev, params, seed):
         return PromptArtifact("CLASSIFY THE TEXT.")
 '''
 

@@ -23,20 +23,20 @@ def sst2():
 
 
 def test_kate_orders_the_nearest_examples_and_reloads(sst2, smol, tmp_path):
-    from boxbench.backends import loaded_models
+    from boxbench.backends import context, loaded_models
 
     query = sst2.train[7].text  # in the pool: its own nearest neighbour
-    loaded_models(reset=True)
-    art = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3, order="nearest_last"), 0)
+    context.begin()  # a fresh ledger, as a cell begins
+    art = Kate().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=KateParams(k=3, order="nearest_last"), seed=0)
     assert art.stats["index_size"] == 120 and art.stats["index_build_s"] > 0
-    (name, n, usage, _), = [e for e in loaded_models() if e[0].endswith("(encoder)")]  # the encoder's reads count as compute
+    (name, n, usage), = [(e.name, e.n_params, e.usage) for e in loaded_models() if e.name.endswith("(encoder)")]  # the encoder's reads count as compute
     assert 2.2e7 < n < 2.4e7 and usage.model_calls == 120 and usage.prompt_tokens > 120 * 5, (name, n, usage)
     nn = art.neighbours([query])[0]
     assert usage.model_calls == 121  # the query, at evaluation
     assert len(nn) == 3 and art.pool[nn[-1]].text == query  # nearest_last: closest right before the query
     prompt = art.prompts(sst2.task, [query])[0]
     assert prompt.endswith(sst2.task.template.format(text=query)) and prompt.count("Review:") == 4
-    first = Kate().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, KateParams(k=3), 0)
+    first = Kate().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=KateParams(k=3), seed=0)
     assert first.stats["order"] == "nearest_first"  # the reference's order is the default
     assert first.neighbours([query])[0] == nn[::-1] and first.pool[first.neighbours([query])[0][0]].text == query
     art.save(tmp_path / "a")
@@ -53,7 +53,7 @@ def test_ape_with_its_own_proposer_counts_its_calls_apart(sst2, smol):
                        proposer={"model": "smollm2-135m", "quantize": "int8"})
     t0 = time.perf_counter()
     before = smol.usage.snapshot()
-    art = Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, params, 0)
+    art = Ape().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     hist = art.history
     assert smol.usage.model_calls - before["model_calls"] == 6 * len(hist)  # scoring only: no proposal on the target
     assert art.stats["proposer_model"] == "smollm2-135m (int8-dynamic)" and art.stats["proposer_calls"] == 3 + 2
@@ -68,7 +68,7 @@ def test_ape_proposes_scores_and_keeps_the_best_with_a_black_view_only(sst2, smo
     params = ApeParams(num_subsamples=1, prompts_per_subsample=3, demos_per_proposal=3, eval_size=6, rounds=1, keep=1,
                        resamples_per_candidate=2, max_instruction_tokens=20)
     calls = smol.usage.model_calls
-    art = Ape().tune(black, sst2.task, sst2.train, sst2.dev, params, 0)
+    art = Ape().tune(black, task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     hist = art.history
     assert hist and all(0.0 <= h["dev_accuracy"] <= 1.0 for h in hist)
     assert art.instruction == max(hist, key=lambda h: h["dev_accuracy"])["instruction"]
@@ -99,7 +99,7 @@ def test_usp_never_reads_training_labels_and_picks_per_predicted_class(sst2, smo
     hidden = [HiddenLabel.__new__(HiddenLabel) for _ in sst2.train]
     for h, e in zip(hidden, sst2.train):
         object.__setattr__(h, "text", e.text)
-    art = Usp().tune(smol.view(Access.grey), sst2.task, hidden, [], UspParams(pool_size=24, k=4), 0)
+    art = Usp().tune(smol.view(Access.grey), task=sst2.task, train=hidden, dev=[], params=UspParams(pool_size=24, k=4), seed=0)
     assert len(art.demos) == 4 and art.stats["pool_size"] == 24
     counts = art.stats["pseudo_label_counts"]
     assert sum(counts) == 24

@@ -19,8 +19,8 @@ def test_prompt_tuning_trains_only_the_prompt_and_reapplies(tmp_path):
     backend = HFBackend.load("smollm2-135m", device="cpu", dtype="float32", batch_size=8)
     before = {n: p.detach().clone() for n, p in backend.module.named_parameters()}
     splits = load_splits("sst2", train=16, test=12)
-    art = PromptTuning().tune(backend.view("white"), splits.task, splits.train, [],
-                              PromptTuningParams(num_virtual_tokens=4, max_steps=3, batch_size=8), seed=0)
+    art = PromptTuning().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[],
+                              params=PromptTuningParams(num_virtual_tokens=4, max_steps=3, batch_size=8), seed=0)
     assert art.embeds.shape == (4, 576) and art.stats["trainable_params"] == 4 * 576
     assert art.stats["train_steps"] == 3 and art.stats["train_examples_seen"] == 24
     for n, p in backend.module.named_parameters():
@@ -56,10 +56,10 @@ def test_full_finetune_refuses_when_memory_does_not_fit():
     backend = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
     splits = load_splits("sst2", train=8, test=4)
     with pytest.raises(UserError, match=r"full_finetune: needs about .* GiB more cpu memory .* use lora"):
-        FullFinetune().tune(backend.view("white"), splits.task, splits.train, [],
-                            FullFinetuneParams(batch_size=100_000, max_length=4096), seed=0)
-    art = FullFinetune().tune(backend.view("white"), splits.task, splits.train, [],
-                              FullFinetuneParams(max_steps=1, batch_size=4, save_weights=False), seed=0)
+        FullFinetune().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[],
+                            params=FullFinetuneParams(batch_size=100_000, max_length=4096), seed=0)
+    art = FullFinetune().tune(backend.view("white"), task=splits.task, train=splits.train, dev=[],
+                              params=FullFinetuneParams(max_steps=1, batch_size=4, save_weights=False), seed=0)
     assert art.stats["trainable_params"] == art.stats["total_params"] > 100_000_000
     with pytest.raises(UserError, match="not saved"):
         type(art)(None, None).attach(backend.view("white"))

@@ -37,7 +37,7 @@ def test_pez_starts_from_the_label_words_repeated(smol, sst2):
     vocab = initial_ids(tok, sst2.task, PezParams(init="vocab", prompt_length=10), [], 0, 49152)
     assert all(4 <= i < 5004 for i in vocab) and vocab != initial_ids(tok, sst2.task, PezParams(init="vocab", prompt_length=10), [], 1, 49152)
     # no steps over the full vocabulary: the prompt is the projection of its start, the class words themselves
-    art = Pez().tune(smol.view(Access.white), sst2.task, sst2.train, sst2.dev, PezParams(steps=0, prompt_length=5), 0)
+    art = Pez().tune(smol.view(Access.white), task=sst2.task, train=sst2.train, dev=sst2.dev, params=PezParams(steps=0, prompt_length=5), seed=0)
     assert art.token_ids == (words * 3)[:5] and art.stats["init_token_ids"] == art.token_ids
     assert art.stats["init"] == "classes" and art.stats["loss"] == "label_softmax"
 
@@ -132,7 +132,7 @@ def test_ape_draws_a_dev_subsample_per_candidate(smol, sst2):
         return real(prompts, config)
 
     black.generate = spy  # type: ignore[method-assign]
-    art = Ape().tune(black, sst2.task, sst2.train, sst2.dev, params, 0)
+    art = Ape().tune(black, task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     scoring = [p for batch in calls for p in batch if "Review:" in p and "I gave a friend" not in p]
     n = len(art.history)
     assert n >= 2 and len(scoring) == 2 * n
@@ -147,15 +147,15 @@ def test_pez_never_returns_its_start_unless_no_step_was_scored(smol, sst2):
     start and keeps it on a tie. Without steps the start is all there is."""
     white = smol.view(Access.white)
     frozen = {"steps": 2, "eval_every": 1, "lr": 0.0, "prompt_length": 4, "batch_size": 4}
-    ref = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, frozen), 0)
+    ref = Pez().tune(white, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Pez, frozen), seed=0)
     assert ref.stats["best_step"] == 2 and ref.stats["prompt_moved"] is False and ref.stats["selection"] == "reference"
     assert [h["step"] for h in ref.history] == [1, 2]  # step 0 is never scored
-    old = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "selection": "with_start"}), 0)
+    old = Pez().tune(white, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Pez, {**frozen, "selection": "with_start"}), seed=0)
     assert old.stats["best_step"] == 0 and [h["step"] for h in old.history] == [0, 1, 2]
     assert old.token_ids == ref.token_ids
-    none = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "steps": 0}), 0)
+    none = Pez().tune(white, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Pez, {**frozen, "steps": 0}), seed=0)
     assert none.stats["best_step"] == 0 and none.history == [] and none.stats["best_dev_accuracy"] is None
-    moved = Pez().tune(white, sst2.task, sst2.train, sst2.dev, build_params(Pez, {**frozen, "lr": 0.3}), 0)
+    moved = Pez().tune(white, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Pez, {**frozen, "lr": 0.3}), seed=0)
     assert moved.stats["best_step"] in (1, 2) and moved.stats["prompt_moved"] == (moved.token_ids != ref.token_ids)
 
 
@@ -177,15 +177,15 @@ def test_bbt_dev_scores_every_nth_evaluation_never_p0(smol, sst2):
     grey = smol.view(Access.grey)
     common = {"prompt_tokens": 4, "intrinsic_dim": 8, "popsize": 4, "budget": 8, "shots_per_class": 4, "eval_every": 3}
     calls = smol.usage.model_calls
-    ref = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, common), 0)
+    ref = Bbt().tune(grey, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Bbt, common), seed=0)
     assert [h["evaluations"] for h in ref.stats["search_curve"][1:]] == [3, 6] and "dev_accuracy" not in ref.stats["search_curve"][0]
     assert ref.stats["best_at_evaluation"] in (3, 6) and not ref.stats["kept_p0"]
     assert smol.usage.model_calls - calls == (1 + 8) * 8 + 2 * 8  # batch of 8; dev draw of 8, scored twice
     calls = smol.usage.model_calls
-    old = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, {**common, "dev_check": "generation_best"}), 0)
+    old = Bbt().tune(grey, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Bbt, {**common, "dev_check": "generation_best"}), seed=0)
     assert [h["evaluations"] for h in old.stats["search_curve"]] == [0, 4, 8] and "dev_accuracy" in old.stats["search_curve"][0]
     assert smol.usage.model_calls - calls == (1 + 8) * 8 + 3 * 8
-    few = Bbt().tune(grey, sst2.task, sst2.train, sst2.dev, build_params(Bbt, {**common, "eval_every": 100}), 0)
+    few = Bbt().tune(grey, task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Bbt, {**common, "eval_every": 100}), seed=0)
     assert few.stats["best_dev_accuracy"] is None and few.stats["best_at_evaluation"] > 0  # none checked: the lowest loss
 
 
@@ -211,14 +211,14 @@ def test_evoprompt_parents_come_from_a_pool_drawn_with_replacement():
 
 def test_evoprompt_paraphrases_enter_the_first_population(smol, sst2):
     params = build_params(EvoPrompt, {"popsize": 4, "iterations": 0, "init_size": 4, "eval_size": 4, "max_instruction_tokens": 24})
-    art = EvoPrompt().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, params, seed=0)
+    art = EvoPrompt().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=0)
     initial = sorted((h for h in art.history if h["origin"] == "initial"), key=lambda h: -h["dev_accuracy"])
     start = art.stats["initial_population"]
     assert start[:2] == [h["instruction"] for h in initial[:2]] and len(start) == 4
     paraphrases = [h["instruction"] for h in art.history if h["origin"] == "paraphrase"]
     assert paraphrases and set(paraphrases) <= set(start[2:])
-    old = EvoPrompt().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev,
-                           build_params(EvoPrompt, {**params.__dict__, "init_population": "topk"}), seed=0)
+    old = EvoPrompt().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev,
+                           params=build_params(EvoPrompt, {**params.__dict__, "init_population": "topk"}), seed=0)
     assert old.stats["initial_population"] == [h["instruction"] for h in initial[:4]]
     assert all(h["origin"] == "initial" for h in old.history)
 
@@ -236,11 +236,11 @@ def test_ape_proposals_sample_with_the_reference_top_p(smol, sst2, monkeypatch):
     monkeypatch.setattr(smol, "generate", spy)
     params = {"num_subsamples": 1, "prompts_per_subsample": 2, "eval_size": 2, "rounds": 1, "keep": 1,
               "resamples_per_candidate": 1, "max_instruction_tokens": 12}
-    Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, build_params(Ape, params), 0)
+    Ape().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Ape, params), seed=0)
     writing = [(top_p, t) for p, top_p, t in seen if "I gave a friend" in p or "Generate a variation" in p]
     assert len(writing) == 2 and set(writing) == {(0.9, 0.9)}  # the proposals and the round's paraphrases
     seen.clear()
-    Ape().tune(smol.view(Access.black), sst2.task, sst2.train, sst2.dev, build_params(Ape, {**params, "top_p": 1.0}), 0)
+    Ape().tune(smol.view(Access.black), task=sst2.task, train=sst2.train, dev=sst2.dev, params=build_params(Ape, {**params, "top_p": 1.0}), seed=0)
     assert {c[1] for c in seen if "I gave a friend" in c[0]} == {1.0}
     with pytest.raises(Exception, match="params.top_p"):
         build_params(Ape, {"top_p": 1.5})

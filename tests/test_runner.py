@@ -141,7 +141,7 @@ class FixedInstruction(Method):
     Params = EchoParams
     description = "a tiny external method"
 
-    def tune(self, model, task, train, dev, params, seed):
+    def tune(self, view, *, task, train, dev, params, seed):
         if params.fail:
             raise RuntimeError("deliberate failure\\nsecond line")
         return PromptArtifact(params.instruction)

@@ -92,7 +92,7 @@ def test_prompt_artifact_round_trips_and_reapplies(smol, tmp_path):
     from boxbench.methods.few_shot import FewShot, FewShotParams
 
     splits = load_splits("agnews", train=200, test=12)
-    art = FewShot().tune(smol.view("black"), splits.task, splits.train, [], FewShotParams(k=4, balanced=True), seed=3)
+    art = FewShot().tune(smol.view("black"), task=splits.task, train=splits.train, dev=[], params=FewShotParams(k=4, balanced=True), seed=3)
     assert sorted(d.label for d in art.demos) == [0, 1, 2, 3]
     art.save(tmp_path / "a")
     back = Artifact.load(tmp_path / "a")

@@ -19,7 +19,7 @@ import torch
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
 from boxbench.methods.lora import LoraParams, target_modules
-from boxbench.methods.training import train
+from boxbench.methods.training import train_loop
 
 
 def reference_loop(model, tok, task, examples, batch_size: int, seed: int) -> float:
@@ -64,7 +64,7 @@ def boxbench_loop(model, tok, task, examples, batch_size: int, seed: int) -> flo
     params = LoraParams(batch_size=batch_size, epochs=1.0)
     peft_model = get_peft_model(model, LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
                                                   target_modules=target_modules(model, "auto"), task_type="CAUSAL_LM"))
-    stats = train(peft_model, tok, task, examples, params, seed)
+    stats = train_loop(peft_model, tok, task, examples, params, seed)
     peft_model.unload()
     return stats["train_examples_seen"] / stats["train_wall_s"]
 

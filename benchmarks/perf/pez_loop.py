@@ -76,7 +76,7 @@ def main() -> None:
     ref, ours = [], []
     for r in range(args.rounds):  # alternate, so drift (thermal, caches) hits both
         ref.append(reference_pez(backend.module, backend.tokenizer, splits.task, splits.train, args.steps, args.batch_size, 10, r))
-        art = Pez().tune(backend.view(Access.white), splits.task, splits.train, [], PezParams(steps=args.steps, batch_size=args.batch_size), r)
+        art = Pez().tune(backend.view(Access.white), task=splits.task, train=splits.train, dev=[], params=PezParams(steps=args.steps, batch_size=args.batch_size), seed=r)
         ours.append(art.stats["steps_per_s"])
     best_ref, best_ours = max(ref), max(ours)
     print(f"{args.model}, SST-2, PEZ {args.steps} steps x {args.rounds} rounds, batch {args.batch_size}, prompt 10, "

@@ -95,11 +95,11 @@ def worker(names: list[str], test: int) -> None:
         access = "grey" if "grey" in name else "black"
         view = backend.view(access)
         if name.startswith("kate"):
-            art = get_method("kate")().tune(view, splits.task, splits.train, splits.dev,
-                                            build_params(get_method("kate"), {"k": 4, "pool_size": 1000}), 0)
+            art = get_method("kate")().tune(view, task=splits.task, train=splits.train, dev=splits.dev,
+                                            params=build_params(get_method("kate"), {"k": 4, "pool_size": 1000}), seed=0)
         elif name.startswith("few_shot"):
-            art = get_method("few_shot")().tune(view, splits.task, splits.train, splits.dev,
-                                                build_params(get_method("few_shot"), {"k": 4}), 0)
+            art = get_method("few_shot")().tune(view, task=splits.task, train=splits.train, dev=splits.dev,
+                                                params=build_params(get_method("few_shot"), {"k": 4}), seed=0)
         else:
             art = PromptArtifact()
         timed = HFBackend.load("qwen2.5-coder-1.5b", batch_size=16) if name == "proposer_decode" else backend
