@@ -118,6 +118,10 @@ class GenerationConfig:
 class Backend(ABC):
     """A loaded model. Implements every call it can; ``view(access)`` hands out the allowed subset."""
 
+    # ``Any`` in the signatures below (here and in the views) stands for a third-party type mypy does not
+    # read in this project (no site-packages: a torch tensor or module, a transformers tokenizer), a JSON
+    # mapping (``dict[str, Any]``: settings, describe), or each backend's own keyword settings (``load``).
+
     name: str = "backend"
     max_access: Access = Access.black
 

@@ -24,6 +24,9 @@ ARTIFACT_KINDS: dict[str, type["Artifact"]] = {}
 class Artifact:
     """What tuning produced. Subclasses set ``kind`` and override ``prompts`` and/or ``attach``."""
 
+    # ``Any`` below: JSON mappings (``to_json``, ``from_json``, the evaluation result and the record fields
+    # ``extra_metrics`` adds) and ``__init_subclass__``'s pass-through keywords.
+
     kind: ClassVar[str] = "artifact"
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -158,28 +161,30 @@ class NoParams(Checked):
 
 
 V = TypeVar("V", bound=BlackView)
+P = TypeVar("P", bound=Checked)
 
 
-class Method(ABC, Generic[V]):
-    """A tuning method, generic in the view it tunes through (``Method[WhiteView]`` for white-box
-    methods): ``tune`` gets a view of exactly ``access``. Register it with ``@register_method``."""
+class Method(ABC, Generic[V, P]):
+    """A tuning method, generic in the view it tunes through and in its params
+    (``Method[WhiteView, PezParams]``): ``tune`` gets a view of exactly ``access`` and a ``Params``
+    record. Register it with ``@register_method``."""
 
     name: ClassVar[str]
     access: ClassVar[Access]  # the least access it needs; tune() gets a view of exactly this
-    Params: ClassVar[type] = NoParams
+    Params: ClassVar[type[Checked]] = NoParams  # the class of P (a ClassVar cannot name a type variable)
     description: ClassVar[str] = ""
     family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
 
     @abstractmethod
-    def tune(self, view: V, *, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> Artifact:
+    def tune(self, view: V, *, task: Task, train: list[Example], dev: list[Example], params: P, seed: int) -> Artifact:
         """Tune on ``train``/``dev`` (never the test set) and return the artifact."""
 
     @classmethod
-    def check(cls, params: Any, model: Any, where: str) -> None:
+    def check(cls, params: P, model: Any, where: str) -> None:  # model: backends.ModelSpec, a layer above this one
         """Suite-time check of ``params`` against a cell's model spec (a UserError before any work)."""
 
 
-def build_params(method: type[Method], values: dict[str, Any] | None, where: str = "params") -> Any:
+def build_params(method: type[Method[Any, Any]], values: dict[str, Any] | None, where: str = "params") -> Any:
     """The method's params dataclass from a suite mapping; a UserError naming a bad field
     (``core.fields.typed_record``: name, type, range, allowed values)."""
     return typed_record(method.Params, dict(values or {}), where, owner=method.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from boxbench.core.backend import Access, BlackView, WhiteView, require
 from boxbench.core.errors import UserError
@@ -85,24 +85,27 @@ class AdapterArtifact(ModelArtifact):
         return view
 
 
-class PeftMethod(Method[WhiteView]):
+TP = TypeVar("TP", bound=TrainParams)
+
+
+class PeftMethod(Method[WhiteView, TP]):
     """Base of the peft adapter methods: ``peft_config`` on the frozen model, then the shared loop.
     A subclass may add a loss term (``regulariser``) or a per-step hook (``after_step``)."""
 
     access = Access.white
     family = "partial"
 
-    def peft_config(self, base: Any, params: Any, steps: int) -> Any:
+    def peft_config(self, base: Any, params: TP, steps: int) -> Any:  # base and the config: peft/torch objects
         """The peft config for ``base`` (``steps``: optimizer steps the loop will run)."""
         raise NotImplementedError
 
-    def regulariser(self, model: Any, params: Any) -> Callable[[], Any] | None:
+    def regulariser(self, model: Any, params: TP) -> Callable[[], Any] | None:
         return None
 
-    def after_step(self, model: Any, params: Any) -> Callable[[int], None] | None:
+    def after_step(self, model: Any, params: TP) -> Callable[[int], None] | None:
         return None
 
-    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: Any, seed: int) -> AdapterArtifact:
+    def tune(self, view: WhiteView, *, task: Task, train: list[Example], dev: list[Example], params: TP, seed: int) -> AdapterArtifact:
         import torch
         from peft import get_peft_model
 
@@ -148,7 +151,7 @@ class AdaLoraParams(TrainParams):
     orth_reg_weight: float = field(default=0.1, metadata={"help": "orthogonality regulariser γ (the paper's 0.1)"})
 
 
-class AdaLora(PeftMethod):
+class AdaLora(PeftMethod[AdaLoraParams]):
     name = "adalora"
     Params = AdaLoraParams
     description = "AdaLoRA (peft): SVD-form low-rank adapters whose ranks are pruned to a budget while training"
@@ -194,7 +197,7 @@ class IA3Params(TrainParams):
     feedforward_modules: str = field(default="auto", metadata={"help": "the targets scaled on their input (FFN); auto: peft's default"})
 
 
-class IA3(PeftMethod):
+class IA3(PeftMethod[IA3Params]):
     name = "ia3"
     Params = IA3Params
     description = "(IA)³ (peft): learned vectors rescaling keys, values and FFN activations"
@@ -215,7 +218,7 @@ class LycorisParams(TrainParams):
     target_modules: str = field(default="auto", metadata={"help": "auto: peft's per-architecture default, else all-linear or a comma list"})
 
 
-class _Lycoris(PeftMethod):
+class _Lycoris(PeftMethod[LycorisParams]):
     """LoHa and LoKr: the same parameters, peft's ``CONFIG`` class differs."""
 
     Params = LycorisParams
@@ -248,7 +251,7 @@ class PrefixParams(TrainParams):
     projection: bool = field(default=True, metadata={"help": "reparameterise the prefix through an MLP while training (the paper's)"})
 
 
-class PrefixTuning(PeftMethod):
+class PrefixTuning(PeftMethod[PrefixParams]):
     name = "prefix_tuning"
     Params = PrefixParams
     description = "prefix tuning (peft): learned keys and values in front of every layer, model frozen"

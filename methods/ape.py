@@ -85,7 +85,7 @@ def clean_instruction(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-class Ape(Method[BlackView]):
+class Ape(Method[BlackView, ApeParams]):
     name = "ape"
     access = Access.black
     Params = ApeParams

@@ -107,7 +107,7 @@ def label_cross_entropy(scores: list[list[float]], gold: list[int]) -> float:
     return total / len(gold)
 
 
-class Bbt(Method[GreyView]):
+class Bbt(Method[GreyView, BbtParams]):
     name = "bbt"
     access = Access.grey
     family = "module"

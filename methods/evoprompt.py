@@ -150,7 +150,7 @@ def first_population(scored: list[dict[str, Any]], paraphrases: list[dict[str, A
     return population[:popsize]
 
 
-class EvoPrompt(Method[BlackView]):
+class EvoPrompt(Method[BlackView, EvoPromptParams]):
     name = "evoprompt"
     access = Access.black
     family = "multi-pass"

@@ -16,7 +16,7 @@ class FewShotParams(Checked):
     balanced: bool = field(default=False, metadata={"help": "draw k/num_labels per label instead of uniformly"})
 
 
-class FewShot(Method[BlackView]):
+class FewShot(Method[BlackView, FewShotParams]):
     name = "few_shot"
     access = Access.black
     Params = FewShotParams

@@ -86,7 +86,7 @@ class FullWeightsArtifact(ModelArtifact):
         return view
 
 
-class FullFinetune(Method[WhiteView]):
+class FullFinetune(Method[WhiteView, FullFinetuneParams]):
     name = "full_finetune"
     access = Access.white
     Params = FullFinetuneParams

@@ -119,7 +119,7 @@ class KNNPromptArtifact(Artifact):
         return cls(pool, np.load(folder / "embeddings.npy"), data["encoder"], data["k"], data["order"], data.get("instruction", ""))
 
 
-class Kate(Method[BlackView]):
+class Kate(Method[BlackView, KateParams]):
     name = "kate"
     access = Access.black
     Params = KateParams

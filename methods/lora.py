@@ -21,7 +21,7 @@ class LoraParams(TrainParams):
     target_modules: str = field(default="auto", metadata={"help": "auto (per architecture), all-linear, or a comma list"})
 
 
-class LoRA(PeftMethod):
+class LoRA(PeftMethod[LoraParams]):
     name = "lora"
     Params = LoraParams
     description = "LoRA adapters (peft) trained on the label-word loss"

@@ -250,7 +250,7 @@ def initial_ids(tok: Any, task: Task, params: PezParams, cand: list[int], seed: 
     return [cand[i] for i in torch.randint(len(cand), (m,), generator=gen).tolist()]  # as boxbench drew them before
 
 
-class Pez(Method[WhiteView]):
+class Pez(Method[WhiteView, PezParams]):
     name = "pez"
     access = Access.white
     Params = PezParams

@@ -29,7 +29,7 @@ class PromptTuningParams(TrainParams):
                            metadata={"help": "initialise from this text's token embeddings (repeated to length); empty = random"})
 
 
-class PromptTuning(Method[WhiteView]):
+class PromptTuning(Method[WhiteView, PromptTuningParams]):
     name = "prompt_tuning"
     access = Access.white
     Params = PromptTuningParams

@@ -201,7 +201,7 @@ def check_vocabulary(large: Any, small: Backend) -> str:
     return "verified"
 
 
-class ProxyTuning(Method[GreyView]):
+class ProxyTuning(Method[GreyView, ProxyParams]):
     name = "proxy_tuning"
     access = Access.grey
     Params = ProxyParams

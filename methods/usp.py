@@ -83,7 +83,7 @@ def select(probs: list[list[float]], sims: Any, k: int, rule: str, lam: float, r
     return chosen
 
 
-class Usp(Method[GreyView]):
+class Usp(Method[GreyView, UspParams]):
     name = "usp"
     access = Access.grey
     Params = UspParams

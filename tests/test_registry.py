@@ -6,7 +6,7 @@ import pytest
 
 from boxbench.core.backend import Access, GreyView, WhiteView
 from boxbench.core.errors import UserError
-from boxbench.core.method import Method, PromptArtifact
+from boxbench.core.method import Method, NoParams, PromptArtifact
 from boxbench.core.registry import Registry
 
 
@@ -53,7 +53,7 @@ def contract_problems(cls: type) -> list[str]:
     generic = next((typing.get_args(b)[0] for k in cls.__mro__ for b in getattr(k, "__orig_bases__", ())
                     if typing.get_origin(b) is Method and typing.get_args(b)), None)
     if generic is not VIEWS[cls.access]:
-        out.append(f"Method[{getattr(generic, '__name__', generic)}] does not match access {cls.access.name}")
+        out.append(f"Method[{getattr(generic, '__name__', generic)}, …] does not match access {cls.access.name}")
     return out
 
 
@@ -68,20 +68,20 @@ def test_every_method_keeps_the_method_contract():
 
 
 def test_the_contract_check_sees_a_method_asking_more_than_its_access():
-    class Sneaky(Method[WhiteView]):
+    class Sneaky(Method[WhiteView, NoParams]):
         name, access, description, family = "sneaky", Access.grey, "declares grey, tunes through a white view", "prompt"
 
         def tune(self, view: WhiteView, *, task, train, dev, params, seed) -> PromptArtifact:  # type: ignore[override]
             return PromptArtifact()
 
-    class Positional(Method[GreyView]):
+    class Positional(Method[GreyView, NoParams]):
         name, access, description, family = "positional", Access.grey, "old positional tune", "prompt"
 
         def tune(self, view: GreyView, task, train, dev, params, seed) -> PromptArtifact:  # type: ignore[override]
             return PromptArtifact()
 
     assert contract_problems(Sneaky) == ["tune's view is typed WhiteView, its access grey gives a GreyView",
-                                         "Method[WhiteView] does not match access grey"]
+                                         "Method[WhiteView, …] does not match access grey"]
     assert contract_problems(Positional) == ["tune's arguments after the view are not keyword-only"]
 
 

@@ -13,16 +13,18 @@ import argparse
 import random
 import statistics
 import time
+from typing import Any
 
 import torch
 
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
+from boxbench.core.task import Example, Task
 from boxbench.methods.lora import LoraParams, target_modules
 from boxbench.methods.training import train_loop
 
 
-def reference_loop(model, tok, task, examples, batch_size: int, seed: int) -> float:
+def reference_loop(model: Any, tok: Any, task: Task, examples: list[Example], batch_size: int, seed: int) -> float:
     """The minimal loop: tokenise, pad right, mask non-label tokens, forward, CE, backward, step."""
     from peft import LoraConfig, get_peft_model
 
@@ -57,7 +59,7 @@ def reference_loop(model, tok, task, examples, batch_size: int, seed: int) -> fl
     return len(rows) / wall
 
 
-def boxbench_loop(model, tok, task, examples, batch_size: int, seed: int) -> float:
+def boxbench_loop(model: Any, tok: Any, task: Task, examples: list[Example], batch_size: int, seed: int) -> float:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from typing import Any
 
 from boxbench.backends.hf import HFBackend
 from boxbench.benchmarks.datasets import load_splits
 from boxbench.core.backend import Access
+from boxbench.core.task import Example, Task
 from boxbench.methods.pez import Pez, PezParams
 
 
-def reference_pez(model, tok, task, train, steps: int, batch_size: int, length: int, seed: int) -> float:
+def reference_pez(model: Any, tok: Any, task: Task, train: list[Example], steps: int, batch_size: int, length: int, seed: int) -> float:
     """Minimal PEZ; returns steps/s."""
     import torch
     from transformers.optimization import Adafactor

@@ -56,7 +56,7 @@ CANDIDATES = [
 ]
 
 
-def matmul_rate(config, tokens: int) -> float:
+def matmul_rate(config: Any, tokens: int) -> float:
     """fp32 GFLOP/s of torch's matmul at the model's linear shapes: every layer's own weights (not
     cache-hot), ``tokens`` rows per product."""
     import torch
