@@ -35,12 +35,41 @@ from boxbench.core.process import die_with_parent
 from boxbench.core.registry import Registry
 
 
+def _follow(proc: Any, quiet: bool) -> tuple[dict[str, Any] | None, str]:
+    """Read a cell process's events until it closes its output: (its record, None if it sent none;
+    the phase it was last in), showing its progress bar unless ``quiet``."""
+    from tqdm import tqdm
+
+    record: dict[str, Any] | None = None
+    bar = None
+    phase = "start"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("event") in ("phase", "progress"):
+                phase = msg["phase"]
+            if msg.get("event") == "progress" and not quiet:
+                if bar is None or bar.desc != msg["phase"]:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=msg["total"], desc=msg["phase"], unit="ex", position=1, leave=False, dynamic_ncols=True)
+                bar.update(msg["n"])
+            elif msg.get("event") == "result":
+                record = msg["record"]
+    finally:
+        if bar is not None:
+            bar.close()
+    return record, phase
+
+
 def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False,
                      server: "ForkServer | None" = None) -> dict[str, Any]:
     """Run one cell in a child process — forked from ``server`` (warm imports, see ``forkserver``)
     or, without one, a fresh ``python`` — and always return a record (an error one if it died)."""
-    from tqdm import tqdm
-
     cell_dir = run_dir / "cells" / cell.cell_id
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "cell.json").write_text(json.dumps({"cell": cell.to_json(), "plugins": plugins}, indent=2))
@@ -59,9 +88,6 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     else:
         proc = subprocess.Popen([sys.executable, "-m", "boxbench.benchmarks.cell", str(cell_dir)],
                                 stdout=subprocess.PIPE, stderr=log, text=True, env=env, preexec_fn=die_with_parent)
-    record: dict[str, Any] | None = None
-    bar = None
-    phase = "start"
     fired = threading.Event()
 
     def on_timeout() -> None:
@@ -73,28 +99,11 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
         timer.daemon = True
         timer.start()
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if msg.get("event") in ("phase", "progress"):
-                phase = msg["phase"]
-            if msg.get("event") == "progress" and not quiet:
-                if bar is None or bar.desc != msg["phase"]:
-                    if bar is not None:
-                        bar.close()
-                    bar = tqdm(total=msg["total"], desc=msg["phase"], unit="ex", position=1, leave=False, dynamic_ncols=True)
-                bar.update(msg["n"])
-            elif msg.get("event") == "result":
-                record = msg["record"]
+        record, phase = _follow(proc, quiet)
         proc.wait()
     finally:
         if timer is not None:
             timer.cancel()
-        if bar is not None:
-            bar.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -56,7 +56,6 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     from tqdm import tqdm
 
     prepare_run_dir(run_dir)
-    counts = {"ok": 0, "error": 0, "capped": 0, "skipped": 0}
     with run_lock(run_dir):
         store = ResultStore(run_dir)
         meta = {"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys, **({"seed_plans": suite.plans} if suite.plans else {})}
@@ -64,62 +63,85 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         ok = store.ok_keys()
         capped = {r["cell_key"]: r.get("caps") for r in store.records() if r.get("status") == "capped"}
         todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == caps_of(c))]
-        counts["skipped"] = len(suite.cells) - len(todo)
         runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
         line = runner.start()
         if line and not quiet:
             print(line, flush=True)
-        bar = tqdm(total=len(suite.cells), initial=counts["skipped"], desc=f"suite {suite.name}", unit="cell",
+        bar = tqdm(total=len(suite.cells), initial=len(suite.cells) - len(todo), desc=f"suite {suite.name}", unit="cell",
                    position=0, disable=quiet, dynamic_ncols=True)
-        attempts: dict[str, int] = {}
-        waiting = list(todo)
-        active: set[str] = set()
+        drive = _Drive(store, runner, bar, quiet, ok, waiting=list(todo))
+        drive.counts["skipped"] = len(suite.cells) - len(todo)
         try:
-            while waiting or runner.busy():
-                for cell in list(waiting):  # submit what is ready; a transfer cell after its source
-                    if cell.source is not None and cell.source.key not in ok:
-                        if cell.source.key in active or any(c.key == cell.source.key for c in waiting):
-                            continue
-                        record = error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", now())
-                        waiting.remove(cell)
-                        _land(store, record, counts, bar, quiet)
-                        continue
-                    left = budget_left(cell, store.records) if _run_capped(cell) else None
-                    if left is not None and active:  # under the run's caps, a cell starts with what the others left
-                        break
-                    waiting.remove(cell)
-                    if left is not None and any(v <= 0 for v in left.values()):
-                        record = error_record(cell, f"the run's cap is spent ({', '.join(f'{k} left {v:g}' for k, v in left.items())}); "
-                                                    f"raise settings.suite_max_cost / suite_max_tokens to go on", now())
-                        record.update(status="capped", caps=caps_of(cell), capped_in="queue")
-                        _land(store, record, counts, bar, quiet)
-                        continue
-                    if left is not None:  # the cell may spend what the run's caps leave
-                        cell = dataclasses.replace(cell, settings={**cell.settings, "budget_left": left})
-                    active.add(cell.key)
-                    attempts[cell.key] = attempts.get(cell.key, 0) + 1
-                    runner.submit(cell)
-                if not runner.busy():
-                    continue
-                cell, record = runner.next_done()
-                if record.pop("retryable", False) and attempts[cell.key] <= cell.settings.get("max_retries", 1):
-                    if not quiet:
-                        tqdm.write(f"retry {cell.cell_id} (attempt {attempts[cell.key] + 1}): {record['error']}")
-                    active.discard(cell.key)
-                    waiting.insert(0, cell)
-                    continue
-                active.discard(cell.key)
-                record["attempts"] = attempts[cell.key]
-                if record["status"] == "ok":
-                    ok.add(cell.key)
-                _land(store, record, counts, bar, quiet)
+            while drive.waiting or runner.busy():
+                drive.submit_ready()
+                if runner.busy():
+                    drive.collect_one()
         except KeyboardInterrupt:
             runner.cancel()  # running cells stop; finished ones are in results.jsonl already
             raise
         finally:
             bar.close()
             runner.close()
-    return counts
+    return drive.counts
+
+
+@dataclasses.dataclass
+class _Drive:
+    """One run's loop state: the cells waiting, those running, each cell's attempts, the counts."""
+
+    store: ResultStore
+    runner: Any  # an Executor
+    bar: Any  # the tqdm bar
+    quiet: bool
+    ok: set[str]
+    waiting: list[Cell]
+    active: set[str] = dataclasses.field(default_factory=set)
+    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    counts: dict[str, int] = dataclasses.field(default_factory=lambda: {"ok": 0, "error": 0, "capped": 0, "skipped": 0})
+
+    def land(self, record: dict[str, Any]) -> None:
+        _land(self.store, record, self.counts, self.bar, self.quiet)
+
+    def submit_ready(self) -> None:
+        """Submit what is ready; a transfer cell after its source, a cell under the run's caps alone."""
+        for cell in list(self.waiting):
+            if cell.source is not None and cell.source.key not in self.ok:
+                if cell.source.key in self.active or any(c.key == cell.source.key for c in self.waiting):
+                    continue
+                self.waiting.remove(cell)
+                self.land(error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", now()))
+                continue
+            left = budget_left(cell, self.store.records) if _run_capped(cell) else None
+            if left is not None and self.active:  # under the run's caps, a cell starts with what the others left
+                break
+            self.waiting.remove(cell)
+            if left is not None and any(v <= 0 for v in left.values()):
+                record = error_record(cell, f"the run's cap is spent ({', '.join(f'{k} left {v:g}' for k, v in left.items())}); "
+                                            f"raise settings.suite_max_cost / suite_max_tokens to go on", now())
+                record.update(status="capped", caps=caps_of(cell), capped_in="queue")
+                self.land(record)
+                continue
+            if left is not None:  # the cell may spend what the run's caps leave
+                cell = dataclasses.replace(cell, settings={**cell.settings, "budget_left": left})
+            self.active.add(cell.key)
+            self.attempts[cell.key] = self.attempts.get(cell.key, 0) + 1
+            self.runner.submit(cell)
+
+    def collect_one(self) -> None:
+        """Wait for the next finished cell: land its record, or queue it again when its process died and retries are left."""
+        from tqdm import tqdm
+
+        cell, record = self.runner.next_done()
+        self.active.discard(cell.key)
+        if record.pop("retryable", False) and self.attempts[cell.key] <= cell.settings.get("max_retries", 1):
+            if not self.quiet:
+                tqdm.write(f"retry {cell.cell_id} (attempt {self.attempts[cell.key] + 1}): {record['error']}")
+            self.waiting.insert(0, cell)
+            return
+        record["attempts"] = self.attempts[cell.key]
+        if record["status"] == "ok":
+            self.ok.add(cell.key)
+        self.land(record)
 
 
 def _run_capped(cell: Cell) -> bool:

@@ -463,37 +463,17 @@ def dataset_entry(value: Any, base: Path | None, where: str) -> dict[str, Any]:
     return d
 
 
-def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite", base: Path | None = None) -> Suite:
-    _unknown(raw, TOP_KEYS, "suite")
-    model_resources: dict[str, dict[str, Any]] = {}
+def _targets(value: Any, where: str) -> list[ModelSpec]:
+    """A ``transfer_to`` list of model specs (none when absent)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: must be a non-empty list of model specs")
+    return [parse_model_spec(x, f"{where}[{j}]") for j, x in enumerate(value)]
 
-    def model(value: Any, where: str) -> ModelSpec:
-        """A model spec; a mapping may carry ``resources`` (the Ray executor's, not the model's)."""
-        if isinstance(value, dict):
-            value = dict(value)  # the suite's own mapping stays as written
-        res = value.pop("resources", None) if isinstance(value, dict) else None
-        spec = parse_model_spec(value, where)
-        if res is not None:
-            model_resources[spec.display] = check_resources(res, f"{where}.resources")
-        return spec
 
-    suite_resources = check_resources(raw.get("resources"), "suite.resources")
-    models = [model(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
-    datasets = [dataset_entry(d, base, f"suite.datasets[{i}]") for i, d in enumerate(_list(raw, "datasets"))]
-    names = [d["name"] for d in datasets]
-    if len(set(names)) != len(names):
-        raise UserError(f"suite.datasets: {next(n for n in names if names.count(n) > 1)!r} is listed twice; list each dataset once")
-    data_ids = {d["name"]: data_identity(d) for d in datasets}
-    seeds, plan = _seeds(raw.get("seeds", [0]), "suite.seeds")
-    base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
-    limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
-                  for i, d in enumerate(datasets)}
-
-    def cap(lim: dict[str, int | None]) -> dict[str, int | None]:  # --limit
-        if limit is not None:
-            lim = {**lim, "test": min(limit, lim["test"]) if lim["test"] is not None else limit}
-        return lim
-
+def _settings(raw: dict[str, Any], limits_for: dict[str, dict[str, int | None]]) -> dict[str, Any]:
+    """The suite's ``settings``, typed and checked (holdout evaluation needs train and test limits)."""
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
@@ -503,18 +483,40 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
             if lim["train"] is None or lim["test"] is None:
                 raise UserError(f"suite.settings.evaluate_on: holdout needs limits.train and limits.test for {name} "
                                 f"(the held-out rows follow dev and train in its train split); set both")
+    return settings
 
-    def targets(value: Any, where: str) -> list[ModelSpec]:
-        if value is None:
-            return []
-        if not isinstance(value, list) or not value:
-            raise UserError(f"{where}: must be a non-empty list of model specs")
-        return [parse_model_spec(x, f"{where}[{j}]") for j, x in enumerate(value)]
 
-    suite_targets = targets(raw.get("transfer_to"), "suite.transfer_to")
-    methods: list[MethodEntry] = []
-    for i, m in enumerate(_list(raw, "methods")):
-        where = f"suite.methods[{i}]"
+@dataclasses.dataclass
+class _Parser:
+    """What ``parse_suite``'s steps share: ``--limit``, the models' Ray resources, and the suite-wide
+    defaults a method entry inherits (models, dataset names, seeds, transfer targets)."""
+
+    limit: int | None
+    model_resources: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    models: list[ModelSpec] = dataclasses.field(default_factory=list)
+    names: list[str] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    plan: dict[str, Any] = dataclasses.field(default_factory=dict)
+    transfer_to: list[ModelSpec] = dataclasses.field(default_factory=list)
+
+    def model(self, value: Any, where: str) -> ModelSpec:
+        """A model spec; a mapping may carry ``resources`` (the Ray executor's, not the model's)."""
+        if isinstance(value, dict):
+            value = dict(value)  # the suite's own mapping stays as written
+        res = value.pop("resources", None) if isinstance(value, dict) else None
+        spec = parse_model_spec(value, where)
+        if res is not None:
+            self.model_resources[spec.display] = check_resources(res, f"{where}.resources")
+        return spec
+
+    def cap(self, lim: dict[str, int | None]) -> dict[str, int | None]:
+        """A cell's limits under ``--limit`` (test rows at most that many)."""
+        if self.limit is not None:
+            lim = {**lim, "test": min(self.limit, lim["test"]) if lim["test"] is not None else self.limit}
+        return lim
+
+    def method_entries(self, m: Any, where: str) -> list[MethodEntry]:
+        """One ``methods:`` item checked against the suite's models and datasets: an entry per swept combination."""
         m = {"name": m} if isinstance(m, str) else m
         if not isinstance(m, dict) or "name" not in m:
             raise UserError(f"{where}: give a method name or a mapping with 'name'")
@@ -527,7 +529,7 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
         own = m.get("models")
         if own is not None and (not isinstance(own, list) or not own):
             raise UserError(f"{where}.models: must be a non-empty list of model specs")
-        method_models = [model(x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else models
+        method_models = [self.model(x, f"{where}.models[{j}]") for j, x in enumerate(own)] if own else self.models
         method_resources = check_resources(m.get("resources"), f"{where}.resources")
         own_limits = m.get("limits")
         _limits(own_limits, f"{where}.limits", {})  # validate
@@ -539,38 +541,59 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                     f"{spec.max_access().name}; use a model that gives {access.name} access or drop the method"
                 )
         default_label = cls.name if access == cls.access else f"{cls.name}@{access.name}"
-        method_targets = targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else suite_targets
-        method_seeds, method_plan = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else (seeds, plan)
+        method_targets = _targets(m.get("transfer_to"), f"{where}.transfer_to") if "transfer_to" in m else self.transfer_to
+        method_seeds, method_plan = _seeds(m["seeds"], f"{where}.seeds") if "seeds" in m else (self.seeds, self.plan)
         own_datasets = m.get("datasets")
         if own_datasets is not None and (not isinstance(own_datasets, list) or not own_datasets
-                                         or not all(isinstance(x, str) and x in names for x in own_datasets)):
-            raise UserError(f"{where}.datasets: must be a non-empty list of the suite's dataset names ({', '.join(names)})")
+                                         or not all(isinstance(x, str) and x in self.names for x in own_datasets)):
+            raise UserError(f"{where}.datasets: must be a non-empty list of the suite's dataset names ({', '.join(self.names)})")
+        out = []
         for combo, built in sweep_combinations(cls, dict(m.get("params") or {}), m.get("sweep"), where):
             swept = built if combo else params
             for spec in method_models if combo else ():  # a swept value is checked against each model as params are
                 cls.check(swept, spec, where)
-            methods.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
-                                       dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
-                                       method_resources, combo, list(own_datasets or []), method_plan))
-    pairs = [(m.label, spec.display, d) for m in methods for spec in m.models for d in (m.datasets or names)]
-    dup = next((p for p in pairs if pairs.count(p) > 1), None)
+            out.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
+                                   dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
+                                   method_resources, combo, list(own_datasets or []), method_plan))
+        return out
+
+
+def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str = "suite", base: Path | None = None) -> Suite:
+    """A suite mapping -> its cells, every field checked (one line naming it) before any work."""
+    _unknown(raw, TOP_KEYS, "suite")
+    p = _Parser(limit)
+    suite_resources = check_resources(raw.get("resources"), "suite.resources")
+    p.models = [p.model(m, f"suite.models[{i}]") for i, m in enumerate(_list(raw, "models"))]
+    datasets = [dataset_entry(d, base, f"suite.datasets[{i}]") for i, d in enumerate(_list(raw, "datasets"))]
+    p.names = [d["name"] for d in datasets]
+    if len(set(p.names)) != len(p.names):
+        raise UserError(f"suite.datasets: {next(n for n in p.names if p.names.count(n) > 1)!r} is listed twice; list each dataset once")
+    data_ids = {d["name"]: data_identity(d) for d in datasets}
+    p.seeds, p.plan = _seeds(raw.get("seeds", [0]), "suite.seeds")
+    base_limits = _limits(raw.get("limits"), "suite.limits", {"train": None, "dev": 0, "test": None})
+    limits_for = {d["name"]: _limits(d.pop("limits", None), f"suite.datasets[{i}].limits", base_limits)
+                  for i, d in enumerate(datasets)}
+    settings = _settings(raw, limits_for)
+    p.transfer_to = _targets(raw.get("transfer_to"), "suite.transfer_to")
+    methods = [e for i, m in enumerate(_list(raw, "methods")) for e in p.method_entries(m, f"suite.methods[{i}]")]
+    pairs = [(m.label, spec.display, d) for m in methods for spec in m.models for d in (m.datasets or p.names)]
+    dup = next((x for x in pairs if pairs.count(x) > 1), None)
     if dup:
         raise UserError(f"suite.methods: two entries are both labelled {dup[0]!r} on model {dup[1]!r} and dataset {dup[2]!r}; "
                         f"give one a distinct 'label' (or each its own 'datasets')")
-
     cells = []
     for e in methods:
         for spec in e.models:
-            res = {**suite_resources, **model_resources.get(spec.display, {}), **e.resources}
+            res = {**suite_resources, **p.model_resources.get(spec.display, {}), **e.resources}
             for ds in datasets:
                 if e.datasets and ds["name"] not in e.datasets:
                     continue
                 for seed in e.seeds:
-                    src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, cap({**limits_for[ds["name"]], **e.limits}),
+                    src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, p.cap({**limits_for[ds["name"]], **e.limits}),
                                settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep, seed_plan=e.seed_plan)
                     cells.append(src)
                     for tgt in e.transfer_to:  # after their source: the artifact must exist
                         cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), e.access, Access.grey), source=src,
-                                                         resources={**suite_resources, **model_resources.get(tgt.display, {}),
+                                                         resources={**suite_resources, **p.model_resources.get(tgt.display, {}),
                                                                     **e.resources}))
     return Suite(str(raw.get("name", default_name)), cells, raw)

@@ -66,19 +66,9 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     return [t for t in tables if t is not None]
 
 
-def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, Path]:
-    """Write report.md (+ report_cost.png) and report.html (plot embedded); returns both paths.
-    ``select_from``: a calibration run whose held-out results name each access class's
-    representative in the verdicts (``tables.best_by_class``)."""
-    records, stale = split_current(load_records(run_dir), run_dir)
-    chosen = best_by_class(load_records(select_from)) if select_from is not None else None
-    meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
-    tables = build_tables(records, stale, chosen, meta.get("seed_plans"))
-    png = cost_plot(records)
-    heat = transfer_heatmap(records)
-    bars = accuracy_plot(records)
-    curves = sweep_plot(records)
-    frontier = frontier_plot(records)
+def report_header(run_dir: Path, records: list[dict[str, Any]], stale: list[dict[str, Any]], meta: dict[str, Any],
+                  select_from: Path | None) -> str:
+    """The lines above the tables: suite, cells, progress, data, versions, devices, and where the rows came from."""
     ok = sum(1 for r in records if r.get("status") == "ok")
     sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
     versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
@@ -97,38 +87,50 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     if held_out:
         header += (f"\nEvaluated on held-out rows of the train split ({', '.join(held_out)}: settings.evaluate_on holdout), "
                    f"not on test: a calibration run\n")
+    return header
+
+
+# (file name, title, alt text) of each figure, in the order report.html shows them after the tables;
+# the frontier (accuracy against tuning compute) is the headline and comes first, before them
+FIGURES = (("report_accuracy.png", "Accuracy with 95 % intervals", "accuracy with intervals"),
+           ("report_cost.png", "Accuracy against cost", "accuracy against cost"),
+           ("report_transfer.png", "Transfer", "transfer heatmap"),
+           ("report_curves.png", "Learning curves", "learning curves"))
+FRONTIER = ("report_frontier.png", "Accuracy against tuning compute", "accuracy against tuning compute")
+
+
+def _img(png: bytes, title: str, alt: str) -> str:
+    return f'<h3>{title}</h3><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, Path]:
+    """Write report.md (+ its PNG figures) and report.html (figures embedded); returns both paths.
+    ``select_from``: a calibration run whose held-out results name each access class's
+    representative in the verdicts (``verdicts.best_by_class``)."""
+    records, stale = split_current(load_records(run_dir), run_dir)
+    chosen = best_by_class(load_records(select_from)) if select_from is not None else None
+    meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
+    tables = build_tables(records, stale, chosen, meta.get("seed_plans"))
+    pngs: dict[str, bytes | None] = {"report_cost.png": cost_plot(records), "report_transfer.png": transfer_heatmap(records),
+            "report_accuracy.png": accuracy_plot(records), "report_curves.png": sweep_plot(records),
+            "report_frontier.png": frontier_plot(records)}
+    header = report_header(run_dir, records, stale, meta, select_from)
+    figures = [(f, title, alt, png) for f, title, alt in (FRONTIER, *FIGURES) if (png := pngs[f])]
+    for name, _, _, png in figures:
+        (run_dir / name).write_bytes(png)
+    first = [f for f in figures if f[0] == FRONTIER[0]]
+    rest = [f for f in figures if f[0] != FRONTIER[0]]
     md_parts = [f"# boxbench report — {run_dir.name}\n", header]
-    if frontier:  # the headline: what each access class buys at what compute
-        (run_dir / "report_frontier.png").write_bytes(frontier)
-        md_parts.append("### Accuracy against tuning compute\n\n![accuracy against tuning compute](report_frontier.png)\n")
+    md_parts += [f"### {title}\n\n![{alt}]({name})\n" for name, title, alt, _ in first]
     md_parts += [t.markdown() for t in tables]
-    if bars:
-        (run_dir / "report_accuracy.png").write_bytes(bars)
-        md_parts.append("### Accuracy with 95 % intervals\n\n![accuracy with intervals](report_accuracy.png)\n")
-    if png:
-        (run_dir / "report_cost.png").write_bytes(png)
-        md_parts.append("### Accuracy against cost\n\n![accuracy against cost](report_cost.png)\n")
-    if heat:
-        (run_dir / "report_transfer.png").write_bytes(heat)
-        md_parts.append("### Transfer\n\n![transfer heatmap](report_transfer.png)\n")
-    if curves:
-        (run_dir / "report_curves.png").write_bytes(curves)
-        md_parts.append("### Learning curves\n\n![learning curves](report_curves.png)\n")
+    md_parts += [f"### {title}\n\n![{alt}]({name})\n" for name, title, alt, _ in rest]
     md = run_dir / "report.md"
     md.write_text("\n".join(md_parts))
-    top = (f'<h3>Accuracy against tuning compute</h3><img alt="accuracy against tuning compute" '
-           f'src="data:image/png;base64,{base64.b64encode(frontier).decode()}">') if frontier else ""
-    img = (f'<h3>Accuracy with 95 % intervals</h3><img alt="accuracy with intervals" '
-           f'src="data:image/png;base64,{base64.b64encode(bars).decode()}">') if bars else ""
-    img += f'<h3>Accuracy against cost</h3><img alt="accuracy against cost" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
-    if heat:
-        img += f'<h3>Transfer</h3><img alt="transfer heatmap" src="data:image/png;base64,{base64.b64encode(heat).decode()}">'
-    if curves:
-        img += f'<h3>Learning curves</h3><img alt="learning curves" src="data:image/png;base64,{base64.b64encode(curves).decode()}">'
-    body = "".join(t.html() for t in tables)
+    body = "".join(_img(png, title, alt) for _, title, alt, png in first) + "".join(t.html() for t in tables)
+    body += "".join(_img(png, title, alt) for _, title, alt, png in rest)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"
-            f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{top}{body}{img}</body></html>")
+            f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{body}</body></html>")
     out = run_dir / "report.html"
     out.write_text(page)
     return md, out
