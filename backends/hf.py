@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 
 from boxbench.backends import request_cache
 from boxbench.backends.batching import plan_batches, plan_prefixes
-from boxbench.backends.torch_utils import _cache_kwarg, _cache_tensors, model_inputs, resolve_device, resolve_dtype, skinny_linears
-from boxbench.backends.weights import ALIASES, _gguf_cache_folder, _resolve, check_alias, load_gguf_cached
+from boxbench.backends.torch_utils import cache_kwarg, cache_tensors, model_inputs, resolve_device, resolve_dtype, skinny_linears
+from boxbench.backends.weights import ALIASES, gguf_cache_folder, resolve_source, check_alias, load_gguf_cached
 from boxbench.core.backend import CHAT_DEFAULT, Access, Backend, GenerationConfig
 from boxbench.core.errors import UserError
 from boxbench.core.tokens import answer_ended, encode_pair, split_pair, vocabulary_fingerprint
@@ -115,7 +115,7 @@ class HFBackend(Backend):
         torch_dtype = resolve_dtype(dtype, dev)
         t0 = time.perf_counter()
         info: dict[str, Any] = {}
-        gguf, name = _resolve(spec)
+        gguf, name = resolve_source(spec)
         if quantize == "4bit":
             tok, model = cls._load_4bit(spec, gguf, name, dev)
             info = {"load_source": "hub" if spec.startswith("hf:") else "folder", "quantize": "4bit-nf4"}
@@ -230,10 +230,10 @@ class HFBackend(Backend):
         """Only the tokenizer of a model spec (from the dequantised cache when there: about a second)."""
         from transformers import AutoTokenizer
 
-        gguf, name = _resolve(spec)
+        gguf, name = resolve_source(spec)
         if gguf is None:
             return AutoTokenizer.from_pretrained(name)
-        folder = _gguf_cache_folder(gguf)
+        folder = gguf_cache_folder(gguf)
         if (folder / "done").exists():
             return AutoTokenizer.from_pretrained(folder)
         return load_gguf_cached(gguf, None)[0]  # converting a GGUF tokenizer is slow: fill the cache once
@@ -295,7 +295,7 @@ class HFBackend(Backend):
                               dtype=mask.dtype, device=mask.device)
         full = torch.cat([p_mask, mask], 1)
         return {"input_ids": ids, "attention_mask": full, "position_ids": (full.cumsum(-1) - 1)[:, width:].clamp(min=0),
-                self._cache_kwarg(): self._batch_cache(prefixes, width)}
+                self.cache_kwarg(): self._batch_cache(prefixes, width)}
 
     def _batch_cache(self, prefixes: list["_Prefix | None"], width: int) -> Any:
         """One KV cache for a batch: each row's prefix keys/values, left-padded with zeros to ``width``."""
@@ -368,10 +368,10 @@ class HFBackend(Backend):
         inputs: dict[str, Any] = {"input_ids": torch.tensor([ids[start:]], device=self.device),
                                   "position_ids": torch.arange(start, len(ids), device=self.device)[None]}
         if parent is not None:
-            inputs[self._cache_kwarg()] = self._batch_cache([parent], start)
+            inputs[self.cache_kwarg()] = self._batch_cache([parent], start)
         with torch.inference_mode():
             out = self._model(**inputs, use_cache=True, logits_to_keep=1)
-        return _Prefix(ids, _cache_tensors(getattr(out, "cache", None) or out.past_key_values))
+        return _Prefix(ids, cache_tensors(getattr(out, "cache", None) or out.past_key_values))
 
     def _base_config(self) -> Any:
         model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
@@ -387,9 +387,9 @@ class HFBackend(Backend):
         learned prefix) and no incremental decoding (peft inserts the prefix again at every call)."""
         return bool(getattr(getattr(self._model, "active_peft_config", None), "is_prompt_learning", False))
 
-    def _cache_kwarg(self) -> str:
+    def cache_kwarg(self) -> str:
         model = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
-        return _cache_kwarg(type(model))
+        return cache_kwarg(type(model))
 
     # ----- black -----
     def vocabulary_id(self) -> str | None:
@@ -487,7 +487,7 @@ class HFBackend(Backend):
                     inputs = self.model_inputs(torch.cat([inputs["input_ids"], nxt[:, None]], 1), mask)
                     continue
                 inputs = {"input_ids": nxt[:, None], "attention_mask": mask, "position_ids": last_pos[:, None],
-                          self._cache_kwarg(): getattr(out, "cache", None) or out.past_key_values}
+                          self.cache_kwarg(): getattr(out, "cache", None) or out.past_key_values}
         return new
 
     # ----- grey -----

@@ -92,7 +92,7 @@ def skinny_linears(model: Any) -> None:
 _CACHE_KWARG: dict[type, str] = {}
 
 
-def _cache_kwarg(model_cls: type) -> str:
+def cache_kwarg(model_cls: type) -> str:
     """transformers 5.x names the KV-cache argument ``cache``; earlier ``past_key_values``
     (looked up once per model class, not per batch)."""
     import inspect
@@ -103,7 +103,7 @@ def _cache_kwarg(model_cls: type) -> str:
     return _CACHE_KWARG[model_cls]
 
 
-def _cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
+def cache_tensors(cache: Any) -> list[tuple[Any, Any]]:
     """(keys, values) per layer of a transformers KV cache."""
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]

@@ -132,7 +132,7 @@ def alias_gguf(name: str) -> Path:
     return target
 
 
-def _gguf_cache_folder(gguf: Path) -> Path:
+def gguf_cache_folder(gguf: Path) -> Path:
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     return cache_dir() / "dequantized" / f"{gguf.stem}-{key}"
@@ -146,7 +146,7 @@ def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[An
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _gguf_cache_folder(gguf)
+    folder = gguf_cache_folder(gguf)
     t0 = time.perf_counter()
     if use_cache and (folder / "done").exists():
         tok = AutoTokenizer.from_pretrained(folder)
@@ -195,7 +195,7 @@ def _write_cache(folder: Path, tok: Any, model: Any) -> None:
         raise
 
 
-def _resolve(spec: str) -> tuple[Path | None, str]:
+def resolve_source(spec: str) -> tuple[Path | None, str]:
     """(GGUF file or None, name): an alias or ``.gguf`` path gives its file; a hub name
     (``hf:ORG/NAME``) or folder gives the name ``from_pretrained`` takes."""
     if spec in ALIASES:

@@ -100,7 +100,7 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
-def exact_check(cell: Cell, twin: dict[str, Any], device: str, artifact: Any, task: Any, test: list[Any],
+def exact_check(cell: Cell, twin: dict[str, Any], device: str, artifact: Any, *, task: Any, test: list[Any],
                 predictions: list[int | None]) -> dict[str, Any]:
     """A fast-path cell's accuracy difference: its artifact evaluated again, on the first
     ``settings.exact_check`` test examples, through the exact model it stands for (the spec with
@@ -218,8 +218,8 @@ class CellRun:
         _emit({"event": "phase", "phase": "exact_check"})
         with self.meter.phase("exact_check"):
             try:
-                self.record["exact_check"] = exact_check(self.cell, twin, device, self.artifact, self.task, self.splits.test,
-                                                         self.predictions)
+                self.record["exact_check"] = exact_check(self.cell, twin, device, self.artifact, task=self.task, test=self.splits.test,
+                                                         predictions=self.predictions)
             except Exception as e:  # the cell's own result stands; say why the check is missing
                 self.record["exact_check"] = {"error": _one_line(e)}
         self.record["exact_check_wall_s"] = self.meter.walls["exact_check"]

@@ -113,11 +113,11 @@ def planned_steps(pool_size: int, params: TrainParams) -> int:
     return params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
 
 
-def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
-          forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
-          instruction: str = "", extra_loss: Callable[[], Any] | None = None,
-          after_step: Callable[[int], None] | None = None, usage: Usage | None = None,
-          prefix_tokens: int = 0) -> dict[str, Any]:
+def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int, *,
+               forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
+               instruction: str = "", extra_loss: Callable[[], Any] | None = None,
+               after_step: Callable[[int], None] | None = None, usage: Usage | None = None,
+               prefix_tokens: int = 0) -> dict[str, Any]:
     """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
 
     ``forward(model, ids, mask, keep)`` returns the logits of the last ``keep`` positions (default:

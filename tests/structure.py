@@ -35,7 +35,7 @@ def module_name(path: Path) -> str:
     return ".".join([PACKAGE, *parts])
 
 
-def _resolve(mod: str, node: ast.ImportFrom) -> list[str]:
+def resolve_source(mod: str, node: ast.ImportFrom) -> list[str]:
     """Absolute names an ImportFrom brings in (a name may be a submodule or an attribute)."""
     if node.level:
         base = mod.split(".")[: -node.level]
@@ -68,7 +68,7 @@ def scan() -> dict[str, Module]:
                 elif isinstance(child, ast.Import):
                     m.imports += [(a.name, at_top) for a in child.names if a.name.startswith(PACKAGE)]
                 elif isinstance(child, ast.ImportFrom):
-                    names = _resolve(name_for_rel, child)
+                    names = resolve_source(name_for_rel, child)
                     if names[0].startswith(PACKAGE):
                         m.imports += [(n, at_top) for n in names]
                 else:
@@ -202,4 +202,30 @@ def any_in_signatures(path: Path, classes: tuple[str, ...]) -> list[str]:
                     out += [f"{node.name}.{f.name}({a.arg})" for a in args if a.annotation is not None and "Any" in ast.unparse(a.annotation)]
                     if f.returns is not None and "Any" in ast.unparse(f.returns):
                         out.append(f"{node.name}.{f.name} -> {ast.unparse(f.returns)}")
+    return out
+
+
+def private_imports() -> list[str]:
+    """``from boxbench.X import _name``: a module reaching into another's private names."""
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] in SKIP:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+                out += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return out
+
+
+def many_positional(limit: int = 6) -> list[str]:
+    """Functions taking more than ``limit`` positional parameters (self and cls not counted)."""
+    out = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] in SKIP:
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                pos = [a for a in n.args.posonlyargs + n.args.args if a.arg not in ("self", "cls")]
+                if len(pos) > limit:
+                    out.append(f"{module_name(path)}.{n.name} ({len(pos)})")
     return out

@@ -32,3 +32,11 @@ def test_the_walk_sees_a_layer_violation(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(structure, "ROOT", pkg)
     modules = structure.scan()
     assert structure.upward(modules) == [("boxbench.core.c", "boxbench.methods.m", True)]
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    assert structure.private_imports() == []
+
+
+def test_no_function_takes_more_than_six_positional_parameters() -> None:
+    assert structure.many_positional() == []

@@ -23,7 +23,7 @@ from boxbench.core.task import Example, Task
 from boxbench.methods.pez import Pez, PezParams
 
 
-def reference_pez(model: Any, tok: Any, task: Task, train: list[Example], steps: int, batch_size: int, length: int, seed: int) -> float:
+def reference_pez(model: Any, tok: Any, task: Task, train: list[Example], *, steps: int, batch_size: int, length: int, seed: int) -> float:
     """Minimal PEZ; returns steps/s."""
     import torch
     from transformers.optimization import Adafactor
@@ -77,7 +77,7 @@ def main() -> None:
     splits = load_splits("sst2", train=1000, test=0)
     ref, ours = [], []
     for r in range(args.rounds):  # alternate, so drift (thermal, caches) hits both
-        ref.append(reference_pez(backend.module, backend.tokenizer, splits.task, splits.train, args.steps, args.batch_size, 10, r))
+        ref.append(reference_pez(backend.module, backend.tokenizer, splits.task, splits.train, steps=args.steps, batch_size=args.batch_size, length=10, seed=r))
         art = Pez().tune(backend.view(Access.white), task=splits.task, train=splits.train, dev=[], params=PezParams(steps=args.steps, batch_size=args.batch_size), seed=r)
         ours.append(art.stats["steps_per_s"])
     best_ref, best_ours = max(ref), max(ours)
