@@ -1,17 +1,97 @@
 """``RUN_DIR/results.jsonl``: one JSON record per cell key, written atomically. The runner is its
-only writer; the reports read it (and nothing else of the runner)."""
+only writer; the reports read it (and nothing else of the runner). Every record goes through
+``Record`` on the way in and on the way out: typed common fields, a schema version, and the one
+reader of every schema written so far."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from boxbench.core.errors import UserError
 
 RESULTS = "results.jsonl"
+
+SCHEMA = 2
+"""The record schema this boxbench writes. 1: records before the field existed (read the same way; a
+common field they lack, such as ``sweep`` before sweeps, reads as None). 2: ``schema`` in every record."""
+
+
+@dataclasses.dataclass
+class Record:
+    """One cell's result. The fields every record has, whatever happened to the cell, are typed here
+    (None until the cell measured them); what only some cells measure — a method's artifact stats,
+    ``extra_metrics``, the per-example ``correct`` string, FLOPs, retries — is in ``extra``, by name."""
+
+    cell_key: str
+    cell_id: str
+    method: str
+    label: str
+    access: str  # black | grey | white: the access the cell ran at
+    model: str  # the model's display name (the target's, for a transfer cell)
+    dataset: str
+    seed: int
+    status: str  # ok | error | capped
+    protocol: str | None = None  # logprob | generate
+    model_spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    accuracy: float | None = None  # a fraction, 0-1
+    macro_f1: float | None = None
+    n: int | None = None  # test examples scored
+    invalid_rate: float | None = None
+    tune_wall_s: float | None = None
+    eval_wall_s: float | None = None
+    load_wall_s: float | None = None
+    peak_host_rss_bytes: int | None = None
+    peak_accelerator_bytes: int | None = None
+    model_calls: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    started_at: str | None = None  # ISO 8601, UTC
+    finished_at: str | None = None
+    versions: dict[str, str] | None = None
+    device: dict[str, Any] | None = None
+    error: str | None = None  # one line, for status error / capped
+    source_model: str | None = None  # where a transfer cell's artifact was tuned
+    target_model: str | None = None
+    sweep: dict[str, Any] | None = None  # the swept values of a calibration cell
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    schema: int = SCHEMA
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("cell_key", "cell_id", "method", "label", "access", "model", "dataset", "seed", "status")
+    _TYPES: ClassVar[dict[str, type | tuple[type, ...]]] = {"seed": int, "accuracy": (int, float), "n": int, "status": str, "cell_key": str}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str = "record") -> "Record":
+        """A record of any schema so far, checked: a newer schema, a missing common field or a wrong
+        type is a one-line UserError naming ``where``."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: not a JSON object")
+        schema = d.get("schema", 1)
+        if not isinstance(schema, int) or schema > SCHEMA:
+            raise UserError(f"{where}: written by a newer boxbench (results schema {schema}; this one reads up to {SCHEMA}); "
+                            f"upgrade boxbench to read this run")
+        missing = [k for k in cls.REQUIRED if k not in d]
+        if missing:
+            raise UserError(f"{where}: not a boxbench record (no {', '.join(missing)})")
+        for key, kind in cls._TYPES.items():
+            value = d.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise UserError(f"{where}.{key}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
+        common = {f.name for f in dataclasses.fields(cls)} - {"extra", "schema"}
+        return cls(**{k: v for k, v in d.items() if k in common},
+                   extra={k: v for k, v in d.items() if k not in common and k != "schema"}, schema=SCHEMA)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object results.jsonl holds: the common fields, then ``extra``, then ``schema``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "schema")}
+        return {**out, **self.extra, "schema": self.schema}
 
 
 class ResultStore:
@@ -30,7 +110,9 @@ class ResultStore:
                             f"(boxbench run SUITE --out {run_dir})")
         return store
 
-    def records(self) -> list[dict[str, Any]]:
+    def _lines(self) -> list[dict[str, Any]]:
+        """The JSON objects in the file as written (a line cut short by a crash mid-write is left out:
+        its cell runs again)."""
         if not self.path.exists():
             return []
         out = []
@@ -40,12 +122,22 @@ class ResultStore:
                     out.append(json.loads(line))
         return out
 
+    def read(self) -> list[Record]:
+        """Every record, typed and checked (``Record.from_json``: any schema so far)."""
+        return [Record.from_json(d, f"{self.path}: record {i + 1}") for i, d in enumerate(self._lines())]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record as the current schema's JSON object (what the reports index by field name)."""
+        return [r.to_json() for r in self.read()]
+
     def ok_keys(self) -> set[str]:
         return {r["cell_key"] for r in self.records() if r.get("status") == "ok"}
 
-    def put(self, record: dict[str, Any]) -> None:
-        """Add ``record`` (replacing an earlier one with the same cell key) atomically."""
-        records = [r for r in self.records() if r.get("cell_key") != record["cell_key"]] + [record]
+    def put(self, record: Record | dict[str, Any]) -> None:
+        """Add ``record`` (checked as a ``Record``; replacing an earlier one with the same cell key)
+        atomically. The other records are written back as they were read."""
+        new = (record if isinstance(record, Record) else Record.from_json(record, "the cell's record")).to_json()
+        records = [r for r in self._lines() if r.get("cell_key") != new["cell_key"]] + [new]
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "w") as f:
             for r in records:
