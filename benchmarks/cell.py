@@ -50,7 +50,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
         "cell_key": cell.key, "cell_id": cell.cell_id, "method": cell.method, "label": cell.label,
         "access": cell.access.name, "protocol": None, "model": cell.model.display, "model_spec": cell.model.to_json(),
         "dataset": cell.dataset["name"], "seed": cell.seed, "params": cell.params, "limits": cell.limits,
-        "settings": cell.settings, "accuracy": None, "macro_f1": None, "n": None, "invalid_rate": None,
+        "settings": cell.settings.to_json(), "accuracy": None, "macro_f1": None, "n": None, "invalid_rate": None,
         "tune_wall_s": None, "eval_wall_s": None, "load_wall_s": None, "peak_host_rss_bytes": None,
         "peak_accelerator_bytes": None, "model_calls": None, "prompt_tokens": None, "completion_tokens": None,
         "started_at": None, "finished_at": None, "versions": None, "device": None, "status": None, "error": None,
@@ -108,10 +108,10 @@ def exact_check(cell: Cell, twin: dict[str, Any], device: str, artifact: Any, *,
     models' predictions compared."""
     import dataclasses
 
-    n = min(cell.settings["exact_check"], len(test))
+    n = min(cell.settings.exact_check, len(test))
     spec = dataclasses.replace(cell.model, options={**cell.model.options, **twin})
-    exact = load_backend(spec, device=device, dtype=cell.settings["dtype"], batch_size=cell.settings["batch_size"])
-    ref = evaluate(artifact, artifact.attach(exact.view(cell.access)), task, test[:n], max_new_tokens=cell.settings["max_new_tokens"])
+    exact = load_backend(spec, device=device, dtype=cell.settings.dtype, batch_size=cell.settings.batch_size)
+    ref = evaluate(artifact, artifact.attach(exact.view(cell.access)), task, test[:n], max_new_tokens=cell.settings.max_new_tokens)
     fast = accuracy([e.label for e in test[:n]], predictions[:n])
     return {"n": n, "exact_options": twin, "accuracy": fast, "exact_accuracy": ref["accuracy"], "accuracy_delta": fast - ref["accuracy"],
             "agreement": sum(a == b for a, b in zip(predictions[:n], ref["predictions"])) / n if n else 0.0}
@@ -139,21 +139,20 @@ class CellRun:
         self.record["family"] = family_of(self.method_cls)
         self.params = build_params(self.method_cls, cell.params)
         self.splits = load_splits(cell.dataset, cell.limits.get("train"), cell.limits.get("dev"),
-                                  cell.limits.get("test"), cell.settings.get("data_seed", 0), cell.settings.get("evaluate_on", "test"))
+                                  cell.limits.get("test"), cell.settings.data_seed, cell.settings.evaluate_on)
         self.task = self.splits.task.with_overrides(**cell.dataset)
         self.record.update(data_source=self.splits.source, data_files=self.splits.files, sizes=self.splits.sizes,
                            provenance=resolve(cell.dataset).provenance)
 
     def load(self) -> None:
         cell = self.cell
-        context.begin(CellContext(cache=bool(cell.settings.get("cache", True)),  # the ledger, cache switch and budget are this cell's own
-                                  budget=Budget.capped(cell.settings.get("max_cost"), cell.settings.get("max_tokens"),
-                                                       cell.settings.get("budget_left"))))
+        context.begin(CellContext(cache=cell.settings.cache,  # the ledger, cache switch and budget are this cell's own
+                                  budget=Budget.capped(cell.settings.max_cost, cell.settings.max_tokens, cell.budget_left)))
         self.phase = "load"
         _emit({"event": "phase", "phase": "load"})
         with self.meter.phase("load"):
-            self.backend = load_backend(cell.model, device=cell.settings["device"], dtype=cell.settings["dtype"],
-                                        batch_size=cell.settings["batch_size"])
+            self.backend = load_backend(cell.model, device=cell.settings.device, dtype=cell.settings.dtype,
+                                        batch_size=cell.settings.batch_size)
         self.cell_view = self.backend.view(cell.access)  # access errors before any work
         # a transfer cell does not tune
         self.tune_view = self.backend.view(self.method_cls.access) if cell.source is None else None
@@ -185,7 +184,7 @@ class CellRun:
         if eval_view.access != cell.access:
             raise UserError(f"artifact {self.artifact.kind}: evaluates at {eval_view.access.name} access, the cell at {cell.access.name}")
         with self.meter.phase("eval"):
-            res = evaluate(self.artifact, eval_view, self.task, test, max_new_tokens=cell.settings["max_new_tokens"],
+            res = evaluate(self.artifact, eval_view, self.task, test, max_new_tokens=cell.settings.max_new_tokens,
                            progress=lambda n: _emit({"event": "progress", "phase": "eval", "n": n, "total": total}))
         usage = eval_view.usage.snapshot()
         spent = compute.estimate(self.tune_ledger, compute.snapshot())
@@ -210,9 +209,9 @@ class CellRun:
     def check_exact(self) -> None:
         """A fast-path model (``Backend.exact_twin``): its artifact again on the exact twin (``exact_check``)."""
         twin = self.backend.exact_twin()
-        if twin is None or not self.cell.settings.get("exact_check"):
+        if twin is None or not self.cell.settings.exact_check:
             return
-        device = self.backend.settings.get("device", self.cell.settings["device"])  # where the fast model ran
+        device = self.backend.settings.get("device", self.cell.settings.device)  # where the fast model ran
         del self.cell_view, self.tune_view, self.backend  # the fast model is done with: free it first
         self.own_peak = self.meter.peak_host_rss_bytes  # the cell's own; the check's twin model is not the fast path's cost
         _emit({"event": "phase", "phase": "exact_check"})

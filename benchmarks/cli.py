@@ -225,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_cache:
         import dataclasses
 
-        suite.cells = [dataclasses.replace(c, settings={**c.settings, "cache": False}) for c in suite.cells]
+        suite.cells = [dataclasses.replace(c, settings=dataclasses.replace(c.settings, cache=False)) for c in suite.cells]
     out = Path(args.out)
     plugins = [str(Path(p).resolve()) for p in args.plugin]
     if args.address and args.executor == "local":

@@ -74,7 +74,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "cell.json").write_text(json.dumps({"cell": cell.to_json(), "plugins": plugins}, indent=2))
     started = now()
-    timeout = cell.settings.get("cell_timeout_s")
+    timeout = cell.settings.cell_timeout_s
     log = open(cell_dir / "log.txt", "w")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     proc: Any
@@ -206,7 +206,7 @@ def default_resources(cell: Cell, cluster_gpus: float) -> dict[str, Any]:
       (the GPU holds the model). No reservation when the size is unknown.
     """
     in_process = cell.model.backend in ("hf", "vllm")
-    gpu = in_process and cluster_gpus > 0 and cell.settings.get("device", "auto") != "cpu"
+    gpu = in_process and cluster_gpus > 0 and cell.settings.device != "cpu"
     out: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
     n = model_parameters(cell) if in_process else None
     if n is not None and not gpu:

@@ -122,7 +122,7 @@ class _Drive:
                 self.land(record)
                 continue
             if left is not None:  # the cell may spend what the run's caps leave
-                cell = dataclasses.replace(cell, settings={**cell.settings, "budget_left": left})
+                cell = dataclasses.replace(cell, budget_left=left)
             self.active.add(cell.key)
             self.attempts[cell.key] = self.attempts.get(cell.key, 0) + 1
             self.runner.submit(cell)
@@ -133,7 +133,7 @@ class _Drive:
 
         cell, record = self.runner.next_done()
         self.active.discard(cell.key)
-        if record.pop("retryable", False) and self.attempts[cell.key] <= cell.settings.get("max_retries", 1):
+        if record.pop("retryable", False) and self.attempts[cell.key] <= cell.settings.max_retries:
             if not self.quiet:
                 tqdm.write(f"retry {cell.cell_id} (attempt {self.attempts[cell.key] + 1}): {record['error']}")
             self.waiting.insert(0, cell)
@@ -145,14 +145,14 @@ class _Drive:
 
 
 def _run_capped(cell: Cell) -> bool:
-    return cell.settings.get("suite_max_cost") is not None or cell.settings.get("suite_max_tokens") is not None
+    return cell.settings.suite_max_cost is not None or cell.settings.suite_max_tokens is not None
 
 
 def budget_left(cell: Cell, records: Callable[[], list[dict[str, Any]]]) -> dict[str, float] | None:
     """What the run's caps (``suite_max_cost`` / ``suite_max_tokens``) leave after the API spending
     of every record in the run folder; None without such caps. Under such caps the runner starts
     one cell at a time (any executor), so that each starts with what the others left."""
-    max_cost, max_tokens = cell.settings.get("suite_max_cost"), cell.settings.get("suite_max_tokens")
+    max_cost, max_tokens = cell.settings.suite_max_cost, cell.settings.suite_max_tokens
     if max_cost is None and max_tokens is None:
         return None
     spent = [record_spend(r) for r in records()]  # read only here: a run without caps never rereads its results

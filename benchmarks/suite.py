@@ -66,12 +66,13 @@ DATASET_KEYS = {"name", "limits", *Task.OVERRIDES}
 LIMIT_KEYS = {"train", "dev", "test"}
 RUN_ONLY_SETTINGS = ("cell_timeout_s", "max_retries", "exact_check", "cache", "max_cost", "max_tokens", "suite_max_cost",
                      "suite_max_tokens", "budget_left")  # how a cell is run, not what it measures: not in the key
+# (budget_left: a field of settings in cell.json files written before it became the cell's own; kept so their keys read the same)
 CAP_SETTINGS = ("max_cost", "max_tokens", "suite_max_cost", "suite_max_tokens")
 
 
 def caps_of(cell: "Cell") -> dict[str, Any]:
     """The spending caps a cell runs under (a capped cell is run again only when they change)."""
-    return {k: cell.settings.get(k) for k in CAP_SETTINGS}
+    return {k: getattr(cell.settings, k) for k in CAP_SETTINGS}
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -110,11 +111,14 @@ class Settings:
             raise UserError(f"suite.settings.device: {self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
 
     def to_json(self) -> dict[str, Any]:
-        """The mapping a cell carries (its key reads it: the same fields as ever)."""
+        """The mapping a cell's JSON and its record carry (its key reads it: the same fields as ever)."""
         return dataclasses.asdict(self)
 
-
-SETTINGS = Settings().to_json()  # the defaults
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Settings":
+        """Settings written by ``to_json`` (a cell.json): the fields this boxbench knows."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,13 @@ class Cell:
     dataset: dict[str, Any]
     seed: int
     limits: dict[str, int | None]
-    settings: dict[str, Any]
+    settings: Settings
     source: "Cell | None" = None  # a transfer cell: the cell whose artifact it evaluates on ``model``
     data: str = ""  # fingerprint of the data files (``datasets.data_identity``): part of the key
     resources: dict[str, Any] = field(default_factory=dict)  # what the Ray executor asks for (not in the key)
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept params' values of this cell (the report's curves)
     seed_plan: dict[str, Any] = field(default_factory=dict)  # {max, until} where seeds are added until decided (not in the key)
+    budget_left: dict[str, float] | None = None  # what the run's spending caps leave this cell (the runner's; not in the key)
 
     @property
     def arm(self) -> str:
@@ -144,7 +149,7 @@ class Cell:
     def to_json(self) -> dict[str, Any]:
         d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
              "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
-             "limits": self.limits, "settings": self.settings, "data": self.data}
+             "limits": self.limits, "settings": self.settings.to_json(), "data": self.data}
         if self.source is not None:
             d["source"] = self.source.to_json()
         if self.resources:
@@ -153,23 +158,26 @@ class Cell:
             d["sweep"] = dict(self.sweep)
         if self.seed_plan:
             d["seed_plan"] = dict(self.seed_plan)
+        if self.budget_left is not None:
+            d["budget_left"] = dict(self.budget_left)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
-                   d["dataset"], d["seed"], d["limits"], d["settings"], cls.from_json(d["source"]) if d.get("source") else None,
-                   d.get("data", ""), d.get("resources", {}), d.get("sweep", {}), d.get("seed_plan", {}))
+                   d["dataset"], d["seed"], d["limits"], Settings.from_json(d["settings"]),
+                   cls.from_json(d["source"]) if d.get("source") else None, d.get("data", ""), d.get("resources", {}),
+                   d.get("sweep", {}), d.get("seed_plan", {}), d.get("budget_left"))
 
     @property
     def key(self) -> str:
         """Stable identity: the same experiment always has the same key (resume skips it)."""
-        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep", "seed_plan")}
+        ident = {k: v for k, v in self.to_json().items() if k not in ("settings", "resources", "sweep", "seed_plan", "budget_left")}
         ident["dataset"] = {k: v for k, v in self.dataset.items() if k != "base"}  # where a task file lies is not what it is
-        ident["settings"] = {k: v for k, v in self.settings.items() if k not in RUN_ONLY_SETTINGS
+        ident["settings"] = {k: v for k, v in self.settings.to_json().items() if k not in RUN_ONLY_SETTINGS
                              and not (k == "evaluate_on" and v == "test")}  # keys as before the field existed
         if self.source is not None:  # as keys were before max_retries and resources existed
-            src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep", "seed_plan")}
+            src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep", "seed_plan", "budget_left")}
             src["dataset"] = {k: v for k, v in src["dataset"].items() if k != "base"}
             ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items()
                                                    if k not in RUN_ONLY_SETTINGS or k == "cell_timeout_s"
@@ -366,7 +374,7 @@ def machine_problems(suite: Suite) -> list[str]:
     n_cuda = torch.cuda.device_count() if cuda else 0
     mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     out = []
-    for device in sorted({c.settings["device"] for c in suite.cells}):
+    for device in sorted({c.settings.device for c in suite.cells}):
         if device.startswith("cuda") and not cuda:
             out.append(f"suite.settings.device: {device} but this machine has no CUDA device; use auto or cpu here, or run on a CUDA machine")
         elif device.startswith("cuda:") and int(device[5:]) >= n_cuda:
@@ -472,13 +480,13 @@ def _targets(value: Any, where: str) -> list[ModelSpec]:
     return [parse_model_spec(x, f"{where}[{j}]") for j, x in enumerate(value)]
 
 
-def _settings(raw: dict[str, Any], limits_for: dict[str, dict[str, int | None]]) -> dict[str, Any]:
+def _settings(raw: dict[str, Any], limits_for: dict[str, dict[str, int | None]]) -> Settings:
     """The suite's ``settings``, typed and checked (holdout evaluation needs train and test limits)."""
     settings_raw = raw.get("settings") or {}
     if not isinstance(settings_raw, dict):
         raise UserError("suite.settings: must be a mapping")
-    settings = typed_record(Settings, settings_raw, "suite.settings").to_json()
-    if settings["evaluate_on"] == "holdout":
+    settings = typed_record(Settings, settings_raw, "suite.settings")
+    if settings.evaluate_on == "holdout":
         for name, lim in limits_for.items():
             if lim["train"] is None or lim["test"] is None:
                 raise UserError(f"suite.settings.evaluate_on: holdout needs limits.train and limits.test for {name} "
