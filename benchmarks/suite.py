@@ -121,7 +121,7 @@ class Settings:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cell:
     """One unit of work: method × model × dataset × seed. Runs in its own process."""
 
@@ -164,10 +164,11 @@ class Cell:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
-        return cls(d["method"], d["label"], Access.parse(d["access"]), d["params"], ModelSpec.from_json(d["model"]),
-                   d["dataset"], d["seed"], d["limits"], Settings.from_json(d["settings"]),
-                   cls.from_json(d["source"]) if d.get("source") else None, d.get("data", ""), d.get("resources", {}),
-                   d.get("sweep", {}), d.get("seed_plan", {}), d.get("budget_left"))
+        return cls(method=d["method"], label=d["label"], access=Access.parse(d["access"]), params=d["params"],
+                   model=ModelSpec.from_json(d["model"]), dataset=d["dataset"], seed=d["seed"], limits=d["limits"],
+                   settings=Settings.from_json(d["settings"]), source=cls.from_json(d["source"]) if d.get("source") else None,
+                   data=d.get("data", ""), resources=d.get("resources", {}), sweep=d.get("sweep", {}),
+                   seed_plan=d.get("seed_plan", {}), budget_left=d.get("budget_left"))
 
     @property
     def key(self) -> str:
@@ -191,7 +192,7 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MethodEntry:
     """One entry of a suite's ``methods:``, validated: what its cells share."""
 
@@ -560,9 +561,10 @@ class _Parser:
             swept = built if combo else params
             for spec in method_models if combo else ():  # a swept value is checked against each model as params are
                 cls.check(swept, spec, where)
-            out.append(MethodEntry(cls.name, sweep_label(str(m.get("label") or default_label), combo), access,
-                                   dataclasses.asdict(swept), method_models, own_limits or {}, method_targets, method_seeds,
-                                   method_resources, combo, list(own_datasets or []), method_plan))
+            out.append(MethodEntry(name=cls.name, label=sweep_label(str(m.get("label") or default_label), combo), access=access,
+                                   params=dataclasses.asdict(swept), models=method_models, limits=own_limits or {},
+                                   transfer_to=method_targets, seeds=method_seeds, resources=method_resources, sweep=combo,
+                                   datasets=list(own_datasets or []), seed_plan=method_plan))
         return out
 
 
@@ -597,8 +599,9 @@ def parse_suite(raw: dict[str, Any], limit: int | None = None, default_name: str
                 if e.datasets and ds["name"] not in e.datasets:
                     continue
                 for seed in e.seeds:
-                    src = Cell(e.name, e.label, e.access, e.params, spec, ds, seed, p.cap({**limits_for[ds["name"]], **e.limits}),
-                               settings, data=data_ids[ds["name"]], resources=res, sweep=e.sweep, seed_plan=e.seed_plan)
+                    src = Cell(method=e.name, label=e.label, access=e.access, params=e.params, model=spec, dataset=ds, seed=seed,
+                               limits=p.cap({**limits_for[ds["name"]], **e.limits}), settings=settings, data=data_ids[ds["name"]],
+                               resources=res, sweep=e.sweep, seed_plan=e.seed_plan)
                     cells.append(src)
                     for tgt in e.transfer_to:  # after their source: the artifact must exist
                         cells.append(dataclasses.replace(src, model=tgt, access=min(tgt.max_access(), e.access, Access.grey), source=src,
