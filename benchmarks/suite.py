@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-from boxbench.backends import ModelSpec, parse_model_spec
+from boxbench.backends import BACKENDS, ModelSpec, parse_model_spec
 from boxbench.benchmarks.datasets import DATASETS, check_dataset, data_identity
 from boxbench.benchmarks.taskfile import TASK_KEYS, TaskFile, load_task_file
 from boxbench.core.backend import Access
@@ -385,6 +385,10 @@ def machine_problems(suite: Suite) -> list[str]:
     if not cuda:
         for name in sorted({c.model.display for c in suite.cells if c.model.options.get("quantize") == "4bit"}):
             out.append(f"model {name!r}: quantize 4bit (QLoRA's NF4) needs CUDA and bitsandbytes; this machine has no CUDA device")
+    for backend, name in sorted({(c.model.backend, c.model.display) for c in suite.cells}):
+        reason = BACKENDS.get(backend).unavailable()
+        if reason:
+            out.append(f"model {name!r}: backend {backend} unavailable: {reason}")
     return out
 
 

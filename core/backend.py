@@ -130,6 +130,12 @@ class Backend(ABC):
         self.settings: dict[str, Any] = {}
 
     @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this backend cannot load a model in this environment (a package missing, say), in one
+        line naming the fix; None when it can. ``boxbench check`` and a local run ask it first."""
+        return None
+
+    @classmethod
     def load(cls, *args: Any, **settings: Any) -> "Backend":
         """``load(model, **settings)``: the model loaded with this backend's own settings (device,
         dtype, base_url, ...; ``backends.load_backend`` passes a suite's). Every backend defines it."""

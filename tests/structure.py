@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "boxbench"
-SKIP = {"tests", "results", "runs", "docs", ".venv", ".ci", "boxbench.egg-info"}
+SKIP = {"tests", "results", "runs", "docs", ".venv", ".venv-vllm", ".ci", "boxbench.egg-info"}
 # Layers, lowest first: a folder may import its own layer and the ones below it, never above.
 LAYERS: list[set[str]] = [{"core"}, {"backends"}, {"methods"}, {"reports"}, {"benchmarks"}]
 # The command line sits on top of everything (benchmarks/cli.py writes reports after a run).
@@ -26,6 +26,19 @@ class Module:
     lines: int
     imports: list[tuple[str, bool]] = field(default_factory=list)   # (module, at module level)
     functions: list[tuple[str, int]] = field(default_factory=list)  # (qualified name, lines)
+
+
+def package_files() -> list[Path]:
+    """The package's .py files (hidden folders such as a venv, and SKIP, pruned before descending)."""
+    import os
+
+    out = []
+    for folder, dirs, files in os.walk(ROOT):
+        if Path(folder) == ROOT:
+            dirs[:] = [d for d in dirs if d not in SKIP]
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
+        out += [Path(folder) / f for f in files if f.endswith(".py")]
+    return sorted(out)
 
 
 def module_name(path: Path) -> str:
@@ -47,10 +60,7 @@ def resolve_source(mod: str, node: ast.ImportFrom) -> list[str]:
 
 def scan() -> dict[str, Module]:
     modules: dict[str, Module] = {}
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT)
-        if rel.parts[0] in SKIP:
-            continue
+    for path in package_files():
         text = path.read_text()
         tree = ast.parse(text)
         name = module_name(path)
@@ -208,9 +218,7 @@ def any_in_signatures(path: Path, classes: tuple[str, ...]) -> list[str]:
 def private_imports() -> list[str]:
     """``from boxbench.X import _name``: a module reaching into another's private names."""
     out = []
-    for path in sorted(ROOT.rglob("*.py")):
-        if path.relative_to(ROOT).parts[0] in SKIP:
-            continue
+    for path in package_files():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
                 out += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
@@ -220,9 +228,7 @@ def private_imports() -> list[str]:
 def many_positional(limit: int = 6) -> list[str]:
     """Functions taking more than ``limit`` positional parameters (self and cls not counted)."""
     out = []
-    for path in sorted(ROOT.rglob("*.py")):
-        if path.relative_to(ROOT).parts[0] in SKIP:
-            continue
+    for path in package_files():
         for n in ast.walk(ast.parse(path.read_text())):
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 pos = [a for a in n.args.posonlyargs + n.args.args if a.arg not in ("self", "cls")]

@@ -2,7 +2,8 @@
 
 * ``hf`` — transformers in-process, SmolLM2-135M-Instruct from its GGUF (the reference);
 * ``openai`` — a REAL llama.cpp OpenAI-compatible server on 127.0.0.1 serving the SAME GGUF;
-* ``vllm`` — registered; skipped with the reason where it cannot run (no CUDA GPU here);
+* ``vllm`` — in-process vLLM on the same dequantised SmolLM2 (CPU build here), where vLLM is installed:
+  in the vLLM environment (``.ci/vllm_env.sh``); skipped with the reason in the main one;
 * any backend a plugin registers: it declares ``CONFORMANCE_SPEC`` (a model spec mapping for a
   small model it can load) and is checked like the others, or is skipped saying it declares none.
 
@@ -65,7 +66,7 @@ def backend(request, smol):
         reason = unavailable_reason()
         if reason:
             pytest.skip(f"vllm: {reason}")
-        return load_backend(parse_model_spec({"backend": "vllm", "model": "hf:HuggingFaceTB/SmolLM2-135M-Instruct"}))
+        return load_backend(parse_model_spec({"backend": "vllm", "model": "smollm2-135m"}))
     cls = BACKENDS.get(name)
     spec = getattr(cls, "CONFORMANCE_SPEC", None)
     if spec is None:
