@@ -13,7 +13,7 @@ from typing import Any
 
 from boxbench.backends import BACKENDS
 from boxbench.backends.hf import HFBackend
-from boxbench.backends.llama_server import LlamaServer
+from boxbench.backends.llama_server import ENGINES
 from boxbench.backends.weights import ALIASES
 from boxbench.benchmarks.datasets import DATASETS, DatasetDef, check_dataset, from_task_file, load_raw, resolve
 from boxbench.benchmarks.estimate import estimate, hours, tally
@@ -80,20 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("run_dir")
     _select(p)
-    p = sub.add_parser("serve", help="serve an offline alias (or a .gguf) with llama.cpp's OpenAI-compatible server")
+    p = sub.add_parser("serve", help="serve an offline alias (or a .gguf) with an OpenAI-compatible server (llama.cpp's or vLLM's)")
     _common(p)
     p.add_argument("model", help="alias (e.g. smollm2-135m) or FILE.gguf")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="llama.cpp",
+                   help="llama.cpp (this environment's llama-cpp-python) or vllm (vllm serve from the vLLM environment, .ci/vllm_env.sh)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--n-ctx", type=int, default=2048)
     return parser
 
 
-def cmd_serve(model: str, port: int, n_ctx: int) -> None:
+def cmd_serve(model: str, port: int, n_ctx: int, engine: str = "llama.cpp") -> None:
     import time
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too (the with-block exits)
-    with LlamaServer(model, port, n_ctx=n_ctx) as srv:
-        print(f"serving {srv.gguf.name} at {srv.base_url} (Ctrl-C stops it); suites reach it with "
+    with ENGINES[engine](model, port, n_ctx=n_ctx) as srv:
+        print(f"serving {srv.serves} with {srv.engine} at {srv.base_url} (Ctrl-C stops it); suites reach it with "
               f"backend: openai, base_url: {srv.base_url}  (or OPENAI_BASE_URL={srv.base_url})", flush=True)
         while srv.proc is not None and srv.proc.poll() is None:
             time.sleep(1)
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             cmd_report(args.run_dir, args.select_best_from)
         elif args.command == "serve":
-            cmd_serve(args.model, args.port, args.n_ctx)
+            cmd_serve(args.model, args.port, args.n_ctx, args.engine)
         return 0
     except UserError as e:
         print(f"boxbench: error: {e}", file=sys.stderr)

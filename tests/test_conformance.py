@@ -4,6 +4,8 @@
 * ``openai`` — a REAL llama.cpp OpenAI-compatible server on 127.0.0.1 serving the SAME GGUF;
 * ``vllm`` — in-process vLLM on the same dequantised SmolLM2 (CPU build here), where vLLM is installed:
   in the vLLM environment (``.ci/vllm_env.sh``); skipped with the reason in the main one;
+* ``openai@vllm-serve`` — the openai backend against a REAL ``vllm serve`` on 127.0.0.1 (started from the
+  vLLM environment's Python), where that environment exists;
 * any backend a plugin registers: it declares ``CONFORMANCE_SPEC`` (a model spec mapping for a
   small model it can load) and is checked like the others, or is skipped saying it declares none.
 
@@ -25,6 +27,8 @@ prediction may differ only where the reference's margin between its two best lab
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +41,8 @@ from boxbench.core.evaluate import parse_label, predict_with_evidence
 SCORE_BOUND = 0.75
 
 BUILT_IN = ("hf", "openai", "vllm")
-UNDER_TEST = [*BUILT_IN, *sorted(set(BACKENDS.names()) - set(BUILT_IN))]
+# the openai backend twice: against llama.cpp's server and against `vllm serve` (the vLLM environment's)
+UNDER_TEST = [*BUILT_IN, "openai@vllm-serve", *sorted(set(BACKENDS.names()) - set(BUILT_IN))]
 
 # (prompt, continuation) pairs that catch the classic tokenisation mistakes: a label word after its
 # template, a prompt ending in a space (the space belongs to the label), a multi-token label, a
@@ -59,6 +64,16 @@ def backend(request, smol):
         return smol
     if name == "openai":
         srv = request.getfixturevalue("llama_server")
+        return load_backend(parse_model_spec({"backend": "openai", "model": "smollm2-135m", "base_url": srv.base_url}))
+    if name == "openai@vllm-serve":
+        from boxbench.backends.llama_server import VLLMServer
+
+        srv = VLLMServer("smollm2-135m", log=Path(tempfile.mkdtemp()) / "vllm.log")
+        reason = srv.missing()
+        if reason:
+            pytest.skip(f"vllm serve: {reason}")
+        srv.start()
+        request.addfinalizer(srv.stop)
         return load_backend(parse_model_spec({"backend": "openai", "model": "smollm2-135m", "base_url": srv.base_url}))
     if name == "vllm":
         from boxbench.backends.vllm import unavailable_reason
