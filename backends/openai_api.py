@@ -398,8 +398,11 @@ class OpenAIBackend(Backend):
             raise AccessError(f"model {self.name!r} at {self.base_url} returns no logprobs: black access only")
 
     def next_token_logprobs(self, prompts: list[str], k: int) -> list[dict[str, float]]:
+        """The top ``k`` next tokens, ``k`` capped at the ``top_logprobs`` the server lists (a stock
+        ``vllm serve`` lists 20: ``top_logprobs: 20`` in its spec)."""
         self._grey()
         out = []
+        k = min(k, self.top_logprobs)
         for top, n_prompt in self._top_k(prompts, max(k, 1)):
             self._count(1, n_prompt)
             out.append(dict(sorted(top.items(), key=lambda kv: -kv[1])[:k]))
