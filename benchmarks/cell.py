@@ -24,7 +24,7 @@ from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_
 from boxbench.benchmarks.suite import Cell, caps_of
 from boxbench.core.errors import UserError
 from boxbench.core.evaluate import accuracy, evaluate, wilson
-from boxbench.core.method import build_params, family_of
+from boxbench.core.method import family_of, params_json
 from boxbench.core.registry import load_plugin_file
 from boxbench.core.versions import versions
 from boxbench.methods.registry import get_method, load_artifact
@@ -49,7 +49,7 @@ def base_record(cell: Cell) -> dict[str, Any]:
     return {
         "cell_key": cell.key, "cell_id": cell.cell_id, "method": cell.method, "label": cell.label,
         "access": cell.access.name, "protocol": None, "model": cell.model.display, "model_spec": cell.model.to_json(),
-        "dataset": cell.dataset["name"], "seed": cell.seed, "params": cell.params, "limits": cell.limits,
+        "dataset": cell.dataset["name"], "seed": cell.seed, "params": params_json(cell.params), "limits": cell.limits,
         "settings": cell.settings.to_json(), "accuracy": None, "macro_f1": None, "n": None, "invalid_rate": None,
         "tune_wall_s": None, "eval_wall_s": None, "load_wall_s": None, "peak_host_rss_bytes": None,
         "peak_accelerator_bytes": None, "model_calls": None, "prompt_tokens": None, "completion_tokens": None,
@@ -137,7 +137,7 @@ class CellRun:
         _seed_everything(cell.seed)
         self.method_cls = get_method(cell.method)
         self.record["family"] = family_of(self.method_cls)
-        self.params = build_params(self.method_cls, cell.params)
+        self.params = cell.params
         self.splits = load_splits(cell.dataset, cell.limits.get("train"), cell.limits.get("dev"),
                                   cell.limits.get("test"), cell.settings.data_seed, cell.settings.evaluate_on)
         self.task = self.splits.task.with_overrides(**cell.dataset)
@@ -259,6 +259,8 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
 def child_main(cell_dir: str) -> None:
     """Entry point of a cell's process: ``python -m boxbench.benchmarks.cell CELL_DIR``."""
     spec = json.loads((Path(cell_dir) / "cell.json").read_text())
+    for plugin in spec.get("plugins", []):  # before the cell is read: a plugin method's params are its own class
+        load_plugin_file(plugin)
     cell = Cell.from_json(spec["cell"])
     _emit({"event": "result", "record": execute_cell(cell, Path(cell_dir), spec.get("plugins", []))})
 

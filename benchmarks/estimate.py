@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from boxbench.benchmarks.suite import Cell
+from boxbench.core.method import params_json
 from boxbench.core.results import ResultStore
 
 
@@ -27,7 +28,7 @@ def _config(method: str, access: str, params: dict[str, Any], model: str, source
 
 def _cell_config(c: Cell) -> str:
     src = c.source.model.display if c.source is not None else None
-    return _config(c.method, c.access.name, c.params, c.model.display, src, c.dataset["name"])
+    return _config(c.method, c.access.name, params_json(c.params), c.model.display, src, c.dataset["name"])
 
 
 def _record_config(r: dict[str, Any]) -> str:
@@ -70,9 +71,10 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
 
 def _older_match(r: dict[str, Any], c: Cell) -> bool:
     """``r`` is of ``c``'s configuration on every param it recorded, ``c`` having more (see module doc)."""
-    if not set(r["params"]) < set(c.params) or any(c.params[k] != v for k, v in r["params"].items()):
+    params = params_json(c.params)
+    if not set(r["params"]) < set(params) or any(params[k] != v for k, v in r["params"].items()):
         return False
-    return _record_config({**r, "params": {k: c.params[k] for k in c.params}}) == _cell_config(c)
+    return _record_config({**r, "params": params}) == _cell_config(c)
 
 
 def tally(est: list[Estimate]) -> tuple[float, int]:

@@ -32,7 +32,7 @@ from boxbench.benchmarks.forkserver import ForkServer, warm
 from boxbench.benchmarks.suite import Cell
 from boxbench.core.errors import UserError
 from boxbench.core.process import die_with_parent
-from boxbench.core.registry import Registry
+from boxbench.core.registry import Registry, load_plugin_file
 
 
 def _follow(proc: Any, quiet: bool) -> tuple[dict[str, Any] | None, str]:
@@ -237,6 +237,8 @@ def _ray_cell(cell_json: dict[str, Any], run_dir: str, plugins: list[str]) -> di
 
     global _WORKER_SERVER
 
+    for plugin in plugins:  # before the cell is read: a plugin method's params are its own class
+        load_plugin_file(plugin)
     cell = Cell.from_json(cell_json)
     folder = Path(run_dir)
     if not folder.is_dir() or not os.access(folder, os.W_OK):

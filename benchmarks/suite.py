@@ -56,7 +56,7 @@ from boxbench.benchmarks.taskfile import TASK_KEYS, TaskFile, load_task_file
 from boxbench.core.backend import Access
 from boxbench.core.errors import UserError
 from boxbench.core.fields import check_fields, typed_record
-from boxbench.core.method import build_params
+from boxbench.core.method import build_params, params_json
 from boxbench.core.task import Task
 from boxbench.methods.registry import get_method
 
@@ -128,7 +128,7 @@ class Cell:
     method: str
     label: str
     access: Access
-    params: dict[str, Any]
+    params: Any  # the method's Params record (a dataclass), typed from the suite file to the cell
     model: ModelSpec
     dataset: dict[str, Any]
     seed: int
@@ -147,7 +147,7 @@ class Cell:
         return f"{self.model.display}|{self.dataset['name']}|{self.label}"
 
     def to_json(self) -> dict[str, Any]:
-        d = {"method": self.method, "label": self.label, "access": self.access.name, "params": self.params,
+        d = {"method": self.method, "label": self.label, "access": self.access.name, "params": params_json(self.params),
              "model": self.model.to_json(), "dataset": self.dataset, "seed": self.seed,
              "limits": self.limits, "settings": self.settings.to_json(), "data": self.data}
         if self.source is not None:
@@ -164,7 +164,8 @@ class Cell:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
-        return cls(method=d["method"], label=d["label"], access=Access.parse(d["access"]), params=d["params"],
+        return cls(method=d["method"], label=d["label"], access=Access.parse(d["access"]),
+                   params=build_params(get_method(d["method"]), d["params"]),  # a plugin's method: its file loaded first
                    model=ModelSpec.from_json(d["model"]), dataset=d["dataset"], seed=d["seed"], limits=d["limits"],
                    settings=Settings.from_json(d["settings"]), source=cls.from_json(d["source"]) if d.get("source") else None,
                    data=d.get("data", ""), resources=d.get("resources", {}), sweep=d.get("sweep", {}),
@@ -199,7 +200,7 @@ class MethodEntry:
     name: str
     label: str
     access: Access
-    params: dict[str, Any]
+    params: Any  # the method's Params record
     models: list[ModelSpec]
     limits: dict[str, int | None]
     transfer_to: list[ModelSpec]
@@ -566,7 +567,7 @@ class _Parser:
             for spec in method_models if combo else ():  # a swept value is checked against each model as params are
                 cls.check(swept, spec, where)
             out.append(MethodEntry(name=cls.name, label=sweep_label(str(m.get("label") or default_label), combo), access=access,
-                                   params=dataclasses.asdict(swept), models=method_models, limits=own_limits or {},
+                                   params=swept, models=method_models, limits=own_limits or {},
                                    transfer_to=method_targets, seeds=method_seeds, resources=method_resources, sweep=combo,
                                    datasets=list(own_datasets or []), seed_plan=method_plan))
         return out

@@ -184,6 +184,12 @@ class Method(ABC, Generic[V, P]):
         """Suite-time check of ``params`` against a cell's model spec (a UserError before any work)."""
 
 
+def params_json(params: Any) -> dict[str, Any]:
+    """A method's params record (a dataclass; a plugin's need not derive from ``Checked``) as the suite,
+    the cell's key and its record hold it: every field, by name."""
+    return dataclasses.asdict(params)
+
+
 def build_params(method: type[Method[Any, Any]], values: dict[str, Any] | None, where: str = "params") -> Any:
     """The method's params dataclass from a suite mapping; a UserError naming a bad field
     (``core.fields.typed_record``: name, type, range, allowed values)."""

@@ -26,7 +26,7 @@ def test_a_sweep_expands_to_one_cell_per_value_with_its_label_and_params(tmp_pat
     assert len(cells) == 2 * 2 * 2  # k x balanced x seeds
     assert [c.label for c in cells[::2]] == ["few_shot[k=1,balanced=False]", "few_shot[k=1,balanced=True]",
                                              "few_shot[k=2,balanced=False]", "few_shot[k=2,balanced=True]"]
-    assert all(c.params["k"] == c.sweep["k"] and c.params["balanced"] == c.sweep["balanced"] for c in cells)
+    assert all(c.params.k == c.sweep["k"] and c.params.balanced == c.sweep["balanced"] for c in cells)
     plain = load_suite(write_suite(tmp_path / "p.yaml", BASE.replace("    sweep: {k: [1, 2]}\n", "    params: {k: 2}\n    label: few_shot[k=2]\n")))
     swept = [c for c in load_suite(write_suite(tmp_path / "q.yaml", BASE)).cells if c.sweep == {"k": 2}]
     assert [c.key for c in swept] == [c.key for c in plain.cells]  # the sweep is a way to write cells, not part of them
@@ -71,7 +71,7 @@ methods:
     sweep: {expert_params.max_train_examples: [64, 256]}
 """
     cells = load_suite(write_suite(tmp_path / "s.yaml", text)).cells
-    assert [c.params["expert_params"] for c in cells] == [{"lr": 1.0e-3, "max_train_examples": 64}, {"lr": 1.0e-3, "max_train_examples": 256}]
+    assert [c.params.expert_params for c in cells] == [{"lr": 1.0e-3, "max_train_examples": 64}, {"lr": 1.0e-3, "max_train_examples": 256}]
     assert [c.label for c in cells] == ["proxy_tuning[expert_params.max_train_examples=64]", "proxy_tuning[expert_params.max_train_examples=256]"]
     with pytest.raises(UserError, match=r"^suite.methods\[0\].sweep.expert_params.lr: also set in params"):
         load_suite(write_suite(tmp_path / "t.yaml", text.replace("max_train_examples: [64, 256]", "lr: [0.1, 0.2]")))
