@@ -105,7 +105,8 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
 
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
     acc = correct.count("1") / len(correct)
-    return {"cell_key": f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}", "status": "ok", "label": label,
+    key = f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}"
+    return {"cell_key": key, "cell_id": key, "status": "ok", "label": label,
             "method": method, "access": access, "protocol": protocol, "model": kw.get("target_model", model),
             "dataset": dataset, "seed": seed, "accuracy": acc, "n": len(correct), "correct": correct, "test_sha256": "t",
             "source_model": model, "target_model": kw.get("target_model", model), "invalid_rate": 0.0,

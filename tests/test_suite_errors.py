@@ -155,7 +155,7 @@ methods:
   - {name: lora, datasets: [sst2], params: {max_train_examples: 1024}}
   - {name: lora, datasets: [agnews], params: {max_train_examples: 256}}
 """))
-    assert [(c.label, c.dataset["name"], c.params["max_train_examples"]) for c in both.cells] == [
+    assert [(c.label, c.dataset["name"], c.params.max_train_examples) for c in both.cells] == [
         ("lora", "sst2", 1024), ("lora", "agnews", 256)]
     alone = load_suite(write_suite(tmp_path / "alone.yaml", """
 models: [smollm2-135m]
