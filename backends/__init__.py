@@ -16,7 +16,7 @@ from typing import Any
 
 from boxbench.backends import context
 from boxbench.backends.context import LoadedModel
-from boxbench.core.backend import Access, AccessError, Backend, BlackView, GreyView, Usage, WhiteView
+from boxbench.core.backend import Access, AccessError, Backend, BlackView, GreyView, WhiteView
 from boxbench.core.errors import UserError
 from boxbench.core.registry import Registry
 
@@ -28,7 +28,7 @@ BACKENDS: Registry[type[Backend]] = Registry("backend", {
 register_backend = BACKENDS.register
 
 __all__ = ["Access", "AccessError", "Backend", "BlackView", "GreyView", "WhiteView", "BACKENDS",
-           "register_backend", "ModelSpec", "parse_model_spec", "load_backend", "loaded_models", "ledger_usage"]
+           "register_backend", "ModelSpec", "parse_model_spec", "load_backend", "loaded_models"]
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,5 @@ def load_backend(spec: ModelSpec, **settings: Any) -> Backend:
 
 
 def loaded_models() -> list[LoadedModel]:
-    """Each model this cell loaded through ``load_backend`` (or entered with ``ledger_usage``), in order."""
+    """Each model this cell loaded through ``load_backend`` (or entered with ``context.current().ledger_usage``), in order."""
     return list(context.current().models)
-
-
-def ledger_usage(name: str, n_params: int | None) -> Usage:
-    """``context.current().ledger_usage``: the Usage a model run outside ``load_backend`` counts into."""
-    return context.current().ledger_usage(name, n_params)

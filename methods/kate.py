@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from boxbench.backends import ledger_usage
+from boxbench.backends import context
 from boxbench.core.backend import Access, BlackView
 from boxbench.core.errors import UserError
 from boxbench.core.method import Artifact, Checked, Method, render_prompt
@@ -62,7 +62,7 @@ def embed(encoder_name: str, texts: Sequence[str]) -> Any:
     """L2-normalised embeddings (numpy, float32), one row per text; the tokens the encoder reads
     enter the cell's compute ledger (the pool's in tuning, the queries' in evaluation)."""
     encoder = load_encoder(encoder_name)
-    usage = ledger_usage(f"{encoder_name} (encoder)", encoder_params(encoder_name))
+    usage = context.current().ledger_usage(f"{encoder_name} (encoder)", encoder_params(encoder_name))
     ids = encoder.tokenizer(list(texts), truncation=True, max_length=encoder.max_seq_length)["input_ids"]
     usage.add(calls=len(texts), prompt=sum(len(x) for x in ids))
     return encoder.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)

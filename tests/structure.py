@@ -48,7 +48,7 @@ def module_name(path: Path) -> str:
     return ".".join([PACKAGE, *parts])
 
 
-def resolve_source(mod: str, node: ast.ImportFrom) -> list[str]:
+def _resolve(mod: str, node: ast.ImportFrom) -> list[str]:
     """Absolute names an ImportFrom brings in (a name may be a submodule or an attribute)."""
     if node.level:
         base = mod.split(".")[: -node.level]
@@ -78,7 +78,7 @@ def scan() -> dict[str, Module]:
                 elif isinstance(child, ast.Import):
                     m.imports += [(a.name, at_top) for a in child.names if a.name.startswith(PACKAGE)]
                 elif isinstance(child, ast.ImportFrom):
-                    names = resolve_source(name_for_rel, child)
+                    names = _resolve(name_for_rel, child)
                     if names[0].startswith(PACKAGE):
                         m.imports += [(n, at_top) for n in names]
                 else:
