@@ -27,6 +27,7 @@ class CellContext:
     """One cell's shared state: ``cache`` (settings.cache), ``budget`` (its caps and spend), ``models`` (the ledger)."""
 
     cache: bool = True
+    cache_error: str | None = None  # why the request cache could not be used (the cell then ran without it)
     budget: Budget = field(default_factory=Budget)
     models: list[LoadedModel] = field(default_factory=list)
 

@@ -36,8 +36,10 @@ import hashlib
 import math
 import os
 import re
+import socket
 import tempfile
 import threading
+import urllib.parse
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +107,19 @@ class OpenAIBackend(Backend):
         self.retry_wait_s = 0.0
         self.usage_missing = 0  # responses without a usage block: their tokens are not known
         self._paused_until = 0.0  # the server's rate-limit headers said: nothing left until then
+
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> str | None:
+        """One TCP connection to the server (3 s at most): refused or timed out -> the one-line reason."""
+        url = options.get("base_url") or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=3).close()
+        except OSError as e:
+            return (f"the server at {url} is unreachable ({e.strerror or type(e).__name__}; checked before the cell started, "
+                    f"after an earlier cell of this model failed); start it and re-run the same command")
+        return None
 
     @classmethod
     def load(cls, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", chat: bool = CHAT_DEFAULT,

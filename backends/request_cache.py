@@ -48,26 +48,51 @@ def cacheable(params: dict[str, Any]) -> bool:
     return not params.get("temperature") or params.get("seed") is not None
 
 
+BUSY_TIMEOUT_S = 15  # a writer holding the file longer than this is a locked cache, not a busy one
+
+
 class RequestCache:
-    """key → JSON value, shared by processes through SQLite (one connection per process, locked for threads)."""
+    """key → JSON value, shared by processes through SQLite (one connection per process, locked for
+    threads). A cache file that cannot be opened, read or written (locked past ``BUSY_TIMEOUT_S``,
+    read-only, full, damaged) turns the cache off for the rest of the cell, with the reason in the
+    cell's context (its record's ``request_cache_error``; the run warns once): the cell goes on."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except (sqlite3.Error, OSError) as e:
+            self._off(e)
+
+    def _off(self, e: BaseException) -> None:
+        self._db = None
+        context.current().cache_error = context.current().cache_error or f"{self.path}: {type(e).__name__}: {e}"
 
     def get(self, key: str) -> Any | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        if self._db is None:
+            return None
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as e:
+            self._off(e)
+            return None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        if self._db is None:
+            return
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        except sqlite3.Error as e:
+            self._off(e)
 
 
 _OPEN: dict[str, RequestCache] = {}

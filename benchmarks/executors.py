@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from boxbench.backends.weights import ALIASES
 from boxbench.benchmarks.cell import error_record, now
@@ -66,6 +67,32 @@ def _follow(proc: Any, quiet: bool) -> tuple[dict[str, Any] | None, str]:
     return record, phase
 
 
+class PeakWatch:
+    """The peak resident memory of a running process (its ``VmHWM``), read every ``every`` seconds,
+    so that a cell the kernel kills (out of memory, SIGKILL) is recorded with the last peak seen."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self.pid, self.peak = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    kb = next((int(x.split()[1]) for x in f if x.startswith("VmHWM:")), 0)
+            except (OSError, ValueError):
+                return  # gone, or no /proc (not Linux)
+            self.peak = max(self.peak, kb * 1024)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def text(self) -> str:
+        return f"; its last peak RSS {self.peak / 1024**3:.2f} GiB" if self.peak else ""
+
+
 def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool = False,
                      server: "ForkServer | None" = None) -> dict[str, Any]:
     """Run one cell in a child process — forked from ``server`` (warm imports, see ``forkserver``)
@@ -94,6 +121,7 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
         fired.set()
         proc.kill()
 
+    watch = PeakWatch(proc.pid)
     timer = threading.Timer(float(timeout), on_timeout) if timeout else None  # fires whatever the child is doing
     if timer is not None:
         timer.daemon = True
@@ -101,7 +129,8 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
     try:
         record, phase = _follow(proc, quiet)
         proc.wait()
-    finally:
+    finally:  # Ctrl-C or SIGTERM included: the cell stops here; the driver drops its record-less folder
+        watch.stop()
         if timer is not None:
             timer.cancel()
         if proc.poll() is None:
@@ -114,9 +143,10 @@ def run_cell_process(cell: Cell, run_dir: Path, plugins: list[str], quiet: bool 
         return {**error_record(cell, f"timed out after {timeout} s while in phase {phase!r} (settings.cell_timeout_s)", started),
                 "timed_out_phase": phase}
     code = proc.returncode
-    why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    why = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with code {code}"
     hint = " (out of memory?)" if code in (-9, 137) else ""
-    return {**error_record(cell, f"cell process {why}{hint}; see {cell_dir / 'log.txt'}", started), "retryable": True}
+    return {**error_record(cell, f"cell process {why}{hint}{watch.text()}; see {cell_dir / 'log.txt'}", started), "retryable": True,
+            **({"last_peak_rss_bytes": watch.peak} if watch.peak else {})}
 
 
 
@@ -127,6 +157,8 @@ class Executor(ABC):
 
     def __init__(self, run_dir: Path, plugins: list[str], quiet: bool) -> None:
         self.run_dir, self.plugins, self.quiet = run_dir, plugins, quiet
+        # the driver's check just before a cell starts (a dead server after a failed cell): a reason ends the cell
+        self.precheck: Callable[[Cell], str | None] = lambda cell: None
 
     def start(self) -> str | None:
         """Connect or start; a line for the user (e.g. the dashboard address), or None."""
@@ -176,6 +208,9 @@ class LocalExecutor(Executor):
 
     def next_done(self) -> tuple[Cell, dict[str, Any]]:
         cell = self.queue.pop(0)
+        reason = self.precheck(cell)
+        if reason:
+            return cell, error_record(cell, reason, now())
         return cell, run_cell_process(cell, self.run_dir, self.plugins, self.quiet, self._server())
 
     def busy(self) -> int:

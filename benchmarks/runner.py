@@ -13,15 +13,20 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from boxbench.backends import BACKENDS
 from boxbench.benchmarks.cell import error_record, now
 from boxbench.benchmarks.compute import record_spend
 from boxbench.benchmarks.executors import EXECUTORS
 from boxbench.benchmarks.suite import Cell, Suite, caps_of
+from boxbench.benchmarks.tracking import Tracker
 from boxbench.core.errors import UserError
-from boxbench.core.results import ResultStore
+from boxbench.core.results import RESULTS, ResultStore
 
 
 @contextlib.contextmanager
@@ -36,17 +41,40 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run folder; a UserError naming ``--out`` when it is a file or cannot be made."""
+    """Create the run folder (its parent must exist) and check that it can be written and read, before
+    anything is written: a UserError naming ``--out`` when it is a file, its parent is missing, it is
+    read-only or full, or its results were written by a newer boxbench."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir}: is a file, not a folder; give a folder for the run (created if missing)")
+    if not run_dir.exists() and not run_dir.parent.is_dir():
+        raise UserError(f"--out {run_dir}: its parent folder {run_dir.parent} does not exist; create it (mkdir -p {run_dir.parent}) "
+                        f"or give another --out")
+    probe = run_dir if run_dir.is_dir() else run_dir.parent
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {run_dir}: cannot write in {probe} ({e.strerror or e}); give a folder you can write to") from None
+    if (run_dir / RESULTS).is_file():
+        ResultStore(run_dir).read()  # a newer schema or a damaged record: one line, before anything is written
+    try:
+        run_dir.mkdir(exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {run_dir}: cannot create the folder ({e.strerror or e}); pick a writable path") from None
 
 
-def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False,
-              executor: str = "local", address: str | None = None) -> dict[str, int]:
+def drop_partial(run_dir: Path, suite: Suite, store: ResultStore) -> None:
+    """After Ctrl-C or SIGTERM: the folders of this suite's cells that have no record (the one that was
+    running, or one that finished as the signal came, before its record landed) go; they run again."""
+    recorded = {r["cell_id"] for r in store.records()}
+    for cell in suite.cells:
+        folder = run_dir / "cells" / cell.cell_id
+        if cell.cell_id not in recorded and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, quiet: bool = False, *,
+              executor: str = "local", address: str | None = None, tracker: Tracker | None = None) -> dict[str, int]:
     """Run every cell not already ok in ``run_dir`` through ``executor`` (``local``: one after another;
     ``ray``: spread over a Ray cluster at ``address``); returns counts of ok / error / skipped.
 
@@ -69,7 +97,11 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
             print(line, flush=True)
         bar = tqdm(total=len(suite.cells), initial=len(suite.cells) - len(todo), desc=f"suite {suite.name}", unit="cell",
                    position=0, disable=quiet, dynamic_ncols=True)
-        drive = _Drive(store, runner, bar, quiet, ok, waiting=list(todo))
+        drive = _Drive(store, runner, bar, quiet, ok, waiting=list(todo), tracker=tracker)
+        runner.precheck = drive.cannot_start
+        if tracker is not None:  # the parent run, and the suite's finished cells not logged yet
+            mine = set(suite.all_keys)
+            tracker.begin(suite.name, [r for r in store.records() if r["cell_key"] in mine])
         drive.counts["skipped"] = len(suite.cells) - len(todo)
         try:
             while drive.waiting or runner.busy():
@@ -78,6 +110,7 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
                     drive.collect_one()
         except KeyboardInterrupt:
             runner.cancel()  # running cells stop; finished ones are in results.jsonl already
+            drop_partial(run_dir, suite, store)
             raise
         finally:
             bar.close()
@@ -97,10 +130,28 @@ class _Drive:
     waiting: list[Cell]
     active: set[str] = dataclasses.field(default_factory=set)
     attempts: dict[str, int] = dataclasses.field(default_factory=dict)
+    failed_models: set[str] = dataclasses.field(default_factory=set)  # models with a failed cell: preflight their next ones
+    warned: set[str] = dataclasses.field(default_factory=set)  # warnings already printed this run
+    tracker: Tracker | None = None
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: {"ok": 0, "error": 0, "capped": 0, "skipped": 0})
 
     def land(self, record: dict[str, Any]) -> None:
+        if record["status"] == "error":
+            self.failed_models.add(json.dumps(record.get("model_spec"), sort_keys=True))
+        if record.get("request_cache_error") and "cache" not in self.warned:
+            self.warned.add("cache")
+            print(f"boxbench: warning: the request cache could not be used ({record['request_cache_error']}); "
+                  f"cells go on without it", file=sys.stderr, flush=True)
         _land(self.store, record, self.counts, self.bar, self.quiet)
+        if self.tracker is not None:
+            self.tracker.cell(record)
+
+    def cannot_start(self, cell: Cell) -> str | None:
+        """After a cell of this model failed: its backend's quick check (a dead server is one connection
+        refused, not a cell's load with its retries and timeouts)."""
+        if json.dumps(cell.model.to_json(), sort_keys=True) not in self.failed_models:
+            return None
+        return BACKENDS.get(cell.model.backend).preflight(cell.model.options)
 
     def submit_ready(self) -> None:
         """Submit what is ready; a transfer cell after its source, a cell under the run's caps alone."""

@@ -368,7 +368,8 @@ def select_cells(suite: Suite, only: list[str]) -> Suite:
 
 def machine_problems(suite: Suite) -> list[str]:
     """What this machine lacks for the suite's cells, known before any cell starts (one line each):
-    a CUDA device for ``device: cuda[:N]`` or a model with ``quantize: 4bit``, MPS for ``device: mps``.
+    a CUDA device for ``device: cuda[:N]`` or a model with ``quantize: 4bit``, MPS for ``device: mps``,
+    a backend's or a method's optional package (``unavailable()``).
     A remote Ray cluster may have what this machine lacks, so ``check`` only warns; a local run stops."""
     import torch
 
@@ -390,6 +391,10 @@ def machine_problems(suite: Suite) -> list[str]:
         reason = BACKENDS.get(backend).unavailable()
         if reason:
             out.append(f"model {name!r}: backend {backend} unavailable: {reason}")
+    for method in sorted({c.method for c in suite.cells}):
+        reason = get_method(method).unavailable()
+        if reason:
+            out.append(f"method {method}: unavailable here: {reason}")
     return out
 
 

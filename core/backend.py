@@ -136,6 +136,13 @@ class Backend(ABC):
         return None
 
     @classmethod
+    def preflight(cls, options: dict[str, Any]) -> str | None:
+        """A quick check (a connection, not a request) the runner makes before starting a cell of a
+        model whose earlier cell failed in this run: why the cell cannot start now, in one line, or
+        None. ``options``: the model spec's backend options. Default: nothing to check."""
+        return None
+
+    @classmethod
     def load(cls, *args: Any, **settings: Any) -> "Backend":
         """``load(model, **settings)``: the model loaded with this backend's own settings (device,
         dtype, base_url, ...; ``backends.load_backend`` passes a suite's). Every backend defines it."""

@@ -175,6 +175,12 @@ class Method(ABC, Generic[V, P]):
     description: ClassVar[str] = ""
     family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this method cannot run in this environment (an optional package missing), in one line
+        naming the fix; None when it can. ``boxbench check`` warns, a local run stops before any cell."""
+        return None
+
     @abstractmethod
     def tune(self, view: V, *, task: Task, train: list[Example], dev: list[Example], params: P, seed: int) -> Artifact:
         """Tune on ``train``/``dev`` (never the test set) and return the artifact."""

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from boxbench.core.errors import UserError
+from boxbench.core.errors import UserError, no_space
 
 RESULTS = "results.jsonl"
+PREDICTIONS = "predictions.jsonl"  # RUN_DIR/cells/CELL_ID/: one JSON object per test example, in test order
 
 SCHEMA = 2
 """The record schema this boxbench writes. 1: records before the field existed (read the same way; a
@@ -139,14 +141,29 @@ class ResultStore:
         new = (record if isinstance(record, Record) else Record.from_json(record, "the cell's record")).to_json()
         records = [r for r in self._lines() if r.get("cell_key") != new["cell_key"]] + [new]
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                for r in records:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:  # the old results.jsonl stays whole; no temporary file is left
+            tmp.unlink(missing_ok=True)
+            if e.errno == errno.ENOSPC:
+                raise no_space(e, f"{RESULTS} (the record of cell {new['cell_id']})", self.path) from None
+            raise
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_predictions(run_dir: Path, cell_id: str) -> list[dict[str, Any]] | None:
+    """A cell's per-example rows (``text``, ``label``, ``pred``, ``prompt_sha256`` and ``scores`` or
+    ``answer``; benchmarks/cell.py writes them), or None where the cell left none."""
+    path = Path(run_dir) / "cells" / cell_id / PREDICTIONS
+    if not path.is_file():
+        return None
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

@@ -29,6 +29,11 @@ METHODS: Registry[type[Method]] = Registry(
         "prefix_tuning": "boxbench.methods.adapters:PrefixTuning",
         "bbt": "boxbench.methods.bbt:Bbt",
         "evoprompt": "boxbench.methods.evoprompt:EvoPrompt",
+        "protegi": "boxbench.methods.protegi:Protegi",
+        "dspy_bootstrap": "boxbench.methods.dspy_optimisers:DspyBootstrap",
+        "dspy_random_search": "boxbench.methods.dspy_optimisers:DspyRandomSearch",
+        "dspy_mipro": "boxbench.methods.dspy_optimisers:DspyMipro",
+        "dspy_copro": "boxbench.methods.dspy_optimisers:DspyCopro",
     },
     base=Method,
 )

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from boxbench.core.results import ResultStore
+from boxbench.core.results import ResultStore, read_predictions
 from boxbench.reports.accuracy import accuracy_table, comparison_table, headline_table
+from boxbench.reports.backends import Predictions, backends_table
 from boxbench.reports.comparisons import comparisons
 from boxbench.reports.cost import cost_table, fast_path_table, frontier_table, training_table
 from boxbench.reports.method_tables import method_tables
@@ -32,9 +33,7 @@ def load_records(run_dir: Path) -> list[dict[str, Any]]:
     gets it from its cell's predictions.jsonl (for the paired tests)."""
     records = ResultStore.existing(run_dir, "run dir").records()
     for r in records:
-        preds = run_dir / "cells" / str(r.get("cell_id")) / "predictions.jsonl"
-        if r.get("status") == "ok" and "correct" not in r and preds.is_file():
-            rows = [json.loads(x) for x in preds.read_text().splitlines() if x.strip()]
+        if r.get("status") == "ok" and "correct" not in r and (rows := read_predictions(run_dir, r["cell_id"])) is not None:
             r["correct"] = "".join("1" if x.get("pred") == x.get("label") else "0" for x in rows)
     return records
 
@@ -51,7 +50,10 @@ def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[di
 
 
 def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
-                 chosen: dict[tuple[str, str, str], str] | None = None, plans: dict[str, dict[str, Any]] | None = None) -> list[Table]:
+                 chosen: dict[tuple[str, str, str], str] | None = None, plans: dict[str, dict[str, Any]] | None = None,
+                 predictions: Predictions | None = None) -> list[Table]:
+    """Every table of the report, in order. ``predictions``: a cell id -> its per-example rows (the
+    backends' side-by-side table needs them; without it that table is left out)."""
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
     cs = {m: comparisons(records, m) for m in models}  # the paired tests, once per model, for the three tables that show them
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]
@@ -60,6 +62,8 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     tables.append(seed_table(records, plans or {}, chosen))
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
+    if predictions is not None:
+        tables.append(backends_table(records, predictions))
     tables += method_tables(records)
     tables += [sweep_table(records), prompts_table(records), data_table(records), fast_path_table(records), error_table(records),
                stale_table(stale or [])]
@@ -110,7 +114,7 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     records, stale = split_current(load_records(run_dir), run_dir)
     chosen = best_by_class(load_records(select_from)) if select_from is not None else None
     meta = json.loads((run_dir / "suite.json").read_text()) if (run_dir / "suite.json").exists() else {}
-    tables = build_tables(records, stale, chosen, meta.get("seed_plans"))
+    tables = build_tables(records, stale, chosen, meta.get("seed_plans"), lambda cell_id: read_predictions(run_dir, cell_id))
     pngs: dict[str, bytes | None] = {"report_cost.png": cost_plot(records), "report_transfer.png": transfer_heatmap(records),
             "report_accuracy.png": accuracy_plot(records), "report_curves.png": sweep_plot(records),
             "report_frontier.png": frontier_plot(records)}

@@ -11,10 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "benchmarks" / "suites"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``boxbench ARGS`` in a fresh process."""
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``boxbench ARGS`` in a fresh process (in ``cwd`` when given)."""
     return subprocess.run([sys.executable, "-m", "boxbench.benchmarks.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=cwd)
 
 
 def write_suite(path: Path, text: str) -> Path:

@@ -226,3 +226,17 @@ def test_an_in_process_model_uses_the_cache_only_while_it_is_as_loaded(tmp_path,
     m.score(prompts, words)
     assert m.cache_hits == 6
 
+
+
+def test_an_unusable_request_cache_is_warned_once_and_the_run_goes_on(llama_server, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    env = {"BOXBENCH_REQUEST_CACHE": "1", "BOXBENCH_REQUEST_CACHE_DIR": str(blocker)}
+    suite = write_suite(tmp_path / "s.yaml", SUITE.format(url=llama_server.base_url, extra=""))
+    proc = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet", "--only", "method=zero_shot", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recs = records_of(tmp_path / "run")
+    assert len(recs) == 2 and all(r["status"] == "ok" and r["spend"]["billed_requests"] > 0 for r in recs)
+    assert all(r["request_cache_error"].startswith(f"{blocker}/requests.sqlite: ") for r in recs)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("boxbench: warning: the request cache could not be used (")

@@ -121,7 +121,47 @@ def test_methods_end_to_end_through_the_server_and_no_key_in_the_run(llama_serve
             assert SECRET not in path.read_text(errors="ignore"), f"API key written to {path}"
 
 
-def test_server_killed_mid_cell_errors_that_cell_and_rerun_completes(tmp_path):
+SIDE_BY_SIDE = """name: side-by-side
+models:
+  - {{backend: hf, model: smollm2-135m, label: smol@hf}}
+  - {{backend: openai, model: smollm2-135m, base_url: "{url}", chat: false, label: smol@llama.cpp}}
+datasets: [sst2]
+methods:
+  - name: zero_shot
+  - name: zero_shot
+    access: grey
+seeds: [0]
+limits: {{train: 40, dev: 8, test: 12}}
+settings: {{max_new_tokens: 4}}
+"""
+
+
+def test_the_report_sets_backends_side_by_side_row_by_row(llama_server, tmp_path):
+    from boxbench.core.results import read_predictions
+    from boxbench.reports.backends import agreement, backends_table, groups
+
+    run = tmp_path / "run"
+    suite = write_suite(tmp_path / "s.yaml", SIDE_BY_SIDE.format(url=llama_server.base_url))
+    proc = run_cli("run", str(suite), "--out", str(run), "--quiet", "--report")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recs = records_of(run)
+    found = groups(recs)
+    # one group per access, each led by the hf cell (the reference), the server's cell beside it
+    assert sorted(g[0]["access"] for g in found) == ["black", "grey"]
+    assert all([r["model"] for r in g] == ["smol@hf", "smol@llama.cpp"] for g in found)
+    grey = next(g for g in found if g[0]["access"] == "grey")
+    ref, other = (read_predictions(run, r["cell_id"]) for r in grey)
+    a = agreement(ref, other)
+    differ = sum(x["pred"] != y["pred"] for x, y in zip(ref, other))
+    assert a["differ"] == differ and a["same"] == 1 - differ / 12 and 0 < a["max_score_delta"] < 1.0
+    black = next(g for g in found if g[0]["access"] == "black")
+    assert "same_answer" in agreement(*(read_predictions(run, r["cell_id"]) for r in black))
+    table = backends_table(recs, lambda cell_id: read_predictions(run, cell_id))
+    assert [row[5] for row in table.rows].count("reference") == 2
+    assert "### Backends side by side" in (run / "report.md").read_text()
+
+
+def test_server_killed_mid_cell_errors_that_cell_the_next_fail_fast_and_rerun_completes(tmp_path):
     from boxbench.backends.llama_server import free_port
 
     server_or_skip()
@@ -132,7 +172,7 @@ models:
   - {{backend: openai, model: smollm2-135m, base_url: "http://127.0.0.1:{port}/v1", label: api, max_retries: 1, timeout: 10}}
   - smollm2-135m
 datasets: [sst2]
-methods: [{{name: zero_shot}}]
+methods: [{{name: zero_shot}}, {{name: few_shot, params: {{k: 1}}}}, {{name: zero_shot, access: grey}}]
 seeds: [0]
 limits: {{train: 10, dev: 0, test: 24}}
 settings: {{max_new_tokens: 4}}
@@ -148,15 +188,20 @@ settings: {{max_new_tokens: 4}}
         srv.stop()  # mid-cell: the evaluation is under way
         out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out
-    recs = {r["model"]: r for r in records_of(run)}
-    assert recs["api"]["status"] == "error" and "unreachable" in recs["api"]["error"]
-    assert "\n" not in recs["api"]["error"]
-    assert recs["smollm2-135m"]["status"] == "ok"  # the suite went on
+    recs = {(r["model"], r["label"]): r for r in records_of(run)}
+    first = recs[("api", "zero_shot")]
+    assert first["status"] == "error" and "unreachable" in first["error"] and "\n" not in first["error"]
+    # the API cells after it fail fast: one connection refused each, no cell process, no retries
+    for label in ("few_shot", "zero_shot@grey"):
+        r = recs[("api", label)]
+        assert r["status"] == "error" and r["error"].startswith(f"the server at http://127.0.0.1:{port}/v1 is unreachable (")
+        assert "checked before the cell started" in r["error"] and "cell_process" not in r
+    assert all(r["status"] == "ok" for (m, _), r in recs.items() if m == "smollm2-135m")  # the suite went on
     with LlamaServer("smollm2-135m", port):
         again = run_cli("run", str(suite), "--out", str(run), "--quiet")
     assert again.returncode == 0, again.stdout + again.stderr
     final = records_of(run)
-    assert len(final) == 2 and all(r["status"] == "ok" for r in final)
+    assert len(final) == 6 and all(r["status"] == "ok" for r in final)
 
 
 def test_top_k_scoring_reads_the_longest_listed_token_of_each_label():

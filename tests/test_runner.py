@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 from pathlib import Path
 
 from helpers import SUITES, records_of, run_cli, write_method_plugin, write_suite
@@ -92,6 +94,117 @@ def test_sigkill_mid_suite_then_resume_has_every_cell_once(tmp_path):
     keys = [r["cell_key"] for r in recs]
     assert len(recs) == 4 and len(set(keys)) == 4 and all(r["status"] == "ok" for r in recs)
     assert f"{n_before} already done" in done.stdout
+
+
+def test_sigterm_is_ctrl_c_one_line_exit_143_nothing_partial_then_resume(tmp_path):
+    """What Slurm, Kubernetes, Ray preemption and `timeout` send: handled as Ctrl-C."""
+    import psutil
+
+    suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text().replace("test: 8", "test: 4"))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "boxbench.benchmarks.cli", "run", str(suite), "--out", str(run), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "results.jsonl").exists() and records_of(run)):
+        time.sleep(0.2)
+    left = psutil.Process(proc.pid).children(recursive=True)  # the fork server and the running cell
+    assert left, "the run started no process"
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    took = time.time() - sent
+    assert proc.returncode == 143, (proc.returncode, err[-2000:])
+    assert err.strip().splitlines() == ["boxbench: terminated (SIGTERM); finished cells are kept, re-run the same command to resume"]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
+    done = {r["cell_id"] for r in records_of(run)}
+    # every cell folder left is a finished cell's: the one that was running is gone with its partial files
+    assert {d.name for d in (run / "cells").iterdir()} <= done and 1 <= len(done) < 4
+    assert not list(run.glob("results.tmp*"))
+    again = run_cli("run", str(suite), "--out", str(run), "--quiet")
+    assert again.returncode == 0 and f"{len(done)} already done" in again.stdout and len(records_of(run)) == 4
+    print(f"\nSIGTERM to exit: {took:.2f} s")
+
+
+def _tmpfs(mnt: Path, options: str) -> Path:
+    """A real small filesystem (tmpfs) at ``mnt``; skipped, with the reason, where this machine does
+    not let the test mount one."""
+    mnt.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip() or made.returncode}): needs root or CAP_SYS_ADMIN")
+    return mnt
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 KiB filesystem."""
+    mnt = _tmpfs(tmp_path / "small", "size=64k")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_ends_the_run_in_one_line_keeps_what_finished_and_resumes(small_disk):
+    run = small_disk / "run"
+    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"boxbench: error: no space left on device in {run} while writing results.jsonl (the record of cell ")
+    assert "free some space there and re-run the same command to resume" in line and "KiB free" in line
+    kept = records_of(run)
+    assert 1 <= len(kept) < 4 and all(r["status"] == "ok" for r in kept)
+    assert not list(run.glob("results.tmp*"))
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # space freed
+    again = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet")
+    assert again.returncode == 0 and f"{len(kept)} already done" in again.stdout and len(records_of(run)) == 4
+
+
+def test_an_unusable_out_folder_is_one_line_and_nothing_is_written(tmp_path):
+    missing = tmp_path / "typo" / "run"
+    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(missing), "--quiet")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"boxbench: error: --out {missing}: its parent folder {missing.parent} does not exist; create it "
+        f"(mkdir -p {missing.parent}) or give another --out")
+    assert not missing.parent.exists()
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    line = json.dumps({"cell_key": "k", "cell_id": "c", "method": "zero_shot", "label": "zero_shot", "access": "black",
+                       "model": "m", "dataset": "sst2", "seed": 0, "status": "ok", "schema": 99})
+    (newer / "results.jsonl").write_text(line + "\n")
+    proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(newer), "--quiet")
+    assert proc.returncode == 2 and "written by a newer boxbench (results schema 99" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and sorted(p.name for p in newer.iterdir()) == ["results.jsonl"]
+
+
+def test_a_read_only_out_folder_is_one_line(tmp_path):
+    ro = _tmpfs(tmp_path / "ro", "ro,size=64k")
+    try:
+        proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(ro / "run"), "--quiet")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"boxbench: error: --out {ro / 'run'}: cannot write in {ro} (Read-only file system); give a folder you can write to")
+
+
+def test_a_cell_killed_every_time_is_an_error_naming_the_signal_and_its_peak_memory(tmp_path):
+    """The kernel's OOM killer, as a cell sees it: SIGKILL, here after holding ~200 MB for a second."""
+    plugin = write_method_plugin(tmp_path / "always_killed.py", "always_killed", """\
+        held = bytearray(200 * 2**20)
+        time.sleep(1.5)
+        os.kill(os.getpid(), signal.SIGKILL)""", "import os, signal, time")
+    suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\nlimits: {test: 8}\n"
+                                             "methods: [always_killed, {name: zero_shot, access: grey}]\nsettings: {max_retries: 1}\n")
+    run = tmp_path / "run"
+    proc = run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(run), "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    recs = {r["method"]: r for r in records_of(run)}
+    killed = recs["always_killed"]
+    assert killed["status"] == "error" and killed["attempts"] == 2  # retried once, as settings.max_retries says
+    assert killed["error"].startswith("cell process killed by signal 9 (SIGKILL) (out of memory?); its last peak RSS ")
+    assert 0.2 * 2**30 < killed["last_peak_rss_bytes"] < 8 * 2**30  # the model, the interpreter and the 200 MB held
+    assert recs["zero_shot"]["status"] == "ok"  # the run went on
+    again = run_cli("--plugin", str(plugin), "run", str(suite), "--out", str(run), "--quiet")
+    assert "0 ok, 1 error, 1 already done" in again.stdout  # the error cell was tried again (and killed again)
 
 
 def test_forked_cells_are_retried_when_killed_and_equal_fresh_ones(tmp_path):
