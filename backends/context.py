@@ -28,6 +28,7 @@ class CellContext:
 
     cache: bool = True
     cache_error: str | None = None  # why the request cache could not be used (the cell then ran without it)
+    model_cache_error: str | None = None  # why a dequantised model could not be cached (the cell went on; the next load repeats it)
     budget: Budget = field(default_factory=Budget)
     models: list[LoadedModel] = field(default_factory=list)
 

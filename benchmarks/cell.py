@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import hashlib
 import json
 import random
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -23,7 +23,7 @@ from boxbench.benchmarks import compute
 from boxbench.benchmarks.datasets import load_splits, resolve
 from boxbench.benchmarks.metering import Meter, code_version, device_info, peak_accelerator_bytes
 from boxbench.benchmarks.suite import Cell, caps_of
-from boxbench.core.errors import UserError, no_space
+from boxbench.core.errors import UserError, disk_full, no_space
 from boxbench.core.evaluate import accuracy, evaluate, wilson
 from boxbench.core.method import family_of, params_json
 from boxbench.core.results import PREDICTIONS
@@ -98,10 +98,7 @@ def per_example_record(test: list[Any], predictions: list[int | None]) -> dict[s
 
 
 def _one_line(e: BaseException) -> str:
-    """An unexpected exception as the record's one-line reason (type and first line); a full disk
-    names its folder and the space left."""
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return str(no_space(e, "the cell's files"))
+    """An unexpected exception as the record's one-line reason (type and first line)."""
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
@@ -251,12 +248,20 @@ def execute_cell(cell: Cell, cell_dir: Path, plugins: list[str] | None = None) -
     except UserError as e:
         record.update(status="error", error=str(e))
     except Exception as e:  # a failing cell must not stop the suite; the traceback goes to its log
-        traceback.print_exc()
-        record.update(status="error", error=_one_line(e))
+        if disk_full(e):  # its partial files go first, so that its log and the next cell may still fit
+            for partial in (cell_dir / "artifact", cell_dir / PREDICTIONS):
+                shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)
+            record.update(status="error", error=str(no_space(e, "the cell's artifact and predictions", cell_dir)))
+        else:
+            record.update(status="error", error=_one_line(e))
+        with contextlib.suppress(OSError):  # a log on a full disk must not cost the cell its record
+            traceback.print_exc()
     finally:
         meter.stop()
     if context.current().cache_error:  # the cell ran without its request cache: why (the run warns once)
         record["request_cache_error"] = context.current().cache_error
+    if context.current().model_cache_error:  # its model loaded, but could not be cached for the next load
+        record["model_cache_error"] = context.current().model_cache_error
     record.update(peak_host_rss_bytes=run.own_peak or meter.peak_host_rss_bytes, peak_accelerator_bytes=peak_accelerator_bytes(),
                   peak_accelerator_nvml_bytes=meter.peak_accelerator_nvml_bytes,
                   versions=versions(), code=code_version(), finished_at=now())

@@ -6,7 +6,6 @@ Input errors print one line (``boxbench: error: ...``) and exit with code 2, nev
 from __future__ import annotations
 
 import argparse
-import errno
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from boxbench.benchmarks.seeds import run_until_decided
 from boxbench.benchmarks.suite import Suite, load_suite, machine_problems
 from boxbench.benchmarks.tracking import make_tracker
 from boxbench.benchmarks.taskfile import load_task_file, overlap
-from boxbench.core.errors import UserError, no_space
+from boxbench.core.errors import UserError, disk_full, no_space
 from boxbench.reports.compare import FIELDS as COMPARE_FIELDS
 from boxbench.reports.compare import compare_runs, write_compare
 from boxbench.reports.compare import tables as compare_tables
@@ -302,7 +301,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (Slurm, Kubernetes, Ray preemption, `timeout`), handled as Ctrl-C is."""
 
 
+_SIGNALLED: list[int] = []  # SIGTERM seen: a library that turns the exception into a plain KeyboardInterrupt (Ray's wait) keeps the exit status
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signum)
     raise Terminated()
 
 
@@ -336,14 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boxbench: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if not disk_full(e):
             raise
         print(f"boxbench: error: {no_space(e, Path(e.filename).name if e.filename else 'a file')}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("boxbench: terminated (SIGTERM); finished cells are kept, re-run the same command to resume", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated) or _SIGNALLED:
+            print("boxbench: terminated (SIGTERM); finished cells are kept, re-run the same command to resume", file=sys.stderr)
+            return 143
         print("boxbench: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
 

@@ -17,6 +17,7 @@ its cell in one line naming the path.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -310,12 +311,17 @@ class RayExecutor(Executor):
         except ImportError:
             raise UserError("--executor ray needs Ray; pip install -e '.[ray]'") from None
         self._reachable()
+        ours = signal.getsignal(signal.SIGTERM)  # ray.init puts its own in: it exits without the run's cleanup
         try:
             ctx = ray.init(address=self.address, include_dashboard=None, log_to_driver=False, ignore_reinit_error=True,
+                           logging_level=logging.WARNING,  # its "Connecting to ..." lines are not the CLI's
                            runtime_env={"env_vars": forwarded_env()})
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"--address {self.address or '(local)'}: cannot connect to a Ray cluster ({first})") from None
+        finally:
+            if ours is not None:
+                signal.signal(signal.SIGTERM, ours)  # SIGTERM stays Ctrl-C: the cells cancelled, partial folders dropped
         self.task = ray.remote(max_retries=0)(_ray_cell)  # retries are the driver's (settings.max_retries)
         cluster = self.cluster = dict(ray.cluster_resources())
         self.gpus = float(cluster.get("GPU", 0))

@@ -118,6 +118,11 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
     return drive.counts
 
 
+# a record's field saying a cache could not be used, and the run's one warning about it
+CACHE_WARNINGS = {"request_cache_error": "the request cache could not be used",
+                  "model_cache_error": "a dequantised model could not be cached"}
+
+
 @dataclasses.dataclass
 class _Drive:
     """One run's loop state: the cells waiting, those running, each cell's attempts, the counts."""
@@ -138,10 +143,10 @@ class _Drive:
     def land(self, record: dict[str, Any]) -> None:
         if record["status"] == "error":
             self.failed_models.add(json.dumps(record.get("model_spec"), sort_keys=True))
-        if record.get("request_cache_error") and "cache" not in self.warned:
-            self.warned.add("cache")
-            print(f"boxbench: warning: the request cache could not be used ({record['request_cache_error']}); "
-                  f"cells go on without it", file=sys.stderr, flush=True)
+        for field, what in CACHE_WARNINGS.items():
+            if record.get(field) and field not in self.warned:
+                self.warned.add(field)
+                print(f"boxbench: warning: {what} ({record[field]}); cells go on without it", file=sys.stderr, flush=True)
         _land(self.store, record, self.counts, self.bar, self.quiet)
         if self.tracker is not None:
             self.tracker.cell(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -11,9 +12,15 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, never a traceback."""
 
 
-def no_space(e: OSError, what: str, path: "str | os.PathLike[str] | None" = None) -> UserError:
+def disk_full(e: BaseException) -> bool:
+    """A full disk: ENOSPC, or a library's wrapping of it (safetensors' Rust writer raises its own error
+    whose text says "No space left on device")."""
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+
+
+def no_space(e: BaseException, what: str, path: "str | os.PathLike[str] | None" = None) -> UserError:
     """A full disk as one line: the folder, what was being written there and the space left."""
-    where = Path(path or e.filename or ".")
+    where = Path(path or getattr(e, "filename", None) or ".")
     folder = where if where.is_dir() else where.parent
     try:
         n = shutil.disk_usage(folder).free

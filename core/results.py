@@ -160,6 +160,26 @@ class ResultStore:
             os.close(fd)
 
 
+def write_atomically(folder: Path, files: dict[str, bytes], what: str) -> None:
+    """Write several files of ``folder`` all or nothing: each under a temporary name first, then all
+    renamed into place. A write that fails (a full disk: one line naming the folder, ``what`` and the
+    space left) leaves no temporary file and the previous files as they were."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            staged.append((folder / f".{name}.tmp{os.getpid()}", folder / name))
+            with open(staged[-1][0], "wb") as f:
+                f.write(data)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except OSError as e:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise no_space(e, what, folder) from None
+        raise
+
+
 def read_predictions(run_dir: Path, cell_id: str) -> list[dict[str, Any]] | None:
     """A cell's per-example rows (``text``, ``label``, ``pred``, ``prompt_sha256`` and ``scores`` or
     ``answer``; benchmarks/cell.py writes them), or None where the cell left none."""

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from boxbench.core.results import ResultStore, read_predictions
+from boxbench.core.results import ResultStore, read_predictions, write_atomically
 from boxbench.reports.accuracy import accuracy_table, comparison_table, headline_table
 from boxbench.reports.backends import Predictions, backends_table
 from boxbench.reports.comparisons import comparisons
@@ -21,7 +21,7 @@ from boxbench.reports.seeds import seed_table
 from boxbench.reports.sweep import sweep_table
 from boxbench.reports.table import Table, is_transfer
 from boxbench.reports.transfer import transfer_sources, transfer_table
-from boxbench.reports.verdicts import best_by_class, verdict_table
+from boxbench.reports.verdicts import best_by_class, verdict_orderings, verdict_table
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0 1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -55,11 +55,12 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     """Every table of the report, in order. ``predictions``: a cell id -> its per-example rows (the
     backends' side-by-side table needs them; without it that table is left out)."""
     models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
-    cs = {m: comparisons(records, m) for m in models}  # the paired tests, once per model, for the three tables that show them
-    tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen)]
+    cs = {m: comparisons(records, m) for m in models}  # the paired tests and the verdicts' orderings, once, for every table that shows them
+    orderings = verdict_orderings(records, chosen)
+    tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen, orderings)]
     for m in models:
         tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
-    tables.append(seed_table(records, plans or {}, chosen))
+    tables.append(seed_table(records, plans or {}, chosen, paired=cs, orderings=orderings))
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
                for src in transfer_sources(records, d)]
     if predictions is not None:
@@ -120,8 +121,6 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
             "report_frontier.png": frontier_plot(records)}
     header = report_header(run_dir, records, stale, meta, select_from)
     figures = [(f, title, alt, png) for f, title, alt in (FRONTIER, *FIGURES) if (png := pngs[f])]
-    for name, _, _, png in figures:
-        (run_dir / name).write_bytes(png)
     first = [f for f in figures if f[0] == FRONTIER[0]]
     rest = [f for f in figures if f[0] != FRONTIER[0]]
     md_parts = [f"# boxbench report — {run_dir.name}\n", header]
@@ -129,12 +128,12 @@ def write_report(run_dir: Path, select_from: Path | None = None) -> tuple[Path, 
     md_parts += [t.markdown() for t in tables]
     md_parts += [f"### {title}\n\n![{alt}]({name})\n" for name, title, alt, _ in rest]
     md = run_dir / "report.md"
-    md.write_text("\n".join(md_parts))
     body = "".join(_img(png, title, alt) for _, title, alt, png in first) + "".join(t.html() for t in tables)
     body += "".join(_img(png, title, alt) for _, title, alt, png in rest)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>boxbench report — {html.escape(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>boxbench report — {html.escape(run_dir.name)}</h1>"
             f"<p>{html.escape(header).replace(chr(10) + chr(10), '<br>')}</p>{body}</body></html>")
     out = run_dir / "report.html"
-    out.write_text(page)
+    files = {name: png for name, _, _, png in figures} | {md.name: "\n".join(md_parts).encode(), out.name: page.encode()}
+    write_atomically(run_dir, files, "the report (report.md, report.html and its figures)")
     return md, out

@@ -2,8 +2,8 @@
 
 A suite may give a method ``seeds: {min: 3, max: 10, until: decided}`` (benchmarks/suite.py). After
 each round the runner (benchmarks/seeds.py) reads the run's records and asks ``decide`` about every
-paired comparison the report makes (``tables.comparisons``: each method against zero-shot, each
-access class's best against the others'; ``tables.ordering_comparisons``: the verdicts' orderings,
+paired comparison the report makes (``comparisons.comparisons``: each method against zero-shot, each
+access class's best against the others'; ``verdicts.verdict_orderings``: the verdicts' orderings,
 with the class representatives of ``--select-best-from`` where given), answered across training runs:
 
 * **decided** — p (Holm) < 0.05: no more seeds;
@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from boxbench.reports.comparisons import comparisons, correct_bits, paired_bits
+from boxbench.reports.comparisons import Comparison, comparisons, paired_bits
 from boxbench.reports.stats import projected_p
-from boxbench.reports.table import Table, is_transfer, on_main_test, p_text
-from boxbench.reports.verdicts import ordering_comparisons
+from boxbench.reports.table import Table, is_transfer, p_text
+from boxbench.reports.verdicts import Orderings, verdict_orderings
 
 REASONS = ("decided", "seed-independent", "max seeds reached", "below what max seeds detect", "adding a seed", "fixed seeds")
 
@@ -56,16 +56,18 @@ def arm(model: str, dataset: str, label: str) -> str:
 
 
 def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
-           chosen: dict[tuple[str, str, str], str] | None = None) -> list[Decision]:
+           chosen: dict[tuple[str, str, str], str] | None = None, *, paired: dict[str, list[Comparison]] | None = None,
+           orderings: Orderings | None = None) -> list[Decision]:
     """Every comparison of the run's finished cells — the report's paired comparisons and its
     verdicts' orderings (``chosen``: their class representatives, as ``report --select-best-from``) —
-    with its reason (module doc) under ``plans`` (arm → ``{min, max, until}``)."""
+    with its reason (module doc) under ``plans`` (arm → ``{min, max, until}``). ``paired`` (model →
+    ``comparisons``) and ``orderings`` (``verdict_orderings``): the report's, where it computed them."""
     ok = [r for r in records if r.get("status") == "ok" and not is_transfer(r) and r.get("accuracy") is not None]
+    orderings = verdict_orderings(records, chosen) if orderings is None else orderings
     out: list[Decision] = []
     for model in dict.fromkeys(r["model"] for r in ok):
-        main = on_main_test([r for r in ok if r["model"] == model and correct_bits(r)])
-        verdicts = [c for d in dict.fromkeys(r["dataset"] for r in main) for c in ordering_comparisons([r for r in main if r["dataset"] == d], chosen)]
-        for c in comparisons(ok, model) + verdicts:
+        verdicts = [c for (m, _), cs in orderings.items() if m == model for c in cs]
+        for c in (paired[model] if paired is not None and model in paired else comparisons(ok, model)) + verdicts:
             sides = [[r for r in ok if (r["model"], r["dataset"], r["access"], r["label"]) == (model, c.dataset, *key)] for key in (c.a, c.b)]
             bits = paired_bits(*sides)
             if bits is None:
@@ -90,12 +92,13 @@ def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
 
 
 def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
-               chosen: dict[tuple[str, str, str], str] | None = None) -> Any:
+               chosen: dict[tuple[str, str, str], str] | None = None, *, paired: dict[str, list[Comparison]] | None = None,
+               orderings: Orderings | None = None) -> Any:
     """The report's "Seeds per claim": each comparison with a planned side, its seeds and why they stopped."""
     if not plans:
         return None
     rows = []
-    for d in decide(records, plans, chosen):
+    for d in decide(records, plans, chosen, paired=paired, orderings=orderings):
         if not {arm(d.model, d.dataset, d.a[1]), arm(d.model, d.dataset, d.b[1])} & set(plans):
             continue  # no side adds seeds
         sides = [f"{k}" + (f" ({r} run{'s' if r > 1 else ''})" if r != k else "") + (f" of {plans[x]['max']}" if x in plans else "")

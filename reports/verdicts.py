@@ -66,7 +66,27 @@ def ordering_comparisons(mine: list[dict[str, Any]], chosen: dict[tuple[str, str
     return family
 
 
-def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Table | None:
+Orderings = dict[tuple[str, str], list[Comparison]]  # (model, dataset) → its orderings' comparisons
+
+
+def verdict_orderings(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Orderings:
+    """``ordering_comparisons`` of every model and dataset's main test set (a report computes them once:
+    the verdict table and "Seeds per claim" read the same ones)."""
+    out: Orderings = {}
+    for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
+        ok = _main_cells(records, model)
+        for d in dict.fromkeys(r["dataset"] for r in ok):
+            out[(model, d)] = ordering_comparisons([r for r in ok if r["dataset"] == d], chosen)
+    return out
+
+
+def _main_cells(records: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """A model's finished cells on each dataset's main test set, with per-example correctness."""
+    return on_main_test([r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and correct_bits(r)])
+
+
+def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None,
+                  orderings: Orderings | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
     answered twice: **across training runs** (the verdict) and for **these trained models** (the seed
     spread left out): holds / refuted (p < 0.05 after Holm over the dataset's orderings, in the
@@ -78,10 +98,11 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
     def pick(model: str, dataset: str, access: str) -> str | None:
         return (chosen or {}).get((model, dataset, access))
 
+    orderings = verdict_orderings(records, chosen) if orderings is None else orderings
     for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
-        ok = on_main_test([r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and correct_bits(r)])
+        ok = _main_cells(records, model)
         for d in dict.fromkeys(r["dataset"] for r in ok):
-            for c in ordering_comparisons([r for r in ok if r["dataset"] == d], chosen):
+            for c in orderings.get((model, d), []):
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
                              f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
                              p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -228,15 +231,40 @@ def test_an_in_process_model_uses_the_cache_only_while_it_is_as_loaded(tmp_path,
 
 
 
-def test_an_unusable_request_cache_is_warned_once_and_the_run_goes_on(llama_server, tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the cache folder should be")
-    env = {"BOXBENCH_REQUEST_CACHE": "1", "BOXBENCH_REQUEST_CACHE_DIR": str(blocker)}
+def _lock_cache(folder: Path) -> subprocess.Popen:
+    """Another process holding the cache's SQLite file locked for writing (as a stuck writer would)."""
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('PRAGMA journal_mode=WAL')\n"
+        "db.execute('CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)')\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n"), str(folder / "requests.sqlite")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+@pytest.mark.parametrize("fault", ["a file where its folder should be", "locked by another process"])
+def test_an_unusable_request_cache_is_warned_once_and_the_run_goes_on(llama_server, tmp_path, fault):
+    folder, holder = tmp_path / "cache", None
+    if fault == "locked by another process":
+        holder, reason = _lock_cache(folder), "OperationalError: database is locked"
+    else:
+        folder.write_text("a file where the cache folder should be")
+        reason = ""
+    env = {"BOXBENCH_REQUEST_CACHE": "1", "BOXBENCH_REQUEST_CACHE_DIR": str(folder), "BOXBENCH_REQUEST_CACHE_BUSY_S": "1"}
     suite = write_suite(tmp_path / "s.yaml", SUITE.format(url=llama_server.base_url, extra=""))
-    proc = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet", "--only", "method=zero_shot", env=env)
+    try:
+        proc = run_cli("run", str(suite), "--out", str(tmp_path / "run"), "--quiet", "--only", "method=zero_shot", env=env)
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recs = records_of(tmp_path / "run")
     assert len(recs) == 2 and all(r["status"] == "ok" and r["spend"]["billed_requests"] > 0 for r in recs)
-    assert all(r["request_cache_error"].startswith(f"{blocker}/requests.sqlite: ") for r in recs)
+    assert all(r["request_cache_error"].startswith(f"{folder}/requests.sqlite: {reason}") for r in recs)
     warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and warnings[0].startswith("boxbench: warning: the request cache could not be used (")

@@ -131,6 +131,33 @@ def test_a_killed_driver_resumes_with_every_cell_once(cluster, tmp_path):
     assert f"{n_before} already done" in done.stdout
 
 
+def test_sigterm_to_the_driver_is_one_line_exit_143_cells_cancelled_then_resume(cluster, tmp_path):
+    """A scheduler's SIGTERM to a Ray driver, as to a local run: one line, exit 143, the running cells'
+    tasks cancelled and their record-less folders gone, finished cells kept; the same command resumes."""
+    suite = write_suite(tmp_path / "s.yaml", (SUITES / "smoke.yaml").read_text().replace("test: 8", "test: 4"))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "boxbench.benchmarks.cli", "run", str(suite), "--out", str(run), "--quiet",
+           "--executor", "ray", "--address", cluster["address"]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster["env"])
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "results.jsonl").exists() and records_of(run)):
+        time.sleep(0.2)
+    assert (run / "results.jsonl").exists(), "no cell finished in time"
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    print(f"\nSIGTERM to exit (Ray driver): {time.time() - sent:.2f} s")
+    assert proc.returncode == 143, (proc.returncode, err[-2000:])
+    assert err.strip().splitlines() == ["boxbench: terminated (SIGTERM); finished cells are kept, re-run the same command to resume"]
+    done = {r["cell_id"] for r in records_of(run)}
+    time.sleep(2)  # a cancelled task's worker is gone: nothing writes a folder after the driver left
+    assert {d.name for d in (run / "cells").iterdir()} <= done and 1 <= len(done) < 4
+    again = run_cli("run", str(suite), "--out", str(run), "--quiet", "--executor", "ray", "--address", cluster["address"],
+                    env=cluster["env"])
+    assert again.returncode == 0 and f"{len(done)} already done" in again.stdout, again.stderr[-2000:]
+    assert len(records_of(run)) == 4 and len({r["cell_key"] for r in records_of(run)}) == 4
+
+
 def test_a_suites_resources_reach_the_ray_task_and_an_impossible_ask_is_one_line(cluster, tmp_path):
     """Suite-wide, per-model and per-method ``resources`` are what Ray reserves for the cell's task
     (read inside the task: ``ray_resources``); a cell asking for more CPUs than the cluster has in all

@@ -159,6 +159,76 @@ def test_a_full_disk_ends_the_run_in_one_line_keeps_what_finished_and_resumes(sm
     assert again.returncode == 0 and f"{len(kept)} already done" in again.stdout and len(records_of(run)) == 4
 
 
+def test_a_full_disk_in_a_cells_artifact_fails_that_cell_alone_and_a_rerun_retries_it(tmp_path):
+    """A LoRA adapter (~1.8 MB) on a 512 KiB filesystem: the cell is an error in one line, its partial
+    files are gone, the next cell still fits and runs; with space freed the same command retries it."""
+    mnt = _tmpfs(tmp_path / "small", "size=512k")
+    try:
+        run = mnt / "run"
+        suite = write_suite(tmp_path / "s.yaml", "models: [smollm2-135m]\ndatasets: [sst2]\n"
+                            "methods: [{name: lora, params: {max_steps: 1, batch_size: 2}}, zero_shot]\n"
+                            "limits: {train: 4, dev: 0, test: 4}\nsettings: {max_new_tokens: 4}\n")
+        proc = run_cli("run", str(suite), "--out", str(run), "--quiet")
+        recs = {r["method"]: r for r in records_of(run)}
+        lora = recs["lora"]
+        assert lora["status"] == "error" and recs["zero_shot"]["status"] == "ok", proc.stdout + proc.stderr
+        folder = run / "cells" / lora["cell_id"]
+        assert lora["error"].startswith(f"no space left on device in {folder} while writing the cell's artifact and predictions (")
+        assert "KiB free); free some space there and re-run the same command to resume" in lora["error"]
+        assert not (folder / "artifact").exists() and not (folder / "predictions.jsonl").exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)  # space freed
+        again = run_cli("run", str(suite), "--out", str(run), "--quiet")
+        assert again.returncode == 0 and "1 already done" in again.stdout, again.stdout + again.stderr
+        assert sorted((r["method"], r["status"]) for r in records_of(run)) == [("lora", "ok"), ("zero_shot", "ok")]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_while_writing_the_report_is_one_line_and_the_last_report_stays(smoke_run, tmp_path):
+    """The smoke run (with its report) on a filesystem it just fits: a new report cannot be written
+    beside the old one; the old one stays as it was and no temporary file is left."""
+    local, first = smoke_run
+    assert first.returncode == 0, first.stderr[-2000:]
+    mnt = _tmpfs(tmp_path / "small", "size=16m")
+    try:
+        run = mnt / "run"
+        shutil.copytree(local, run)
+        used = shutil.disk_usage(mnt).used
+        subprocess.run(["mount", "-o", f"remount,size={(used // 4096 + 4) * 4096}", str(mnt)], check=True)  # 16 KiB to spare
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith("report")}
+        proc = run_cli("report", str(run))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"boxbench: error: no space left on device in {run} while writing the report (report.md, "
+                               f"report.html and its figures) (")
+        assert {p.name: p.read_bytes() for p in run.iterdir() if p.name.startswith("report")} == before
+        assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)
+        assert run_cli("report", str(run)).returncode == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_model_cache_is_warned_once_and_the_cells_go_on(tmp_path):
+    """The dequantised-model cache (``BOXBENCH_CACHE``) on a 64 KiB filesystem: the model loads from its
+    GGUF, the cells run, each record says why nothing was cached, the run warns once."""
+    cache = _tmpfs(tmp_path / "cache", "size=64k")
+    try:
+        run = tmp_path / "run"
+        proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(run), "--quiet", "--only", "dataset=sst2",
+                       env={"BOXBENCH_CACHE": str(cache)})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        recs = records_of(run)
+        assert len(recs) == 2 and all(r["status"] == "ok" for r in recs)
+        assert all(r["model_cache_error"].startswith(f"no space left on device in {cache / 'dequantized'} while writing "
+                                                     f"the dequantised model SmolLM2-135M-Instruct.Q4_1-") for r in recs)
+        warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and warnings[0].startswith("boxbench: warning: a dequantised model could not be cached (")
+        assert not [p for p in (cache / "dequantized").iterdir()]  # no half-written folder left
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
+
+
 def test_an_unusable_out_folder_is_one_line_and_nothing_is_written(tmp_path):
     missing = tmp_path / "typo" / "run"
     proc = run_cli("run", str(SUITES / "smoke.yaml"), "--out", str(missing), "--quiet")
