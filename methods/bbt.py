@@ -107,6 +107,63 @@ def label_cross_entropy(scores: list[list[float]], gold: list[int]) -> float:
     return total / len(gold)
 
 
+def search_data(train: list[Example], dev: list[Example], task: Task, params: BbtParams, seed: int) -> tuple[list[Example], list[Example]]:
+    """The few-shot training batch (``shots_per_class`` per label) and the examples that check the
+    search (``dev_from``: a second balanced batch from train, as the reference, or the dev split;
+    cut to ``dev_size``)."""
+    rng = random.Random(seed)
+    batch = balanced_batch(train, task.num_labels, params.shots_per_class, rng)
+    if not batch:
+        raise UserError("bbt: the training pool is empty; raise limits.train in the suite")
+    if params.dev_from == "train":
+        chosen = {id(e) for e in batch}
+        check = balanced_batch([e for e in train if id(e) not in chosen], task.num_labels, params.shots_per_class, rng)
+    else:
+        check = dev
+    return batch, check[: params.dev_size] if params.dev_size else check
+
+
+def subspace(view: GreyView, task: Task, params: BbtParams, seed: int, prompts: list[str]) -> tuple[Any, Any]:
+    """P₀ (``initial_prompt``) and the fixed random projection A (seeded), scaled so that A·z is
+    about as spread as the embeddings the model reads of ``prompts``: the prompt is P₀ + A·z."""
+    import torch
+
+    p0 = initial_prompt(view, task, params)
+    seen = torch.cat([view.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
+    std = float(seen.std()) / (math.sqrt(params.intrinsic_dim) * params.sigma)
+    gen = torch.Generator().manual_seed(seed)
+    return p0, torch.randn(params.prompt_tokens * p0.shape[1], params.intrinsic_dim, generator=gen) * std  # A, fixed
+
+
+class Objective:
+    """What BBT's search evaluates of a point z: its prompt P₀ + A·z, that prompt's label
+    cross-entropy on the training batch (minimised) and its accuracy on the check examples."""
+
+    def __init__(self, view: GreyView, task: Task, params: BbtParams, seed: int, *, batch: list[Example], check: list[Example]) -> None:
+        self.view, self.task, self.check = view, task, check
+        self.prompts = [render_prompt(task, e.text, task.instruction) for e in batch]
+        self.gold = [e.label for e in batch]
+        self.check_prompts = [render_prompt(task, e.text, task.instruction) for e in check]
+        self.p0, self.proj = subspace(view, task, params, seed, self.prompts)
+        self.shape = (params.prompt_tokens, self.p0.shape[1])
+
+    def prompt_of(self, z: Any) -> Any:
+        import numpy as np
+        import torch
+
+        return self.p0 + (self.proj @ torch.as_tensor(np.asarray(z), dtype=torch.float32)).view(*self.shape)
+
+    def loss(self, z: Any) -> float:
+        words = [list(self.task.label_words)] * len(self.prompts)
+        return label_cross_entropy(self.view.score_with_embeddings(self.prompt_of(z), self.prompts, words), self.gold)
+
+    def dev_acc(self, z: Any) -> float:
+        if not self.check:
+            return 0.0
+        scores = self.view.score_with_embeddings(self.prompt_of(z), self.check_prompts, [list(self.task.label_words)] * len(self.check))
+        return accuracy([e.label for e in self.check], argmax_labels(scores))
+
+
 class Bbt(Method[GreyView, BbtParams]):
     name = "bbt"
     access = Access.grey
@@ -124,47 +181,14 @@ class Bbt(Method[GreyView, BbtParams]):
     def tune(self, view: GreyView, *, task: Task, train: list[Example], dev: list[Example], params: BbtParams, seed: int) -> EmbeddingPromptArtifact:
         import cma
         import numpy as np
-        import torch
 
-        rng = random.Random(seed)
-        batch = balanced_batch(train, task.num_labels, params.shots_per_class, rng)
-        if not batch:
-            raise UserError("bbt: the training pool is empty; raise limits.train in the suite")
-        prompts = [render_prompt(task, e.text, task.instruction) for e in batch]
-        gold = [e.label for e in batch]
-        words = [list(task.label_words)] * len(prompts)
-        if params.dev_from == "train":
-            chosen = {id(e) for e in batch}
-            check = balanced_batch([e for e in train if id(e) not in chosen], task.num_labels, params.shots_per_class, rng)
-        else:
-            check = dev
-        check = check[: params.dev_size] if params.dev_size else check
-        check_prompts = [render_prompt(task, e.text, task.instruction) for e in check]
-
-        p0 = initial_prompt(view, task, params)
-        width = p0.shape[1]
-        seen = torch.cat([view.input_embeddings(p) for p in prompts[: min(8, len(prompts))]])  # what the model reads
-        std = float(seen.std()) / (math.sqrt(params.intrinsic_dim) * params.sigma)
-        gen = torch.Generator().manual_seed(seed)
-        proj = torch.randn(params.prompt_tokens * width, params.intrinsic_dim, generator=gen) * std  # A, fixed
-
-        def prompt_of(z: Any) -> Any:
-            return p0 + (proj @ torch.as_tensor(np.asarray(z), dtype=torch.float32)).view(params.prompt_tokens, width)
-
-        def loss(z: Any) -> float:
-            return label_cross_entropy(view.score_with_embeddings(prompt_of(z), prompts, words), gold)
-
-        def dev_acc(z: Any) -> float:
-            if not check:
-                return 0.0
-            scores = view.score_with_embeddings(prompt_of(z), check_prompts, [list(task.label_words)] * len(check))
-            return accuracy([e.label for e in check], argmax_labels(scores))
-
+        batch, check = search_data(train, dev, task, params, seed)
+        objective = Objective(view, task, params, seed, batch=batch, check=check)
+        loss, dev_acc, prompt_of = objective.loss, objective.dev_acc, objective.prompt_of
         zero = [0.0] * params.intrinsic_dim
         first = loss(zero)
         nth = params.dev_check == "every_nth"
-        best: dict[str, Any] = ({"z": zero, "loss": first, "dev_accuracy": float("-inf"), "evaluation": 0} if nth else
-                                {"z": zero, "loss": first, "dev_accuracy": dev_acc(zero), "evaluation": 0})
+        best: dict[str, Any] = {"z": zero, "loss": first, "dev_accuracy": float("-inf") if nth else dev_acc(zero), "evaluation": 0}
         lowest: dict[str, Any] = {"z": zero, "loss": float("inf"), "evaluation": 0}  # every_nth's answer when nothing was checked
         history = [{"evaluations": 0, "best_loss": first, **({} if nth else {"dev_accuracy": best["dev_accuracy"]})}]
         es = cma.CMAEvolutionStrategy(zero, params.sigma, {"seed": seed + 1, "popsize": params.popsize, "verbose": -9,
@@ -196,7 +220,7 @@ class Bbt(Method[GreyView, BbtParams]):
         if nth and best["dev_accuracy"] == float("-inf"):  # no evaluation was dev-checked
             best = {**lowest, "dev_accuracy": None}
         art = EmbeddingPromptArtifact(prompt_of(best["z"]).contiguous(), PromptArtifact(task.instruction), after_bos=True)
-        art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(batch), loss_first=first,
+        art.stats.update(candidate_evaluations=done, budget=params.budget, train_batch=len(objective.prompts), loss_first=first,
                          loss_best=best["loss"], best_dev_accuracy=best["dev_accuracy"], best_at_evaluation=best["evaluation"],
                          dev_checked=len(check), dev_from=params.dev_from, dev_check=params.dev_check, p0=params.p0,
                          kept_p0=best["evaluation"] == 0, search_curve=history,

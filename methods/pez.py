@@ -36,7 +36,7 @@ from typing import Any
 
 from boxbench.backends import parse_model_spec
 from boxbench.backends.hf import HFBackend
-from boxbench.core.backend import Access, WhiteView
+from boxbench.core.backend import Access, Usage, WhiteView
 from boxbench.core.errors import UserError
 from boxbench.core.evaluate import accuracy, predict
 from boxbench.core.method import Checked, Method, PromptArtifact, render_prompt
@@ -250,6 +250,45 @@ def initial_ids(tok: Any, task: Task, params: PezParams, cand: list[int], seed: 
     return [cand[i] for i in torch.randint(len(cand), (m,), generator=gen).tolist()]  # as boxbench drew them before
 
 
+class ProjectedPrompt:
+    """PEZ's continuous prompt P (from ``init_ids``' embeddings) and its projection P' onto the
+    candidate vocabulary (each position's nearest candidate embedding by cosine)."""
+
+    def __init__(self, emb: Any, cand: list[int], init_ids: list[int]) -> None:
+        import torch
+
+        self.emb, self.init_ids = emb, init_ids
+        self.cand_t = torch.tensor(cand, device=emb.device)
+        self.cand_emb = emb[self.cand_t].detach()
+        self.cand_norm = torch.nn.functional.normalize(self.cand_emb.float(), dim=-1)
+        self.prompt = torch.nn.Parameter(emb[torch.tensor(init_ids, device=emb.device)].detach().clone().float())
+
+    def project(self) -> tuple[Any, list[int]]:
+        """P' (embeddings) and its token ids."""
+        import torch
+
+        nn = (torch.nn.functional.normalize(self.prompt.detach(), dim=-1) @ self.cand_norm.T).argmax(-1)
+        return self.cand_emb[nn], self.cand_t[nn].tolist()
+
+    def backward(self, net: Any, batch: list[LossRows], *, bos_emb: Any, pad: int, loss: str, usage: Usage) -> float:
+        """One step's gradient: the loss of ``batch`` with P' in front of each row (after ``bos_emb``),
+        its gradient at P' given to P (straight-through); counted in ``usage``; returns the loss."""
+        import torch
+
+        projected, _ = self.project()
+        leaf = projected.clone().float().requires_grad_(True)
+        dtype = self.emb.dtype
+        soft = leaf.to(dtype) if bos_emb is None else torch.cat([bos_emb, leaf.to(dtype)], 0)
+        flat = [r for b in batch for r in b.rows]
+        ids_t, mask, labels = collate(flat, pad, self.emb.device)
+        logits = forward_tail(net, ids_t, mask, max(n for _, n in flat) + 1, prefix_embeds=soft)
+        value = label_loss(logits, labels) if loss == "vocab_nll" else label_softmax_loss(logits, labels, batch)
+        value.backward()
+        usage.add_backward(int(mask.sum()) + soft.shape[0] * len(flat), leaf.numel())  # gradient to the prompt only
+        self.prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
+        return float(value.detach())
+
+
 class Pez(Method[WhiteView, PezParams]):
     name = "pez"
     access = Access.white
@@ -267,20 +306,8 @@ class Pez(Method[WhiteView, PezParams]):
         stats["candidates_s"] = round(time.perf_counter() - t0, 3)
         tok, net = view.tokenizer, freeze(view.module)
         emb = net.get_input_embeddings().weight
-        cand_t = torch.tensor(cand, device=emb.device)
-        cand_emb = emb[cand_t].detach()
-        cand_norm = torch.nn.functional.normalize(cand_emb.float(), dim=-1)
-        init_ids = initial_ids(tok, task, params, cand, seed, emb.shape[0])
-        prompt = torch.nn.Parameter(emb[torch.tensor(init_ids, device=emb.device)].detach().clone().float())
-        stats.update(init=params.init, loss=params.loss, init_token_ids=init_ids)
-
-        def project() -> tuple[Any, list[int]]:
-            nn = (torch.nn.functional.normalize(prompt.detach(), dim=-1) @ cand_norm.T).argmax(-1)
-            return cand_emb[nn], cand_t[nn].tolist()
-
-        def as_text(ids: list[int]) -> str:
-            return tok.decode(ids, skip_special_tokens=True)
-
+        pp = ProjectedPrompt(emb, cand, initial_ids(tok, task, params, cand, seed, emb.shape[0]))
+        stats.update(init=params.init, loss=params.loss, init_token_ids=pp.init_ids)
         bos = tok("", add_special_tokens=True).input_ids  # placed before the prompt, as in the text prompt
         bos_emb = emb[torch.tensor(bos, dtype=torch.long, device=emb.device)].detach() if bos else None
         rows = [label_rows(tok, task, ex, params.loss) for ex in train]
@@ -288,16 +315,16 @@ class Pez(Method[WhiteView, PezParams]):
         history: list[dict[str, Any]] = []
 
         def dev_score(ids: list[int], step: int) -> float:
-            text = as_text(ids)
+            text = tok.decode(ids, skip_special_tokens=True)
             preds, _ = predict(view, task, [render_prompt(task, e.text, text) for e in dev])
             acc = accuracy([e.label for e in dev], preds)
             history.append({"step": step, "dev_accuracy": acc, "prompt": text})
             return acc
 
-        _, start_ids = project()
+        _, start_ids = pp.project()
         # (dev accuracy, ids, step): the start is the answer only when no step is scored (steps 0, or no dev set)
         best = (dev_score(start_ids, 0) if dev and params.selection == "with_start" else float("-inf"), start_ids, 0)
-        opt = Adafactor([prompt], lr=params.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+        opt = Adafactor([pp.prompt], lr=params.lr, scale_parameter=False, relative_step=False, warmup_init=False)
         rng = random.Random(seed)
         order: list[int] = []
         t_opt = time.perf_counter()
@@ -307,34 +334,20 @@ class Pez(Method[WhiteView, PezParams]):
                 order += rng.sample(range(len(rows)), len(rows))
             batch = [rows[i] for i in order[: params.batch_size]]
             del order[: params.batch_size]
-            projected, _ = project()
-            leaf = projected.clone().float().requires_grad_(True)
-            soft = leaf.to(emb.dtype) if bos_emb is None else torch.cat([bos_emb, leaf.to(emb.dtype)], 0)
-            flat = [r for b in batch for r in b.rows]
-            ids_t, mask, labels = collate(flat, pad, emb.device)
-            logits = forward_tail(net, ids_t, mask, max(n for _, n in flat) + 1, prefix_embeds=soft)
-            if params.loss == "vocab_nll":
-                loss = label_loss(logits, labels)
-            else:
-                loss = label_softmax_loss(logits, labels, batch)
-            loss.backward()
-            view.usage.add_backward(int(mask.sum()) + soft.shape[0] * len(flat), leaf.numel())  # gradient to the prompt only
-            prompt.grad = leaf.grad  # straight-through: the gradient at P' moves P
+            losses.append(pp.backward(net, batch, bos_emb=bos_emb, pad=pad, loss=params.loss, usage=view.usage))
             if params.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([prompt], params.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_([pp.prompt], params.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
             if dev and (step % params.eval_every == 0 or step == params.steps):
-                _, ids = project()
+                _, ids = pp.project()
                 acc = dev_score(ids, step)
                 if acc > best[0] or (acc == best[0] and params.selection == "reference"):
                     best = (acc, ids, step)
         if not dev and params.steps:
-            _, ids = project()
-            best = (-1.0, ids, params.steps)
+            best = (-1.0, pp.project()[1], params.steps)
+        art = PezArtifact(tok.decode(best[1], skip_special_tokens=True), (), best[1], history)
         opt_wall = time.perf_counter() - t_opt
-        art = PezArtifact(as_text(best[1]), (), best[1], history)
         stats.update(pez_steps=params.steps, best_step=best[2], best_dev_accuracy=best[0] if dev and best[0] > float("-inf") else None,
                      selection=params.selection, prompt_moved=best[1] != start_ids,
                      steps_per_s=round(params.steps / opt_wall, 3) if params.steps and opt_wall else None,

@@ -113,25 +113,25 @@ def planned_steps(pool_size: int, params: TrainParams) -> int:
     return params.max_steps or max(1, math.ceil(per_epoch * params.epochs))
 
 
-def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int, *,
-               forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
-               instruction: str = "", extra_loss: Callable[[], Any] | None = None,
-               after_step: Callable[[int], None] | None = None, usage: Usage | None = None,
-               prefix_tokens: int = 0) -> dict[str, Any]:
-    """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss.
+class _Batches:
+    """The training pool's batches: the (already shuffled) pool in order, reshuffled by ``rng`` at each new pass."""
 
-    ``forward(model, ids, mask, keep)`` returns the logits of the last ``keep`` positions (default:
-    ``forward_tail``); prompt tuning passes its own to prepend the soft prompt. ``extra_loss()`` is
-    added to every forward pass's loss (a method's regulariser, e.g. AdaLoRA's orthogonality term);
-    ``after_step(step)`` runs after each optimizer step, gradients still present (AdaLoRA's rank
-    allocation). Every forward + backward pass is counted in ``usage`` (the trained model's: its
-    tokens, plus ``prefix_tokens`` per row a ``forward`` puts in front) for the compute estimate.
-    Returns the stats the runner records.
-    """
-    import torch
-    from transformers import get_linear_schedule_with_warmup
+    def __init__(self, data: list[tuple[list[int], int]], rng: random.Random, size: int) -> None:
+        self.data, self.rng, self.size = data, rng, size
+        self.order, self.cursor = list(range(len(data))), 0
 
-    device = next(model.parameters()).device
+    def next(self) -> list[tuple[list[int], int]]:
+        if self.cursor >= len(self.order):
+            self.rng.shuffle(self.order)
+            self.cursor = 0
+        batch = [self.data[i] for i in self.order[self.cursor : self.cursor + self.size]]
+        self.cursor += self.size
+        return batch
+
+
+def _training_data(tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int,
+                   instruction: str) -> tuple[list[tuple[list[int], int]], random.Random]:
+    """The encoded training pool (shuffled by ``seed``, cut to ``max_train_examples``) and the rng that goes on shuffling it."""
     rng = random.Random(seed)
     pool = list(train_set)
     rng.shuffle(pool)
@@ -139,16 +139,79 @@ def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], p
         pool = pool[: params.max_train_examples]
     if not pool:
         raise ValueError("the training pool is empty; raise limits.train in the suite")
-    data = encode_examples(tok, task, pool, params.max_length, instruction)
-    steps = planned_steps(len(data), params)
-    trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-    n_trained = sum(p.numel() for p in trainable)
+    return encode_examples(tok, task, pool, params.max_length, instruction), rng
+
+
+def _optimiser(trainable: list[Any], params: TrainParams, steps: int) -> tuple[Any, Any]:
+    """AdamW and its schedule: linear warm-up over ``warmup_ratio`` of the steps, then linear decay."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
     opt = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
-    if params.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+    return opt, get_linear_schedule_with_warmup(opt, int(params.warmup_ratio * steps), steps)
+
+
+def _checkpointing(model: Any, on: bool) -> None:
+    """Gradient checkpointing on (inputs made to require grads, as peft models need) or off."""
+    if on and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
+    elif not on and hasattr(model, "gradient_checkpointing_disable"):
+        model.gradient_checkpointing_disable()
+
+
+def _train_stats(model: Any, extra_params: Sequence[Any], losses: list[float], counts: dict[str, Any], wall: float,
+                 precision: str) -> dict[str, Any]:
+    """What the runner records of a training run (``counts``: steps, planned steps, examples seen, pool, stop reason)."""
+    n_train, n_total = count_params(model)
+    n_extra = sum(p.numel() for p in extra_params)
+    k = max(1, min(10, len(losses) // 4))
+    seen = counts["train_examples_seen"]
+    return {
+        **{key: v for key, v in counts.items() if key != "stopped_by"},
+        "trainable_params": n_train + n_extra, "total_params": n_total + n_extra,
+        "train_wall_s": round(wall, 3), "train_examples_per_s": round(seen / wall, 3) if wall else None,
+        "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+        "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 50)]],
+        "stopped_by": counts["stopped_by"], "precision": precision,
+    }
+
+
+def _backward(model: Any, fwd: Callable[..., Any], batch: list[tuple[list[int], int]], pad: int, device: Any, *, scale: int,
+              extra_loss: Callable[[], Any] | None, autocast: Callable[[], Any]) -> tuple[float, int]:
+    """One micro-batch: the label loss (plus ``extra_loss``) divided by ``scale``, its gradients
+    accumulated; returns (that loss, the batch's real tokens)."""
+    ids, mask, labels = collate(batch, pad, device)
+    with autocast():
+        loss = label_loss(fwd(model, ids, mask, max(n for _, n in batch) + 1), labels)
+        loss = (loss + extra_loss() if extra_loss is not None else loss) / scale
+    loss.backward()
+    return float(loss.detach()), int(mask.sum())
+
+
+def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], params: TrainParams, seed: int, *,
+               forward: Callable[[Any, Any, Any, int], Any] | None = None, extra_params: Sequence[Any] = (),
+               instruction: str = "", extra_loss: Callable[[], Any] | None = None,
+               after_step: Callable[[int], None] | None = None, usage: Usage | None = None,
+               prefix_tokens: int = 0) -> dict[str, Any]:
+    """Train ``model``'s trainable parameters (plus ``extra_params``) on the label-word loss; returns the stats the runner records.
+
+    ``forward(model, ids, mask, keep)``: the logits of the last ``keep`` positions (default ``forward_tail``;
+    prompt tuning prepends its soft prompt). ``extra_loss()`` is added to every pass's loss (AdaLoRA's
+    orthogonality term); ``after_step(step)`` runs after each optimizer step, gradients still present
+    (AdaLoRA's rank allocation). Every pass is counted in ``usage`` (its tokens, plus ``prefix_tokens``
+    per row a ``forward`` puts in front) for the compute estimate."""
+    import torch
+
+    device = next(model.parameters()).device
+    data, rng = _training_data(tok, task, train_set, params, seed, instruction)
+    steps = planned_steps(len(data), params)
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    n_trained = sum(p.numel() for p in trainable)
+    opt, sched = _optimiser(trainable, params, steps)
+    if params.gradient_checkpointing:
+        _checkpointing(model, True)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     fwd = forward or forward_tail
@@ -157,28 +220,17 @@ def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], p
     model.train()
     t0 = time.perf_counter()
     losses: list[float] = []
-    seen, step, cursor, stopped = 0, 0, 0, "steps"
-    order = list(range(len(data)))
+    seen, step, stopped = 0, 0, "steps"
+    batches = _Batches(data, rng, params.batch_size)
     while step < steps:
         opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(params.grad_accum):
-            if cursor >= len(order):
-                rng.shuffle(order)
-                cursor = 0
-            batch = [data[i] for i in order[cursor : cursor + params.batch_size]]
-            cursor += params.batch_size
-            ids, mask, labels = collate(batch, pad, device)
-            keep = max(n for _, n in batch) + 1
-            with autocast():
-                loss = label_loss(fwd(model, ids, mask, keep), labels)
-                if extra_loss is not None:
-                    loss = loss + extra_loss()
-                loss = loss / params.grad_accum
-            loss.backward()
+            batch = batches.next()
+            loss, tokens = _backward(model, fwd, batch, pad, device, scale=params.grad_accum, extra_loss=extra_loss, autocast=autocast)
             if usage is not None:
-                usage.add_backward(int(mask.sum()) + prefix_tokens * len(batch), n_trained)
-            step_loss += float(loss.detach())
+                usage.add_backward(tokens + prefix_tokens * len(batch), n_trained)
+            step_loss += loss
             seen += len(batch)
         if params.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
@@ -192,17 +244,8 @@ def train_loop(model: Any, tok: Any, task: Task, train_set: Sequence[Example], p
             stopped = "time_budget"
             break
     model.eval()
-    if params.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
-        model.gradient_checkpointing_disable()
-    n_train, n_total = count_params(model)
-    n_train += sum(p.numel() for p in extra_params)
-    wall = time.perf_counter() - t0
-    k = max(1, min(10, len(losses) // 4))
-    return {
-        "train_steps": step, "planned_steps": steps, "train_examples_seen": seen, "train_pool": len(data),
-        "trainable_params": n_train, "total_params": n_total + sum(p.numel() for p in extra_params),
-        "train_wall_s": round(wall, 3), "train_examples_per_s": round(seen / wall, 3) if wall else None,
-        "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
-        "loss_curve": [round(x, 4) for x in losses[:: max(1, len(losses) // 50)]],
-        "stopped_by": stopped, "precision": "bf16-autocast" if use_bf16 else str(next(model.parameters()).dtype).removeprefix("torch."),
-    }
+    if params.gradient_checkpointing:
+        _checkpointing(model, False)
+    counts = {"train_steps": step, "planned_steps": steps, "train_examples_seen": seen, "train_pool": len(data), "stopped_by": stopped}
+    precision = "bf16-autocast" if use_bf16 else str(next(model.parameters()).dtype).removeprefix("torch.")
+    return _train_stats(model, extra_params, losses, counts, time.perf_counter() - t0, precision)
