@@ -12,11 +12,12 @@ backend (a server-side stop would end an answer that opens with a newline). Grey
   same position (llama-cpp-python 0.3.36 returns them shifted by one position: its echo fails this
   check and is not used).
 * ``top_k`` — ``completions(prompt, max_tokens=1, logprobs=k)``: the next-token top-k. A label is
-  scored by its first token (the longest top-k token that starts it and is not bare whitespace);
-  labels absent from the top-k
-  get a floor below every listed token. Exact for single-token labels that appear in the top-k,
-  an approximation otherwise; the record says which method was used and how often labels were
-  missing.
+  scored by its first token (the longest top-k token that starts it and is not bare whitespace).
+  A prompt whose top-k misses a label is asked again with the whole vocabulary listed
+  (``WIDE_TOP_K``) where the server allows it (llama.cpp's does; probed at load: ``wide_top_k``);
+  labels still absent get a floor below every listed token. Exact for single-token labels, an
+  approximation otherwise; the record says which method was used, how many prompts were asked
+  again (``prompts_widened``) and how often labels were missing.
 
 Every request goes through ``_request``: the on-disk request cache first (``request_cache``: a
 re-run pays nothing), then the cell's spending caps (``budget``), then the server — at most
@@ -57,6 +58,9 @@ R = TypeVar("R")
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 
 
+WIDE_TOP_K = 262_144  # the largest vocabulary here (Gemma-3's): a server that lists this many lists every token
+
+
 class BackendError(UserError):
     """The server failed in a way retries did not fix (one line, for the cell's error field)."""
 
@@ -94,6 +98,8 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.score_method = "none"
         self.labels_missing = 0  # top_k scoring: labels not among the top-k (scored at the floor)
+        self.wide_top_k = 0  # top_k scoring: the k asked again where a label is not listed (0: the server lists no more)
+        self.prompts_widened = 0  # prompts asked again at wide_top_k
         self.billed = Usage()  # what the server was sent and said it used: HTTP requests, its own token counts
         self._tokenize_url: str | None = ""  # "": not probed yet; None: the server has none
         self._cont_tokens: dict[str, int] = {}
@@ -157,6 +163,9 @@ class OpenAIBackend(Backend):
         backend.score_method = backend._detect_score_method(score)
         backend.max_access = Access.grey if backend.score_method != "none" else Access.black
         backend.settings["score_method"] = backend.score_method
+        if backend.score_method == "top_k":
+            backend.wide_top_k = backend._wide_top_k()
+            backend.settings["wide_top_k"] = backend.wide_top_k
         if n_params:
             backend.settings["n_params"] = int(n_params)
         return backend
@@ -365,6 +374,17 @@ class OpenAIBackend(Backend):
                             f"next-token log-probs ({lp:.3f} for {token!r} vs {got}); use score: top_k")
         return "top_k"
 
+    def _wide_top_k(self) -> int:
+        """The top-k to ask again for a prompt whose label words are not among the ``top_logprobs``
+        listed: the whole vocabulary (``WIDE_TOP_K``) where the server lists that many — llama.cpp's
+        does, so its label scores are the model's own, not a floor — else 0 (OpenAI and a stock
+        ``vllm serve`` refuse more than 5 / 20: those labels keep the floor)."""
+        try:
+            top, _ = self._top_k(["The capital of France is"], WIDE_TOP_K)[0]
+        except UserError:  # BackendError included: the server refused the request
+            return 0
+        return WIDE_TOP_K if len(top) > self.top_logprobs else 0
+
     # ----- requests -----
     def _top_k(self, prompts: Sequence[str], k: int) -> list[tuple[dict[str, float], int]]:
         """Per prompt: the next-token top-k and the prompt's token count (the server's usage)."""
@@ -441,6 +461,12 @@ class OpenAIBackend(Backend):
             return out
         stripped = [[split_pair(p, c) for c in cs] for p, cs in zip(prompts, continuations)]
         tops = self._top_k([split_pair(p, "")[0] for p in prompts], self.top_logprobs)
+        unlisted = [i for i, ((top, _), pairs) in enumerate(zip(tops, stripped)) if not all(_listed(top, c) for _, c in pairs)]
+        if self.wide_top_k and unlisted:  # asked again, the whole vocabulary listed: a billed request, still one call a prompt
+            for i, wide in zip(unlisted, self._top_k([split_pair(prompts[i], "")[0] for i in unlisted], self.wide_top_k)):
+                tops[i] = wide
+            with self._lock:
+                self.prompts_widened += len(unlisted)
         out = []
         for (top, n_prompt), p, pairs in zip(tops, prompts, stripped):
             self._count(1, n_prompt + sum(self._continuation_tokens(p, c) for _, c in pairs))
@@ -465,7 +491,7 @@ class OpenAIBackend(Backend):
         floor = (min(top.values()) if top else 0.0) - math.log(2)
         scores = []
         for c in conts:
-            starts = [(len(tok), lp) for tok, lp in top.items() if tok.strip() and c.startswith(tok)]
+            starts = [(len(tok), lp) for tok, lp in top.items() if _starts(tok, c)]
             if not starts:
                 with self._lock:
                     self.labels_missing += 1
@@ -474,6 +500,7 @@ class OpenAIBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "openai", **self.settings, "labels_missing_from_top_k": self.labels_missing,
+                "prompts_widened": self.prompts_widened,
                 "billed": {"requests": self.billed.model_calls, "prompt_tokens": self.billed.prompt_tokens,
                            "completion_tokens": self.billed.completion_tokens,
                            "cost": money(self.price, self.billed.prompt_tokens, self.billed.completion_tokens)},
@@ -484,6 +511,15 @@ class OpenAIBackend(Backend):
     def spend(self) -> tuple[Usage, dict[str, Any] | None]:
         """What this model billed so far and at what price (the cell's money ledger)."""
         return self.billed, self.price
+
+
+def _starts(token: str, continuation: str) -> bool:
+    """A listed token that starts the continuation and carries some of its text (a bare " " does not)."""
+    return bool(token.strip()) and continuation.startswith(token)
+
+
+def _listed(top: dict[str, float], continuation: str) -> bool:
+    return any(_starts(tok, continuation) for tok in top)
 
 
 def _backoff(seconds: float) -> None:

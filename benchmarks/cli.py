@@ -41,8 +41,19 @@ def _common(p: argparse.ArgumentParser, dest: str = "plugin_sub") -> None:
                    help="import a Python file that registers methods/backends/datasets (repeatable)")
 
 
+def _at_least_one(text: str) -> int:
+    """--limit's type: a whole number of test examples, at least 1 (0 would score nothing and call it a result)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of test examples, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 test example, got {n}; leave --limit out for the suite's own")
+    return n
+
+
 def _selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--limit", type=int, help="cap the test examples per cell")
+    p.add_argument("--limit", type=_at_least_one, help="cap the test examples per cell (at least 1)")
     p.add_argument("--only", action="append", default=[], metavar="FIELD=V[,V]",
                    help="only the cells with this dataset, method (name or label), model or seed (repeatable)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from boxbench.benchmarks.suite import Suite
-from boxbench.core.results import ResultStore
+from boxbench.core.results import RESULTS, ResultStore
 from boxbench.reports.report import load_records, split_current
 from boxbench.reports.seeds import decide
 from boxbench.reports.verdicts import best_by_class
@@ -33,12 +33,30 @@ def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> 
     return {a for a in want if a in have and have[a] < suite.plans[a]["max"]}
 
 
+def earned(suite: Suite, run_dir: Path) -> Suite:
+    """``suite`` with the seeds earlier rounds added, found in ``run_dir`` — by this command or by a
+    run of the same suite split by other ``--only`` filters: each planned arm is extended while its
+    next seed's cell has a record there. A run so resumes where the rounds stopped, and the run
+    folder's current cells (``suite.json``, the report's) keep every seed a round spent."""
+    if not planned(suite):
+        return suite
+    recorded = {r["cell_key"] for r in ResultStore(run_dir).records()} if (run_dir / RESULTS).is_file() else set()
+    while True:
+        have = suite.seed_counts(everywhere=True)
+        below = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and have[a] < p["max"]}
+        found = {c.arm for c in suite.with_seed(below).universe[len(suite.universe):] if c.source is None and c.key in recorded}
+        if not found:
+            return suite
+        suite = suite.with_seed(found)
+
+
 def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]],
                       select_from: Path | None = None, say: Callable[[str], None] | None = None) -> dict[str, int]:
     """``run`` (one ``run_suite`` round) until no comparison wants another seed; the counts of every
     round. ``say``: where a line naming each round's added seeds goes."""
     total: dict[str, int] = {}
     rounds = 0
+    suite = earned(suite, run_dir)
     while True:
         counts = run(suite)
         rounds += 1

@@ -257,17 +257,21 @@ class Suite:
     raw: dict[str, Any] = field(default_factory=dict)
     all_keys: list[str] = field(default_factory=list)  # every cell of the suite, before --only (the report's "current" cells)
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm → seed plan, before --only (``Cell.arm``)
+    universe: list[Cell] = field(default_factory=list)  # every cell before --only, added seeds included
 
     def __post_init__(self) -> None:
         if not self.all_keys:
             self.all_keys = [c.key for c in self.cells]
         if not self.plans:
             self.plans = {c.arm: dict(c.seed_plan) for c in self.cells if c.seed_plan and c.source is None}
+        if not self.universe:
+            self.universe = list(self.cells)
 
-    def seed_counts(self) -> dict[str, int]:
-        """Each arm's number of seeds among this suite's tuning cells (transfer cells not counted)."""
+    def seed_counts(self, everywhere: bool = False) -> dict[str, int]:
+        """Each arm's number of seeds among this suite's tuning cells (transfer cells not counted);
+        ``everywhere``: among the cells --only left out too."""
         seeds: dict[str, set[int]] = {}
-        for c in self.cells:
+        for c in self.universe if everywhere else self.cells:
             if c.source is None:
                 seeds.setdefault(c.arm, set()).add(c.seed)
         return {a: len(v) for a, v in seeds.items()}
@@ -275,20 +279,23 @@ class Suite:
     def with_seed(self, arms: set[str]) -> "Suite":
         """The suite with one more seed (the arm's highest + 1) for each of ``arms``: its cells and
         their transfer cells copied with the new seed (keys as if written by hand), in ``all_keys``
-        too. Arms not in this suite's cells (left out by --only) are only added to ``all_keys``'s count
-        when they run."""
-        extra: list[Cell] = []
+        too. An arm --only left out gets its seed in ``all_keys`` and ``universe`` alone, so the
+        report and a later run split by other filters count it."""
+        pairs: list[tuple[Cell, Cell]] = []  # (the arm's top-seed cell, its copy at the next seed)
         for arm in sorted(arms):
-            mine = [c for c in self.cells if (c.source or c).arm == arm]
+            mine = [c for c in self.universe if (c.source or c).arm == arm]
             if not mine:
                 continue
             top = max(c.seed for c in mine)
             for c in mine:
                 if c.seed == top:
                     src = dataclasses.replace(c.source, seed=top + 1) if c.source is not None else None
-                    extra.append(dataclasses.replace(c, seed=top + 1, source=src))
+                    pairs.append((c, dataclasses.replace(c, seed=top + 1, source=src)))
+        extra = [new for _, new in pairs]
+        selected = {c.key for c in self.cells}
         keys = [c.key for c in extra if c.key not in set(self.all_keys)]
-        return Suite(self.name, self.cells + extra, self.raw, self.all_keys + keys, self.plans)
+        return Suite(self.name, self.cells + [new for old, new in pairs if old.key in selected], self.raw, self.all_keys + keys,
+                     self.plans, self.universe + extra)
 
 
 def _list(raw: dict[str, Any], key: str) -> list[Any]:
@@ -363,7 +370,7 @@ def select_cells(suite: Suite, only: list[str]) -> Suite:
         cells = [c for c in cells if value(c) & want]
     if not cells:
         raise UserError(f"--only {' '.join(only)}: no cell of suite {suite.name!r} matches")
-    return Suite(suite.name, cells, suite.raw, suite.all_keys, suite.plans)
+    return Suite(suite.name, cells, suite.raw, suite.all_keys, suite.plans, suite.universe)
 
 
 def machine_problems(suite: Suite) -> list[str]:

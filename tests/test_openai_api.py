@@ -204,6 +204,30 @@ settings: {{max_new_tokens: 4}}
     assert len(final) == 6 and all(r["status"] == "ok" for r in final)
 
 
+def test_a_label_missing_from_the_top_k_is_asked_again_with_every_token_listed(llama_server, smol):
+    """AG News's prompt ends "This article is about": its top 100 next tokens rarely hold the four label
+    words. llama.cpp's server lists the whole vocabulary when asked, so such a prompt is asked again and
+    its labels get the model's own log-probs (the second request counted), not a floor that ties them."""
+    from boxbench.backends.openai_api import WIDE_TOP_K
+
+    b = api(llama_server)
+    assert b.score_method == "top_k" and b.wide_top_k == WIDE_TOP_K and b.describe()["wide_top_k"] == WIDE_TOP_K
+    splits = load_splits("agnews", 10, 0, 8, 0)
+    prompts = [splits.task.template.format(text=e.text) for e in splits.test]
+    words = [list(splits.task.label_words)] * len(prompts)
+    calls, requests = b.usage.model_calls, b.billed.model_calls
+    via_api, via_hf = b.score(prompts, words), smol.score(prompts, words)
+    assert b.labels_missing == 0 and 1 <= b.prompts_widened <= len(prompts)
+    # one call a prompt, as on every backend; the server billed the second requests too
+    assert b.usage.model_calls - calls == len(prompts) and b.billed.model_calls - requests == len(prompts) + b.prompts_widened
+    assert [max(range(4), key=r.__getitem__) for r in via_api] == [max(range(4), key=r.__getitem__) for r in via_hf]
+    assert max(abs(a - h) for ar, hr in zip(via_api, via_hf) for a, h in zip(ar, hr)) < 1.0
+    # a label the wide list cannot save (a server that lists no more) keeps the floor, counted
+    b.wide_top_k = 0
+    b.score(prompts[:1], [[" zzzqqq"] + words[0][1:]])
+    assert b.labels_missing == 1
+
+
 def test_top_k_scoring_reads_the_longest_listed_token_of_each_label():
     from boxbench.backends.openai_api import OpenAIBackend
 

@@ -10,6 +10,9 @@ import random
 import pytest
 from helpers import records_of, run_cli, write_suite
 
+from boxbench.benchmarks.seeds import earned
+from boxbench.benchmarks.suite import load_suite
+from boxbench.core.results import ResultStore
 from boxbench.reports.seeds import arm, decide, seed_table
 
 
@@ -89,5 +92,37 @@ settings: {batch_size: 8}
     again = run_cli("run", str(suite), "--out", str(run), "--quiet", timeout=900)
     assert again.returncode == 0 and f"0 ok, 0 error, {len(recs)} already done" in again.stdout
     assert len(records_of(run)) == len(recs)
+    # the same suite split by another filter: the seeds the rounds added stay current cells
+    split = run_cli("run", str(suite), "--out", str(run), "--quiet", "--only", "method=zero_shot", timeout=900)
+    assert split.returncode == 0 and set(json.loads((run / "suite.json").read_text())["cell_keys"]) == {r["cell_key"] for r in recs}
     est = run_cli("check", str(suite), "--estimate", str(run))
     assert est.returncode == 0 and "seeds until decided: up to 2 more cells" in est.stdout, est.stdout
+
+
+def test_a_run_split_by_only_keeps_and_resumes_the_seeds_earlier_rounds_added(tmp_path):
+    """Rounds added seeds 2 and 3 to one arm; a later run of the same suite under --only (another
+    method, or the same one) finds them in the run folder: they stay in the run's current cells and the
+    next round starts after them, not at the plan's min."""
+    suite_file = write_suite(tmp_path / "s.yaml", """
+name: split
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - {name: zero_shot, access: grey, seeds: [0]}
+  - {name: few_shot, access: grey, params: {k: 2}, seeds: {min: 2, max: 6, until: decided}}
+limits: {train: 200, dev: 0, test: 24}
+""")
+    planned = arm("smollm2-135m", "sst2", "few_shot@grey")
+    grown = load_suite(str(suite_file)).with_seed({planned}).with_seed({planned})
+    run = tmp_path / "run"
+    run.mkdir()
+    ResultStore(run).put({"cell_key": grown.cells[0].key, "cell_id": grown.cells[0].cell_id, "method": "zero_shot", "label": "zero_shot@grey",
+                          "access": "grey", "model": "smollm2-135m", "dataset": "sst2", "seed": 0, "status": "ok"})
+    for c in grown.cells[1:]:
+        ResultStore(run).put({"cell_key": c.key, "cell_id": c.cell_id, "method": c.method, "label": c.label, "access": "grey",
+                              "model": "smollm2-135m", "dataset": "sst2", "seed": c.seed, "status": "ok"})
+    other = earned(load_suite(str(suite_file), None, ["method=zero_shot"]), run)
+    assert set(other.all_keys) == set(grown.all_keys) and [c.method for c in other.cells] == ["zero_shot"]
+    same = earned(load_suite(str(suite_file), None, ["method=few_shot"]), run)
+    assert sorted(c.seed for c in same.cells) == [0, 1, 2, 3] and same.with_seed({planned}).cells[-1].seed == 4
+    assert earned(load_suite(str(suite_file)), tmp_path / "empty").seed_counts() == {planned: 2, arm("smollm2-135m", "sst2", "zero_shot@grey"): 1}
