@@ -16,6 +16,19 @@ from boxbench.core.results import ResultStore
 from boxbench.reports.seeds import arm, decide, seed_table
 
 
+# zero-shot against few-shot whose seeds go from 2 up to ``max`` while undecided
+ADAPTIVE = """
+name: {name}
+models: [smollm2-135m]
+datasets: [sst2]
+methods:
+  - {{name: zero_shot, access: grey, seeds: [0]}}
+  - {{name: few_shot, access: grey, params: {{k: 2}}, seeds: {{min: 2, max: {max}, until: decided}}}}
+limits: {{train: 200, dev: 0, test: 24}}
+settings: {{batch_size: 8}}
+"""
+
+
 def rec(label, method, correct, seed=0, access="grey", family="x"):
     return {"cell_key": f"{label}-{seed}", "status": "ok", "label": label, "method": method, "access": access,
             "protocol": "generate" if access == "black" else "logprob",
@@ -64,16 +77,7 @@ def test_a_run_adds_seeds_in_rounds_runs_no_cell_twice_and_resumes(tmp_path):
     first and up to 4: the run adds seeds while the comparison is undecided and could be decided;
     the finished run's decision asks for nothing more; a re-run runs nothing; the report says why
     the seeds stopped; --estimate counts the seeds that may come."""
-    suite = write_suite(tmp_path / "s.yaml", """
-name: adaptive
-models: [smollm2-135m]
-datasets: [sst2]
-methods:
-  - {name: zero_shot, access: grey, seeds: [0]}
-  - {name: few_shot, access: grey, params: {k: 2}, seeds: {min: 2, max: 4, until: decided}}
-limits: {train: 200, dev: 0, test: 24}
-settings: {batch_size: 8}
-""")
+    suite = write_suite(tmp_path / "s.yaml", ADAPTIVE.format(name="adaptive", max=4))
     check = run_cli("check", str(suite))
     assert check.returncode == 0 and "suite adaptive: 3 cells" in check.stdout
     run = tmp_path / "run"
@@ -103,15 +107,7 @@ def test_a_run_split_by_only_keeps_and_resumes_the_seeds_earlier_rounds_added(tm
     """Rounds added seeds 2 and 3 to one arm; a later run of the same suite under --only (another
     method, or the same one) finds them in the run folder: they stay in the run's current cells and the
     next round starts after them, not at the plan's min."""
-    suite_file = write_suite(tmp_path / "s.yaml", """
-name: split
-models: [smollm2-135m]
-datasets: [sst2]
-methods:
-  - {name: zero_shot, access: grey, seeds: [0]}
-  - {name: few_shot, access: grey, params: {k: 2}, seeds: {min: 2, max: 6, until: decided}}
-limits: {train: 200, dev: 0, test: 24}
-""")
+    suite_file = write_suite(tmp_path / "s.yaml", ADAPTIVE.format(name="split", max=6))
     planned = arm("smollm2-135m", "sst2", "few_shot@grey")
     grown = load_suite(str(suite_file)).with_seed({planned}).with_seed({planned})
     run = tmp_path / "run"
