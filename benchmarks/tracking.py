@@ -22,6 +22,7 @@ from typing import Any
 from boxbench.core.errors import UserError
 from boxbench.core.registry import Registry
 from boxbench.core.results import PREDICTIONS
+from boxbench.reports.export import cell_row
 
 TIMEOUT_S = 5
 STATE = "tracking.json"
@@ -76,15 +77,14 @@ class Tracker:
         raise NotImplementedError
 
 
+_METRIC_NAMES = {"accuracy_low": "accuracy_ci95_low", "accuracy_high": "accuracy_ci95_high"}
+_NOT_METRICS = {"seed", "n"}  # numbers that are parameters of the cell, not its measurements
+
+
 def _metrics(r: dict[str, Any]) -> dict[str, float]:
-    ci = r.get("accuracy_ci95") or [None, None]
-    values = {"accuracy": r.get("accuracy"), "accuracy_ci95_low": ci[0], "accuracy_ci95_high": ci[1], "macro_f1": r.get("macro_f1"),
-              "invalid_rate": r.get("invalid_rate"), "tune_wall_s": r.get("tune_wall_s"), "eval_wall_s": r.get("eval_wall_s"),
-              "load_wall_s": r.get("load_wall_s"), "peak_host_rss_bytes": r.get("peak_host_rss_bytes"),
-              "peak_accelerator_bytes": r.get("peak_accelerator_bytes"), "tune_flops": r.get("tune_flops"),
-              "eval_flops": r.get("eval_flops"), "tune_cost": r.get("tune_cost"), "eval_cost": r.get("eval_cost"),
-              "model_calls": r.get("model_calls"), "prompt_tokens": r.get("prompt_tokens"), "completion_tokens": r.get("completion_tokens")}
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The cell's measurements: the numeric columns of its export row (``reports.export.cell_row``)."""
+    return {_METRIC_NAMES.get(k, k): float(v) for k, v in cell_row(r).items()
+            if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _params(r: dict[str, Any]) -> dict[str, str]:

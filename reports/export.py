@@ -48,7 +48,8 @@ ROW_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _cell_row(r: dict[str, Any]) -> dict[str, Any]:
+def cell_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A record as one flat row of typed columns (the cell table; the tracker's metrics are its numbers)."""
     ci = r.get("accuracy_ci95") or [None, None]
     code = r.get("code") or {}
     return {"cell_key": r["cell_key"], "cell_id": r["cell_id"], "method": r["method"], "label": r["label"], "access": r["access"],
@@ -81,7 +82,7 @@ def frame(run_dir: Path, rows: bool = False) -> Any:
 
     records = ResultStore.existing(run_dir, "RUN").records()
     columns = ROW_COLUMNS if rows else CELL_COLUMNS
-    data = [x for r in records if r["status"] == "ok" for x in _example_rows(run_dir, r)] if rows else [_cell_row(r) for r in records]
+    data = [x for r in records if r["status"] == "ok" for x in _example_rows(run_dir, r)] if rows else [cell_row(r) for r in records]
     df = pd.DataFrame(data, columns=[c for c, _, _ in columns])
     dtypes = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}
     return df.astype({c: dtypes[t] for c, t, _ in columns})
