@@ -23,6 +23,7 @@ from typing import Any
 
 from boxbench.backends import loaded_models
 from boxbench.backends.budget import money
+from boxbench.core.results import Record
 
 FORMULA = "2·N·(prompt+completion tokens) + 4·N·backward tokens + 2·Σ(tokens × trained params)"
 
@@ -101,10 +102,10 @@ def estimate(after_tune: list[tuple[str, int | None, dict[str, int]]],
     return {"tune_flops": tune_total, "eval_flops": eval_total, "by_model": by_model, "unknown": unknown, "formula": FORMULA}
 
 
-def record_spend(record: dict[str, Any]) -> tuple[float, int]:
+def record_spend(record: Record) -> tuple[float, int]:
     """(money, billed tokens) a record's API models spent, tuning and evaluation together (a capped
     cell's too); (0, 0) without API models."""
-    spend = record.get("spend") or {}
+    spend = record.extra.get("spend") or {}
     cost, tokens = 0.0, 0
     for m in spend.get("by_model", []):
         for part in ("tune", "eval"):

@@ -19,7 +19,7 @@ from typing import Any
 
 from boxbench.benchmarks.suite import Cell
 from boxbench.core.method import params_json
-from boxbench.core.results import ResultStore
+from boxbench.core.results import Record, ResultStore
 
 
 def _config(method: str, access: str, params: dict[str, Any], model: str, source: str | None, dataset: str) -> str:
@@ -31,9 +31,10 @@ def _cell_config(c: Cell) -> str:
     return _config(c.method, c.access.name, params_json(c.params), c.model.display, src, c.dataset["name"])
 
 
-def _record_config(r: dict[str, Any]) -> str:
-    src = r.get("source_model") if r.get("source_model") != r.get("model") else None
-    return _config(r["method"], r["access"], r["params"], r["model"], src, r["dataset"])
+def _record_config(r: Record, params: dict[str, Any] | None = None) -> str:
+    """``r``'s configuration (``params``: in place of its own)."""
+    src = r.source_model if r.source_model != r.model else None
+    return _config(r.method, r.access, r.params if params is None else params, r.model, src, r.dataset)
 
 
 @dataclass
@@ -48,10 +49,10 @@ class Estimate:
 def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
     """Each cell's expected wall seconds (load + tuning + evaluation scaled to its test rows),
     the mean over the matching ok records of ``run_dirs``."""
-    by_config: dict[str, list[dict[str, Any]]] = {}
+    by_config: dict[str, list[Record]] = {}
     for d in run_dirs:
-        for r in ResultStore.existing(d, "--estimate").records():
-            if r.get("status") == "ok" and r.get("tune_wall_s") is not None:
+        for r in ResultStore.existing(d, "--estimate").read():
+            if r.status == "ok" and r.tune_wall_s is not None:
                 by_config.setdefault(_record_config(r), []).append(r)
     older = [r for rs in by_config.values() for r in rs]
     out = []
@@ -62,19 +63,19 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
             continue
         secs = []
         for r in recs:
-            n_rec = r.get("n") or 1
-            n_cell = c.limits.get("test") or (r.get("sizes") or {}).get("test_total") or n_rec
-            secs.append((r.get("load_wall_s") or 0.0) + r["tune_wall_s"] + r["eval_wall_s"] * n_cell / n_rec)
+            n_rec = r.n or 1
+            n_cell = c.limits.get("test") or (r.sizes or {}).get("test_total") or n_rec
+            secs.append((r.load_wall_s or 0.0) + (r.tune_wall_s or 0.0) + (r.eval_wall_s or 0.0) * n_cell / n_rec)
         out.append(Estimate(c, statistics.fmean(secs), len(recs)))
     return out
 
 
-def _older_match(r: dict[str, Any], c: Cell) -> bool:
+def _older_match(r: Record, c: Cell) -> bool:
     """``r`` is of ``c``'s configuration on every param it recorded, ``c`` having more (see module doc)."""
     params = params_json(c.params)
-    if not set(r["params"]) < set(params) or any(params[k] != v for k, v in r["params"].items()):
+    if not set(r.params) < set(params) or any(params[k] != v for k, v in r.params.items()):
         return False
-    return _record_config({**r, "params": params}) == _cell_config(c)
+    return _record_config(r, params) == _cell_config(c)
 
 
 def tally(est: list[Estimate]) -> tuple[float, int]:

@@ -26,7 +26,7 @@ from boxbench.benchmarks.executors import EXECUTORS
 from boxbench.benchmarks.suite import Cell, Suite, caps_of
 from boxbench.benchmarks.tracking import Tracker
 from boxbench.core.errors import UserError
-from boxbench.core.results import RESULTS, ResultStore
+from boxbench.core.results import RESULTS, Record, ResultStore
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def prepare_run_dir(run_dir: Path) -> None:
 def drop_partial(run_dir: Path, suite: Suite, store: ResultStore) -> None:
     """After Ctrl-C or SIGTERM: the folders of this suite's cells that have no record (the one that was
     running, or one that finished as the signal came, before its record landed) go; they run again."""
-    recorded = {r["cell_id"] for r in store.records()}
+    recorded = {r.cell_id for r in store.read()}
     for cell in suite.cells:
         folder = run_dir / "cells" / cell.cell_id
         if cell.cell_id not in recorded and folder.is_dir():
@@ -89,7 +89,7 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         meta = {"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys, **({"seed_plans": suite.plans} if suite.plans else {})}
         (run_dir / "suite.json").write_text(json.dumps(meta, indent=2, default=str))
         ok = store.ok_keys()
-        capped = {r["cell_key"]: r.get("caps") for r in store.records() if r.get("status") == "capped"}
+        capped = {r.cell_key: r.extra.get("caps") for r in store.read() if r.status == "capped"}
         todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == caps_of(c))]
         runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
         line = runner.start()
@@ -101,7 +101,7 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         runner.precheck = drive.cannot_start
         if tracker is not None:  # the parent run, and the suite's finished cells not logged yet
             mine = set(suite.all_keys)
-            tracker.begin(suite.name, [r for r in store.records() if r["cell_key"] in mine])
+            tracker.begin(suite.name, [r for r in store.read() if r.cell_key in mine])
         drive.counts["skipped"] = len(suite.cells) - len(todo)
         try:
             while drive.waiting or runner.busy():
@@ -140,13 +140,15 @@ class _Drive:
     tracker: Tracker | None = None
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: {"ok": 0, "error": 0, "capped": 0, "skipped": 0})
 
-    def land(self, record: dict[str, Any]) -> None:
-        if record["status"] == "error":
-            self.failed_models.add(json.dumps(record.get("model_spec"), sort_keys=True))
+    def land(self, fields: dict[str, Any]) -> None:
+        """Record a finished cell (its record's fields, as the cell process or the queue gave them)."""
+        record = Record.from_json(fields, "the cell's record")
+        if record.status == "error":
+            self.failed_models.add(json.dumps(record.model_spec, sort_keys=True))
         for field, what in CACHE_WARNINGS.items():
-            if record.get(field) and field not in self.warned:
+            if record.extra.get(field) and field not in self.warned:
                 self.warned.add(field)
-                print(f"boxbench: warning: {what} ({record[field]}); cells go on without it", file=sys.stderr, flush=True)
+                print(f"boxbench: warning: {what} ({record.extra[field]}); cells go on without it", file=sys.stderr, flush=True)
         _land(self.store, record, self.counts, self.bar, self.quiet)
         if self.tracker is not None:
             self.tracker.cell(record)
@@ -167,7 +169,7 @@ class _Drive:
                 self.waiting.remove(cell)
                 self.land(error_record(cell, f"its source cell {cell.source.cell_id} did not finish ok; nothing to transfer", now()))
                 continue
-            left = budget_left(cell, self.store.records) if _run_capped(cell) else None
+            left = budget_left(cell, self.store.read) if _run_capped(cell) else None
             if left is not None and self.active:  # under the run's caps, a cell starts with what the others left
                 break
             self.waiting.remove(cell)
@@ -204,7 +206,7 @@ def _run_capped(cell: Cell) -> bool:
     return cell.settings.suite_max_cost is not None or cell.settings.suite_max_tokens is not None
 
 
-def budget_left(cell: Cell, records: Callable[[], list[dict[str, Any]]]) -> dict[str, float] | None:
+def budget_left(cell: Cell, records: Callable[[], list[Record]]) -> dict[str, float] | None:
     """What the run's caps (``suite_max_cost`` / ``suite_max_tokens``) leave after the API spending
     of every record in the run folder; None without such caps. Under such caps the runner starts
     one cell at a time (any executor), so that each starts with what the others left."""
@@ -220,16 +222,16 @@ def budget_left(cell: Cell, records: Callable[[], list[dict[str, Any]]]) -> dict
     return left
 
 
-def _land(store: ResultStore, record: dict[str, Any], counts: dict[str, int], bar: Any, quiet: bool) -> None:
+def _land(store: ResultStore, record: Record, counts: dict[str, int], bar: Any, quiet: bool) -> None:
     """Write a finished cell's record and say so: one line per cell."""
     from tqdm import tqdm
 
     store.put(record)
-    counts[record["status"]] += 1
+    counts[record.status] += 1
     bar.update(1)
     if not quiet:
-        if record["status"] == "ok":
-            tqdm.write(f"ok    {record['cell_id']}  accuracy {100 * record['accuracy']:.1f}  "
-                       f"tune {record['tune_wall_s'] or 0:.0f} s  eval {record['eval_wall_s'] or 0:.0f} s")
+        if record.status == "ok":
+            tqdm.write(f"ok    {record.cell_id}  accuracy {100 * (record.accuracy or 0.0):.1f}  "
+                       f"tune {record.tune_wall_s or 0:.0f} s  eval {record.eval_wall_s or 0:.0f} s")
         else:
-            tqdm.write(f"error {record['cell_id']}: {record['error']}")
+            tqdm.write(f"error {record.cell_id}: {record.error}")

@@ -26,7 +26,7 @@ def more_seeds(suite: Suite, run_dir: Path, select_from: Path | None = None) -> 
     (``select_from``: the calibration run that names the verdicts' class representatives, as
     ``report --select-best-from``); an arm whose cells already reach its plan's ``max`` seeds gets
     none (a failed cell is not run past it)."""
-    records, _ = split_current(ResultStore(run_dir).records(), run_dir)
+    records, _ = split_current(ResultStore(run_dir).read(), run_dir)
     chosen = best_by_class(load_records(select_from)) if select_from is not None else None
     want = set().union(*(d.extend for d in decide(records, suite.plans, chosen))) if records else set()
     have = suite.seed_counts()
@@ -40,7 +40,7 @@ def earned(suite: Suite, run_dir: Path) -> Suite:
     folder's current cells (``suite.json``, the report's) keep every seed a round spent."""
     if not planned(suite):
         return suite
-    recorded = {r["cell_key"] for r in ResultStore(run_dir).records()} if (run_dir / RESULTS).is_file() else set()
+    recorded = {r.cell_key for r in ResultStore(run_dir).read()} if (run_dir / RESULTS).is_file() else set()
     while True:
         have = suite.seed_counts(everywhere=True)
         below = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and have[a] < p["max"]}

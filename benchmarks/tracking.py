@@ -21,7 +21,7 @@ from typing import Any
 
 from boxbench.core.errors import UserError
 from boxbench.core.registry import Registry
-from boxbench.core.results import PREDICTIONS
+from boxbench.core.results import PREDICTIONS, Record
 from boxbench.reports.export import cell_row
 
 TIMEOUT_S = 5
@@ -39,15 +39,15 @@ class Tracker:
         path = run_dir / STATE
         self.state: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def begin(self, suite_name: str, records: list[dict[str, Any]]) -> None:
+    def begin(self, suite_name: str, records: list[Record]) -> None:
         """Start (or resume) the run's parent; log the finished cells not logged yet."""
         self._guard(self._begin, suite_name)
         for r in records:
             self.cell(r)
 
-    def cell(self, record: dict[str, Any]) -> None:
+    def cell(self, record: Record) -> None:
         """Log a finished ok/capped cell once (an error cell is retried by the next run: logged when it finishes)."""
-        if record["status"] == "error" or record["cell_key"] in self.state.get("logged", {}):
+        if record.status == "error" or record.cell_key in self.state.get("logged", {}):
             return
         self._guard(self._cell, record)
 
@@ -70,7 +70,7 @@ class Tracker:
     def _begin(self, suite_name: str) -> None:
         raise NotImplementedError
 
-    def _cell(self, record: dict[str, Any]) -> None:
+    def _cell(self, record: Record) -> None:
         raise NotImplementedError
 
     def _end(self, report: Path | None) -> None:
@@ -81,17 +81,17 @@ _METRIC_NAMES = {"accuracy_low": "accuracy_ci95_low", "accuracy_high": "accuracy
 _NOT_METRICS = {"seed", "n"}  # numbers that are parameters of the cell, not its measurements
 
 
-def _metrics(r: dict[str, Any]) -> dict[str, float]:
+def _metrics(r: Record) -> dict[str, float]:
     """The cell's measurements: the numeric columns of its export row (``reports.export.cell_row``)."""
     return {_METRIC_NAMES.get(k, k): float(v) for k, v in cell_row(r).items()
             if k not in _NOT_METRICS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _params(r: dict[str, Any]) -> dict[str, str]:
-    out = {"method": r["method"], "label": r["label"], "access": r["access"], "model": r["model"], "dataset": r["dataset"],
-           "seed": str(r["seed"]), "backend": str((r.get("model_spec") or {}).get("backend"))}
-    out.update({f"params.{k}": json.dumps(v)[:500] for k, v in (r.get("params") or {}).items()})
-    out.update({f"settings.{k}": json.dumps(v)[:500] for k, v in (r.get("settings") or {}).items()})
+def _params(r: Record) -> dict[str, str]:
+    out = {"method": r.method, "label": r.label, "access": r.access, "model": r.model, "dataset": r.dataset,
+           "seed": str(r.seed), "backend": str((r.model_spec or {}).get("backend"))}
+    out.update({f"params.{k}": json.dumps(v)[:500] for k, v in (r.params or {}).items()})
+    out.update({f"settings.{k}": json.dumps(v)[:500] for k, v in (r.settings or {}).items()})
     return out
 
 
@@ -133,21 +133,21 @@ class MlflowTracker(Tracker):
         self.state = {"uri": self.uri, "experiment": exp_id, "parent": parent.info.run_id, "logged": {}}
         self._save()
 
-    def _cell(self, r: dict[str, Any]) -> None:
+    def _cell(self, r: Record) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        code: dict[str, Any] = r["code"] if isinstance(r.get("code"), dict) else {}
-        tags = {"mlflow.parentRunId": self.state["parent"], "boxbench.cell_key": r["cell_key"], "boxbench.status": r["status"],
-                "boxbench.access": r["access"], "boxbench.family": str(r.get("family")), "boxbench.commit": str(code.get("commit"))}
-        run = self.client.create_run(self.state["experiment"], run_name=r["cell_id"], tags=tags)
+        code: dict[str, Any] = r.extra["code"] if isinstance(r.extra.get("code"), dict) else {}
+        tags = {"mlflow.parentRunId": self.state["parent"], "boxbench.cell_key": r.cell_key, "boxbench.status": r.status,
+                "boxbench.access": r.access, "boxbench.family": str(r.family), "boxbench.commit": str(code.get("commit"))}
+        run = self.client.create_run(self.state["experiment"], run_name=r.cell_id, tags=tags)
         rid = run.info.run_id
         self.client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in _metrics(r).items()],
                               params=[Param(k, v) for k, v in _params(r).items()], tags=[RunTag(k, v) for k, v in tags.items()])
-        preds = self.run_dir / "cells" / r["cell_id"] / PREDICTIONS
+        preds = self.run_dir / "cells" / r.cell_id / PREDICTIONS
         if preds.is_file():
             self.client.log_artifact(rid, str(preds))
-        self.client.set_terminated(rid, "FINISHED" if r["status"] == "ok" else "KILLED")
-        self.state.setdefault("logged", {})[r["cell_key"]] = rid
+        self.client.set_terminated(rid, "FINISHED" if r.status == "ok" else "KILLED")
+        self.state.setdefault("logged", {})[r.cell_key] = rid
         self._save()
 
     def _end(self, report: Path | None) -> None:

@@ -26,8 +26,9 @@ common field they lack, such as ``sweep`` before sweeps, reads as None). 2: ``sc
 @dataclasses.dataclass
 class Record:
     """One cell's result. The fields every record has, whatever happened to the cell, are typed here
-    (None until the cell measured them); what only some cells measure — a method's artifact stats,
-    ``extra_metrics``, the per-example ``correct`` string, FLOPs, retries — is in ``extra``, by name."""
+    (None until the cell measured them, or where a cell of an older boxbench did not); what only some
+    cells measure — a method's artifact stats (``best_step``, ``prompt_text``, ...), ``extra_metrics``,
+    a proposer's or an API's spend, retries — is in ``extra``, by name."""
 
     cell_key: str
     cell_id: str
@@ -63,6 +64,16 @@ class Record:
     source_model: str | None = None  # where a transfer cell's artifact was tuned
     target_model: str | None = None
     sweep: dict[str, Any] | None = None  # the swept values of a calibration cell
+    family: str | None = None  # access/sub-class in the survey's taxonomy (grey/module, ...)
+    backend: dict[str, Any] | None = None  # what the evaluating backend said of itself (``describe()``)
+    data_source: str | None = None  # where the dataset's rows came from (local files, the hub)
+    sizes: dict[str, Any] | None = None  # train / test rows (and test texts also in train)
+    provenance: dict[str, Any] | None = None  # the task's source, licence, citation
+    correct: str | None = None  # per test example, in order: "1" right, "0" wrong (the paired tests')
+    test_sha256: str | None = None  # the scored test rows' hash: records on the same rows pair up
+    accuracy_ci95: list[float] | None = None  # Wilson interval over the test examples, fractions
+    tune_flops: float | None = None  # estimated compute (benchmarks/compute.py), every model of the cell
+    eval_flops: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     schema: int = SCHEMA
 
@@ -128,12 +139,8 @@ class ResultStore:
         """Every record, typed and checked (``Record.from_json``: any schema so far)."""
         return [Record.from_json(d, f"{self.path}: record {i + 1}") for i, d in enumerate(self._lines())]
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every record as the current schema's JSON object (what the reports index by field name)."""
-        return [r.to_json() for r in self.read()]
-
     def ok_keys(self) -> set[str]:
-        return {r["cell_key"] for r in self.records() if r.get("status") == "ok"}
+        return {r.cell_key for r in self.read() if r.status == "ok"}
 
     def put(self, record: Record | dict[str, Any]) -> None:
         """Add ``record`` (checked as a ``Record``; replacing an earlier one with the same cell key)

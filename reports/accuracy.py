@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from boxbench.core.results import Record
 from boxbench.reports import published
 from boxbench.reports.comparisons import MARK_NOTE, PAIRED_NOTE, Comparison, accuracy_cell, accuracy_interval, comparison_mark, comparisons
 from boxbench.reports.table import (
@@ -24,12 +23,12 @@ from boxbench.reports.table import (
 )
 
 
-def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Comparison] | None = None) -> Table:
+def accuracy_table(records: list[Record], model: str, cs: list[Comparison] | None = None) -> Table:
     """The survey's Table 1 layout: methods grouped by access class × datasets, with a 95 % interval,
     a mark where a method differs significantly from zero-shot, and the published figures beside.
     ``cs``: this model's ``comparisons``, where the caller has them already."""
-    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r)]
-    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
+    ok = [r for r in records if r.status == "ok" and r.model == model and not is_transfer(r)]
+    datasets = list(dict.fromkeys(r.dataset for r in ok))
     marks = {(c.dataset, c.a): comparison_mark(c) for c in (comparisons(records, model) if cs is None else cs)
              if c.kind == "vs zero-shot" and comparison_mark(c)}
     keys = row_order(ok)
@@ -52,32 +51,32 @@ def accuracy_table(records: list[dict[str, Any]], model: str, cs: list[Compariso
         if access != current:
             t.groups.append((len(t.rows), f"{access}-box"))
             current = access
-        mine = [r for r in ok if r["label"] == label and r["access"] == access]
-        protocol = ", ".join(sorted({r["protocol"] for r in mine}))
+        mine = [r for r in ok if r.label == label and r.access == access]
+        protocol = ", ".join(sorted({str(r.protocol) for r in mine}))
         cells = []
         for d in datasets:
-            group = [r for r in mine if r["dataset"] == d]
-            other_rows = f" · {group[0]['n']} rows" if group and test_set_of(group[0]) != main.get((model, d)) else ""
+            group = [r for r in mine if r.dataset == d]
+            other_rows = f" · {group[0].n} rows" if group and test_set_of(group[0]) != main.get((model, d)) else ""
             cells.append(accuracy_cell(group) + other_rows + (" " + marks[(d, (access, label))] if (d, (access, label)) in marks else ""))
             if d in has_paper:
-                ref = published.accuracy(mine[0]["method"], d)
+                ref = published.accuracy(mine[0].method, d)
                 cells.append("—" if ref is None else f"{ref:.1f}")
         t.rows.append([label, sub_class(mine), protocol, *cells])
     return t
 
 
-def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]] | None = None) -> Table | None:
+def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None = None) -> Table | None:
     """The answer in one table: per dataset (a group of rows), per method (access class, then first
     appearance; every model of the run) its accuracy with the 95 % interval, its gain over zero-shot
     with the same protocol across training runs (interval, Holm-adjusted p, P(>)) and for these
     trained models (``comparisons``), its seeds, tuning seconds and peak host memory. Main test sets
     only: transfer cells and side experiments have their own tables. ``cs``: each model's
     ``comparisons``, where the caller has them already."""
-    ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
+    ok = on_main_test([r for r in records if r.status == "ok" and r.accuracy is not None and not is_transfer(r)])
     if not ok:
         return None
-    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
-    models = list(dict.fromkeys(r["model"] for r in ok))
+    datasets = list(dict.fromkeys(r.dataset for r in ok))
+    models = list(dict.fromkeys(r.model for r in ok))
     gains = {(m, c.dataset, c.a): c for m in models for c in (cs[m] if cs and m in cs else comparisons(records, m))
              if c.kind == "vs zero-shot"}
     headers = ["access", "method"] + (["model"] if len(models) > 1 else []) + [
@@ -92,9 +91,9 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
     for d in datasets:
         rows = []
         for model in models:
-            mine = [r for r in ok if r["model"] == model and r["dataset"] == d]
+            mine = [r for r in ok if r.model == model and r.dataset == d]
             for access, label in row_order(mine):
-                group = [r for r in mine if (r["access"], r["label"]) == (access, label)]
+                group = [r for r in mine if (r.access, r.label) == (access, label)]
                 mean, lo, hi = accuracy_interval(group)
                 c = gains.get((model, d, (access, label)))
                 mark = "" if c is None else comparison_mark(c)
@@ -103,14 +102,14 @@ def headline_table(records: list[dict[str, Any]], cs: dict[str, list[Comparison]
                     "—" if c is None else f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + (f" {mark}" if mark else ""),
                     "—" if c is None else p_text(c.p_holm, 2), "—" if c is None else f"{c.prob_improvement:.2f}",
                     "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
-                    fmt(mean_or_none(r["tune_wall_s"] for r in group), digits=0), gib(mean_or_none(r["peak_host_rss_bytes"] for r in group))])
+                    fmt(mean_or_none(r.tune_wall_s for r in group), digits=0), gib(mean_or_none(r.peak_host_rss_bytes for r in group))])
         rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
         t.groups.append((len(t.rows), d))
         t.rows += rows
     return t
 
 
-def comparison_table(records: list[dict[str, Any]], model: str, cs: list[Comparison] | None = None) -> Table | None:
+def comparison_table(records: list[Record], model: str, cs: list[Comparison] | None = None) -> Table | None:
     """Every paired comparison of ``model`` (``comparisons``; ``cs`` where the caller has them already)."""
     cs = comparisons(records, model) if cs is None else cs
     if not cs:

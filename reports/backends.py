@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable
 
+from boxbench.core.results import Record
 from boxbench.reports.table import Table, fmt, gib, is_transfer
 
 Predictions = Callable[[str], "list[dict[str, Any]] | None"]
@@ -15,19 +16,19 @@ REFERENCE = "hf"
 NEAR_TIE = 0.1  # nats: a reference margin below this between the two best labels is a near-tie
 
 
-def _route(r: dict[str, Any]) -> tuple[str, str]:
+def _route(r: Record) -> tuple[str, str]:
     """(backend, where): ``hf`` in-process, ``openai`` at its base URL, ..."""
-    spec = r.get("model_spec") or {}
+    spec = r.model_spec or {}
     return str(spec.get("backend", "?")), str(spec.get("base_url", ""))
 
 
-def groups(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def groups(records: list[Record]) -> list[list[Record]]:
     """Sets of ok cells that measure the same thing through two or more backends; the reference
     (``hf``, else the first) comes first in each."""
-    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    out: dict[tuple[Any, ...], list[Record]] = {}
     for r in records:
-        if r["status"] == "ok" and not is_transfer(r):
-            key = (r["label"], r["access"], r["dataset"], r["seed"], r.get("test_sha256"), (r.get("model_spec") or {}).get("model"))
+        if r.status == "ok" and not is_transfer(r):
+            key = (r.label, r.access, r.dataset, r.seed, r.test_sha256, (r.model_spec or {}).get("model"))
             out.setdefault(key, []).append(r)
     found = []
     for rs in out.values():
@@ -61,7 +62,7 @@ def agreement(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[st
     return out
 
 
-def backends_table(records: list[dict[str, Any]], predictions: Predictions) -> Table | None:
+def backends_table(records: list[Record], predictions: Predictions) -> Table | None:
     """One row per cell of every side-by-side group: accuracy, agreement with the reference's
     predictions, eval seconds and peak host memory."""
     found = groups(records)
@@ -76,14 +77,14 @@ def backends_table(records: list[dict[str, Any]], predictions: Predictions) -> T
                    f"generated text (black cells). Peak host memory is the cell's process: a served model's memory is the "
                    f"server's, not counted here")
     for rs in found:
-        ref_rows = predictions(rs[0]["cell_id"])
+        ref_rows = predictions(rs[0].cell_id)
         for i, r in enumerate(rs):
-            rows = predictions(r["cell_id"])
+            rows = predictions(r.cell_id)
             a = agreement(ref_rows, rows) if i and ref_rows is not None and rows is not None else {}
-            t.rows.append([r["label"], r["access"], r["dataset"], r["model"], fmt(100 * r["accuracy"]),
+            t.rows.append([r.label, r.access, r.dataset, r.model, _pct(r.accuracy),
                            "reference" if not i else _pct(a.get("same")), str(a["differ"]) if "differ" in a else "",
                            str(a["near_ties"]) if "near_ties" in a else "",
                            fmt(a.get("max_score_delta"), digits=3) if "max_score_delta" in a else "",
                            _pct(a.get("same_answer")) if "same_answer" in a else "",
-                           fmt(r.get("eval_wall_s")), gib(r.get("peak_host_rss_bytes"), 2)])
+                           fmt(r.eval_wall_s), gib(r.peak_host_rss_bytes, 2)])
     return t

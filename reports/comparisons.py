@@ -7,8 +7,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.reports.stats import holm, paired_test, seed_interval, seed_paired_test, wilson
-from boxbench.reports.table import ACCESS_ORDER, is_transfer, main_test_sets, row_order, test_set_of
+from boxbench.reports.table import ACCESS_ORDER, is_transfer, main_test_sets, mean_accuracy, row_order, test_set_of
 
 
 @dataclass
@@ -57,14 +58,14 @@ PAIRED_NOTE = ("paired on the same test examples and answered twice: across trai
                "models taken as fixed, the seed spread left out)")
 
 
-def correct_bits(r: dict[str, Any]) -> str | None:
-    return r.get("correct") if isinstance(r.get("correct"), str) else None
+def correct_bits(r: Record) -> str | None:
+    return r.correct if isinstance(r.correct, str) else None
 
 
-def paired_bits(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> tuple[list[list[bool]], list[list[bool]]] | None:
+def paired_bits(xs: list[Record], ys: list[Record]) -> tuple[list[list[bool]], list[list[bool]]] | None:
     """Each side's per-seed correctness (seeds in order) on a test set both sides were scored on
     (the same test hash and length); None when they share none."""
-    def test_of(r: dict[str, Any]) -> tuple[Any, Any] | None:
+    def test_of(r: Record) -> tuple[Any, Any] | None:
         return test_set_of(r) if correct_bits(r) else None
 
     theirs = {test_of(y) for y in ys}
@@ -72,13 +73,13 @@ def paired_bits(xs: list[dict[str, Any]], ys: list[dict[str, Any]]) -> tuple[lis
     if not shared:
         return None
 
-    def bits(rs: list[dict[str, Any]]) -> list[list[bool]]:
-        return [[c == "1" for c in r["correct"]] for r in sorted(rs, key=lambda r: r["seed"]) if test_of(r) == shared[0]]
+    def bits(rs: list[Record]) -> list[list[bool]]:
+        return [[c == "1" for c in r.correct or ""] for r in sorted(rs, key=lambda r: r.seed) if test_of(r) == shared[0]]
     return bits(xs), bits(ys)
 
 
-def compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs: list[dict[str, Any]],
-             ys: list[dict[str, Any]]) -> Comparison | None:
+def compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs: list[Record],
+             ys: list[Record]) -> Comparison | None:
     bits = paired_bits(xs, ys)
     if bits is None:
         return None
@@ -88,30 +89,30 @@ def compare(dataset: str, a: tuple[str, str], b: tuple[str, str], kind: str, xs:
                       runs=t.runs, fixed_p=fixed.p, fixed_test=fixed.test)
 
 
-def _zero_shot_for(group: list[dict[str, Any]], ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _zero_shot_for(group: list[Record], ok: list[Record]) -> list[Record]:
     """The zero-shot cells a method is compared with: same protocol (generate for black, logprob else)
     and the same test rows."""
-    protocol, rows = group[0]["protocol"], test_set_of(group[0])
-    return [r for r in ok if r["method"] == "zero_shot" and r["protocol"] == protocol and test_set_of(r) == rows]
+    protocol, rows = group[0].protocol, test_set_of(group[0])
+    return [r for r in ok if r.method == "zero_shot" and r.protocol == protocol and test_set_of(r) == rows]
 
 
-def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
+def comparisons(records: list[Record], model: str) -> list[Comparison]:
     """Every method against zero-shot at its protocol on the same test rows, and the best method of
     each access class against the others' bests on the main test set (``main_test_sets``), per
     dataset; Holm-adjusted within each dataset's test set (a side experiment on other test rows,
     compared only with its own zero-shot, is a family of its own)."""
-    ok = [r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and r.get("accuracy") is not None]
+    ok = [r for r in records if r.status == "ok" and r.model == model and not is_transfer(r) and r.accuracy is not None]
     out: list[Comparison] = []
-    for d in dict.fromkeys(r["dataset"] for r in ok):
-        mine = [r for r in ok if r["dataset"] == d]
-        groups = {key: [r for r in mine if (r["access"], r["label"]) == key] for key in row_order(mine)}
+    for d in dict.fromkeys(r.dataset for r in ok):
+        mine = [r for r in ok if r.dataset == d]
+        groups = {key: [r for r in mine if (r.access, r.label) == key] for key in row_order(mine)}
         family: list[Comparison] = []
         for key, group in groups.items():
-            if group[0]["method"] == "zero_shot":
+            if group[0].method == "zero_shot":
                 continue
             base = _zero_shot_for(group, mine)
             if base:
-                c = compare(d, key, (base[0]["access"], base[0]["label"]), "vs zero-shot", group, base)
+                c = compare(d, key, (base[0].access, base[0].label), "vs zero-shot", group, base)
                 if c:
                     family.append(c)
         best: dict[str, tuple[str, str]] = {}
@@ -119,8 +120,8 @@ def comparisons(records: list[dict[str, Any]], model: str) -> list[Comparison]:
         for key, group in groups.items():
             if test_set_of(group[0]) != main:
                 continue
-            mean = statistics.fmean(r["accuracy"] for r in group)
-            if key[0] not in best or mean > statistics.fmean(r["accuracy"] for r in groups[best[key[0]]]):
+            mean = mean_accuracy(group)
+            if key[0] not in best or mean > mean_accuracy(groups[best[key[0]]]):
                 best[key[0]] = key
         classes = [a for a in ACCESS_ORDER if a in best]
         done = {(c.a, c.b) for c in family}
@@ -160,20 +161,20 @@ MARK_NOTE = ("▲/▼ = better/worse than zero-shot with the same protocol acros
              "△/▽ = only for these trained models (the seed spread left out), not across runs")
 
 
-def accuracy_interval(group: list[dict[str, Any]]) -> tuple[float, float, float]:
+def accuracy_interval(group: list[Record]) -> tuple[float, float, float]:
     """(mean, low, high) of a method's accuracy: one seed — the Wilson interval over its test
     examples; several — over seeds and test examples together (``stats.seed_interval``)."""
-    accs = [r["accuracy"] for r in group if r.get("accuracy") is not None]
-    n = group[0].get("n") or 0
+    accs = [r.accuracy for r in group if r.accuracy is not None]
+    n = group[0].n or 0
     if len(accs) == 1:
-        lo, hi = group[0].get("accuracy_ci95") or wilson(round(accs[0] * n), n)
+        lo, hi = group[0].accuracy_ci95 or wilson(round(accs[0] * n), n)
         return accs[0], lo, hi
     return seed_interval(accs, n)
 
 
-def accuracy_cell(group: list[dict[str, Any]]) -> str:
+def accuracy_cell(group: list[Record]) -> str:
     """'mean ± std [low, high] (n=k)' in % (``accuracy_interval``)."""
-    accs = [r["accuracy"] for r in group if r.get("accuracy") is not None]
+    accs = [r.accuracy for r in group if r.accuracy is not None]
     if not accs:
         return "—"
     mean, lo, hi = accuracy_interval(group)

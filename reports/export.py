@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.core.errors import UserError
 from boxbench.core.results import ResultStore, read_predictions
 
@@ -48,29 +49,29 @@ ROW_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def cell_row(r: dict[str, Any]) -> dict[str, Any]:
+def cell_row(r: Record) -> dict[str, Any]:
     """A record as one flat row of typed columns (the cell table; the tracker's metrics are its numbers)."""
-    ci = r.get("accuracy_ci95") or [None, None]
-    code = r.get("code") or {}
-    return {"cell_key": r["cell_key"], "cell_id": r["cell_id"], "method": r["method"], "label": r["label"], "access": r["access"],
-            "family": r.get("family"), "model": r["model"], "backend": (r.get("model_spec") or {}).get("backend"),
-            "dataset": r["dataset"], "seed": r["seed"], "status": r["status"], "error": r.get("error"), "protocol": r.get("protocol"),
-            "accuracy": r.get("accuracy"), "accuracy_low": ci[0], "accuracy_high": ci[1], "macro_f1": r.get("macro_f1"),
-            "n": r.get("n"), "invalid_rate": r.get("invalid_rate"), "tune_wall_s": r.get("tune_wall_s"),
-            "eval_wall_s": r.get("eval_wall_s"), "load_wall_s": r.get("load_wall_s"),
-            "peak_host_rss_bytes": r.get("peak_host_rss_bytes"), "peak_accelerator_bytes": r.get("peak_accelerator_bytes"),
-            "model_calls": r.get("model_calls"), "prompt_tokens": r.get("prompt_tokens"),
-            "completion_tokens": r.get("completion_tokens"), "tune_flops": r.get("tune_flops"), "eval_flops": r.get("eval_flops"),
-            "tune_cost": r.get("tune_cost"), "eval_cost": r.get("eval_cost"), "started_at": r.get("started_at"),
-            "finished_at": r.get("finished_at"), "params": json.dumps(r.get("params") or {}, sort_keys=True),
+    low, high = r.accuracy_ci95 if r.accuracy_ci95 else (None, None)
+    code = r.extra.get("code") or {}
+    return {"cell_key": r.cell_key, "cell_id": r.cell_id, "method": r.method, "label": r.label, "access": r.access,
+            "family": r.family, "model": r.model, "backend": (r.model_spec or {}).get("backend"),
+            "dataset": r.dataset, "seed": r.seed, "status": r.status, "error": r.error, "protocol": r.protocol,
+            "accuracy": r.accuracy, "accuracy_low": low, "accuracy_high": high, "macro_f1": r.macro_f1,
+            "n": r.n, "invalid_rate": r.invalid_rate, "tune_wall_s": r.tune_wall_s,
+            "eval_wall_s": r.eval_wall_s, "load_wall_s": r.load_wall_s,
+            "peak_host_rss_bytes": r.peak_host_rss_bytes, "peak_accelerator_bytes": r.peak_accelerator_bytes,
+            "model_calls": r.model_calls, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "tune_flops": r.tune_flops, "eval_flops": r.eval_flops,
+            "tune_cost": r.extra.get("tune_cost"), "eval_cost": r.extra.get("eval_cost"), "started_at": r.started_at,
+            "finished_at": r.finished_at, "params": json.dumps(r.params or {}, sort_keys=True),
             "commit": code.get("commit") if isinstance(code, dict) else None}
 
 
-def _example_rows(run_dir: Path, r: dict[str, Any]) -> list[dict[str, Any]]:
+def _example_rows(run_dir: Path, r: Record) -> list[dict[str, Any]]:
     out = []
-    for i, x in enumerate(read_predictions(run_dir, r["cell_id"]) or []):
-        out.append({"cell_id": r["cell_id"], "method": r["method"], "label": r["label"], "access": r["access"], "model": r["model"],
-                    "dataset": r["dataset"], "seed": r["seed"], "row": i, "text": x.get("text"), "gold": x.get("label"),
+    for i, x in enumerate(read_predictions(run_dir, r.cell_id) or []):
+        out.append({"cell_id": r.cell_id, "method": r.method, "label": r.label, "access": r.access, "model": r.model,
+                    "dataset": r.dataset, "seed": r.seed, "row": i, "text": x.get("text"), "gold": x.get("label"),
                     "pred": x.get("pred"), "correct": x.get("pred") == x.get("label"), "answer": x.get("answer"),
                     "scores": json.dumps(x["scores"]) if "scores" in x else None, "prompt_sha256": x.get("prompt_sha256")})
     return out
@@ -80,9 +81,9 @@ def frame(run_dir: Path, rows: bool = False) -> Any:
     """The run as a pandas DataFrame with the documented columns and nullable types."""
     import pandas as pd
 
-    records = ResultStore.existing(run_dir, "RUN").records()
+    records = ResultStore.existing(run_dir, "RUN").read()
     columns = ROW_COLUMNS if rows else CELL_COLUMNS
-    data = [x for r in records if r["status"] == "ok" for x in _example_rows(run_dir, r)] if rows else [cell_row(r) for r in records]
+    data = [x for r in records if r.status == "ok" for x in _example_rows(run_dir, r)] if rows else [cell_row(r) for r in records]
     df = pd.DataFrame(data, columns=[c for c, _, _ in columns])
     dtypes = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}
     return df.astype({c: dtypes[t] for c, t, _ in columns})

@@ -5,12 +5,13 @@ a plugin adds its own with ``@METHOD_TABLES.register("my_method")`` (or the entr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
+from boxbench.core.results import Record
 from boxbench.core.registry import Registry
 from boxbench.reports.table import Table
 
-MethodTables = Callable[[list[dict[str, Any]]], list[Table]]
+MethodTables = Callable[[list[Record]], list[Table]]
 
 METHOD_TABLES: Registry[MethodTables] = Registry("method_table", {
     "pez": "boxbench.reports.pez:tables",
@@ -18,10 +19,10 @@ METHOD_TABLES: Registry[MethodTables] = Registry("method_table", {
 })
 
 
-def method_tables(records: list[dict[str, Any]]) -> list[Table]:
+def method_tables(records: list[Record]) -> list[Table]:
     """Each method's own tables, for the methods that have cells here (in the order they first appear)."""
     out: list[Table] = []
-    for name in dict.fromkeys(r["method"] for r in records):
+    for name in dict.fromkeys(r.method for r in records):
         if name in METHOD_TABLES:
             out += METHOD_TABLES.get(name)(records)
     return out

@@ -6,10 +6,11 @@ import io
 import statistics
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.reports.comparisons import accuracy_interval
 from boxbench.reports.cost import frontier_points
 from boxbench.reports.sweep import choose_budget, sweep_curves
-from boxbench.reports.table import is_transfer, on_main_test, row_order
+from boxbench.reports.table import is_transfer, mean_accuracy, on_main_test, row_order
 from boxbench.reports.transfer import transfer_matrix, transfer_sources
 
 ACCESS_COLOURS = {"black": "#222222", "grey": "#8c8c8c", "white": "#1f77b4"}
@@ -89,11 +90,11 @@ def _png(fig: Any, handles: list[Any] | None = None, top: float = 1.0, labels: l
     return buf.getvalue()
 
 
-def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
+def cost_plot(records: list[Record]) -> bytes | None:
     """Accuracy vs tuning wall time and accuracy vs peak memory, one row of two panels per dataset, of
     the cells the frontier shows (no transfer cell, no side experiment on other test rows). None if
     nothing to plot."""
-    ok = on_main_test([r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)])
+    ok = on_main_test([r for r in records if r.status == "ok" and r.accuracy is not None and not is_transfer(r)])
     if not ok:
         return None
     import matplotlib
@@ -101,21 +102,21 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, str], list[Record]] = {}
     for r in ok:
-        groups.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
-    datasets = list(dict.fromkeys(r["dataset"] for r in ok))
+        groups.setdefault((r.model, r.dataset, r.access, r.label), []).append(r)
+    datasets = list(dict.fromkeys(r.dataset for r in ok))
     height = 0.4 + 3.8 * len(datasets)  # inches: the legend row, then a row of panels per dataset
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, height), squeeze=False)
     labels: list[Label] = []
     panels = [("tune_wall_s", "tuning wall time (s, symlog)", 1.0), ("peak_host_rss_bytes", "peak host memory (GiB)", 1024**3)]
     for row, (ax, (key, xlabel, scale)) in ((row, p) for row in range(len(datasets)) for p in zip(axes[row], panels)):
         for (model, dataset, access, label), rs in groups.items():
-            xs = [r[key] / scale for r in rs if r.get(key) is not None] if dataset == datasets[row] else []
+            xs = [v / scale for r in rs if (v := getattr(r, key)) is not None] if dataset == datasets[row] else []
             if not xs:
                 continue
             x = statistics.fmean(xs)
-            y = 100 * statistics.fmean(r["accuracy"] for r in rs)
+            y = 100 * mean_accuracy(rs)
             ax.scatter(x, y, color=ACCESS_COLOURS.get(access, "red"), s=40)
             labels.append((ax, x, y, label))
         ax.set_title(datasets[row], fontsize=9)
@@ -128,9 +129,9 @@ def cost_plot(records: list[dict[str, Any]]) -> bytes | None:
     return _png(fig, handles, top=1 - 0.35 / height, labels=labels)
 
 
-def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
+def transfer_heatmap(records: list[Record]) -> bytes | None:
     """One heatmap per dataset and source model: methods × (Original + targets), mean accuracy over seeds."""
-    mats = [(f"{d}, from {src}", m) for d in dict.fromkeys(r["dataset"] for r in records)
+    mats = [(f"{d}, from {src}", m) for d in dict.fromkeys(r.dataset for r in records)
             for src in transfer_sources(records, d) if (m := transfer_matrix(records, d, src))]
     if not mats:
         return None
@@ -154,11 +155,11 @@ def transfer_heatmap(records: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
+def accuracy_plot(records: list[Record]) -> bytes | None:
     """The survey's Table 1 drawn: one panel per model and dataset, a bar per method grouped by access
     class (colour), with its 95 % interval (``tables.accuracy_cell``'s) as the error bar."""
-    ok = [r for r in records if r["status"] == "ok" and r.get("accuracy") is not None and not is_transfer(r)]
-    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in ok))
+    ok = [r for r in records if r.status == "ok" and r.accuracy is not None and not is_transfer(r)]
+    panels = list(dict.fromkeys((r.model, r.dataset) for r in ok))
     if not panels:
         return None
     import matplotlib
@@ -167,21 +168,21 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     import matplotlib.pyplot as plt
 
     main = {id(r) for r in on_main_test(ok)}
-    bars = [len(row_order([r for r in ok if (r["model"], r["dataset"]) == p])) for p in panels]
+    bars = [len(row_order([r for r in ok if (r.model, r.dataset) == p])) for p in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 0.42 * sum(bars) + 1.6 * len(panels)), 4.4), squeeze=False,
                              gridspec_kw={"width_ratios": [max(n, 5) for n in bars]})  # a panel as wide as its bars
     for ax, (model, dataset) in zip(axes[0], panels):
-        mine = [r for r in ok if (r["model"], r["dataset"]) == (model, dataset)]
+        mine = [r for r in ok if (r.model, r.dataset) == (model, dataset)]
         keys = row_order(mine)
         names = []
         for i, key in enumerate(keys):
-            rs = [r for r in mine if (r["access"], r["label"]) == key]
+            rs = [r for r in mine if (r.access, r.label) == key]
             mean, lo, hi = accuracy_interval(rs)
             side = not any(id(r) in main for r in rs)  # a side experiment on other test rows: hatched, its rows named
             ax.bar(i, 100 * mean, color=ACCESS_COLOURS.get(key[0], "red"), alpha=0.45 if side else 0.85, hatch="//" if side else None)
             below, above = max(0.0, mean - lo), max(0.0, hi - mean)  # float rounding at 0 % / 100 %
             ax.errorbar(i, 100 * mean, yerr=[[100 * below], [100 * above]], color="#d62728", capsize=3, lw=1)
-            names.append(f"{key[1]} · {rs[0].get('n')} rows" if side else key[1])
+            names.append(f"{key[1]} · {rs[0].n} rows" if side else key[1])
         ax.set_xticks(range(len(keys)), names, rotation=45, ha="right", fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
@@ -192,7 +193,7 @@ def accuracy_plot(records: list[dict[str, Any]]) -> bytes | None:
     return _png(fig, handles, top=0.9)
 
 
-def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
+def sweep_plot(records: list[Record]) -> bytes | None:
     """Learning curves: accuracy (95 % interval) against each swept budget — one row of panels per
     dataset, one panel per swept param, one line per method and model (its own colour; the access
     class in its label) — with the budget ``choose_budget`` picks ringed. None without sweeps."""
@@ -228,7 +229,7 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
                 err = [[100 * (m - lo) for m, lo, _ in stats], [100 * (hi - m) for m, _, hi in stats]]
                 colour = colours[i % len(colours)]
                 ax.errorbar(xs, ys, yerr=err, marker=MARKERS[i % len(MARKERS)], capsize=3, color=colour, alpha=0.9,
-                            label=f"{name} ({points[0][1][0]['access']}) · {model}")
+                            label=f"{name} ({points[0][1][0].access}) · {model}")
                 chosen = choose_budget(points)
                 if chosen is not None:
                     j = [v for v, _ in points].index(chosen[0])
@@ -247,7 +248,7 @@ def sweep_plot(records: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def frontier_plot(records: list[dict[str, Any]]) -> bytes | None:
+def frontier_plot(records: list[Record]) -> bytes | None:
     """The headline picture: accuracy (95 % interval) against tuning FLOPs, one point per method,
     coloured by access class, one panel per dataset, the Pareto front drawn as a step line
     (``tables.frontier_points``). None without compute estimates."""

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.core.results import ResultStore, read_predictions, write_atomically
 from boxbench.reports.accuracy import accuracy_table, comparison_table, headline_table
 from boxbench.reports.backends import Predictions, backends_table
@@ -28,17 +29,17 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:f
 tr.group td{background:#eee;font-weight:bold;text-align:left}.note{color:#555;font-size:90%}img{max-width:100%;height:auto}"""
 
 
-def load_records(run_dir: Path) -> list[dict[str, Any]]:
+def load_records(run_dir: Path) -> list[Record]:
     """Every record of ``results.jsonl``; a record written before per-example correctness was kept
     gets it from its cell's predictions.jsonl (for the paired tests)."""
-    records = ResultStore.existing(run_dir, "run dir").records()
+    records = ResultStore.existing(run_dir, "run dir").read()
     for r in records:
-        if r.get("status") == "ok" and "correct" not in r and (rows := read_predictions(run_dir, r["cell_id"])) is not None:
-            r["correct"] = "".join("1" if x.get("pred") == x.get("label") else "0" for x in rows)
+        if r.status == "ok" and r.correct is None and (rows := read_predictions(run_dir, r.cell_id)) is not None:
+            r.correct = "".join("1" if x.get("pred") == x.get("label") else "0" for x in rows)
     return records
 
 
-def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_current(records: list[Record], run_dir: Path) -> tuple[list[Record], list[Record]]:
     """(cells of the suite now in the run dir, stale records): the suite's cell keys are written to
     suite.json by every run; a run dir without them (older boxbench) counts every record as current."""
     meta = run_dir / "suite.json"
@@ -46,22 +47,22 @@ def split_current(records: list[dict[str, Any]], run_dir: Path) -> tuple[list[di
     if not keys:
         return records, []
     want = set(keys)
-    return [r for r in records if r.get("cell_key") in want], [r for r in records if r.get("cell_key") not in want]
+    return [r for r in records if r.cell_key in want], [r for r in records if r.cell_key not in want]
 
 
-def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | None = None,
+def build_tables(records: list[Record], stale: list[Record] | None = None,
                  chosen: dict[tuple[str, str, str], str] | None = None, plans: dict[str, dict[str, Any]] | None = None,
                  predictions: Predictions | None = None) -> list[Table]:
     """Every table of the report, in order. ``predictions``: a cell id -> its per-example rows (the
     backends' side-by-side table needs them; without it that table is left out)."""
-    models = list(dict.fromkeys(r["model"] for r in records if r.get("status") == "ok" and not is_transfer(r)))
+    models = list(dict.fromkeys(r.model for r in records if r.status == "ok" and not is_transfer(r)))
     cs = {m: comparisons(records, m) for m in models}  # the paired tests and the verdicts' orderings, once, for every table that shows them
     orderings = verdict_orderings(records, chosen)
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen, orderings)]
     for m in models:
         tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
     tables.append(seed_table(records, plans or {}, chosen, paired=cs, orderings=orderings))
-    tables += [transfer_table(records, d, src) for d in dict.fromkeys(r["dataset"] for r in records)
+    tables += [transfer_table(records, d, src) for d in dict.fromkeys(r.dataset for r in records)
                for src in transfer_sources(records, d)]
     if predictions is not None:
         tables.append(backends_table(records, predictions))
@@ -71,22 +72,22 @@ def build_tables(records: list[dict[str, Any]], stale: list[dict[str, Any]] | No
     return [t for t in tables if t is not None]
 
 
-def report_header(run_dir: Path, records: list[dict[str, Any]], stale: list[dict[str, Any]], meta: dict[str, Any],
+def report_header(run_dir: Path, records: list[Record], stale: list[Record], meta: dict[str, Any],
                   select_from: Path | None) -> str:
     """The lines above the tables: suite, cells, progress, data, versions, devices, and where the rows came from."""
-    ok = sum(1 for r in records if r.get("status") == "ok")
-    sources = sorted({r.get("data_source", "?") for r in records if r.get("status") == "ok"})
-    versions: dict[str, Any] = next((r["versions"] for r in records if r.get("versions")), {})
-    devices = sorted({json.dumps(r.get("device"), sort_keys=True) for r in records if r.get("device")})
+    ok = sum(1 for r in records if r.status == "ok")
+    sources = sorted({r.data_source or "?" for r in records if r.status == "ok"})
+    versions: dict[str, Any] = next((r.versions for r in records if r.versions), {})
+    devices = sorted({json.dumps(r.device, sort_keys=True) for r in records if r.device})
     suite = meta.get("name", "?")
     description = str((meta.get("suite") or {}).get("description") or "")
     planned = len(meta.get("cell_keys") or [])
-    to_go = planned - len({r.get("cell_key") for r in records}) if planned else 0  # a run in progress, or stopped: it resumes
+    to_go = planned - len({r.cell_key for r in records}) if planned else 0  # a run in progress, or stopped: it resumes
     progress = f" · {to_go} of the suite's {planned} cells not run yet (`boxbench run` on this folder resumes them)" if to_go > 0 else ""
     header = (f"Suite `{suite}` · {ok}/{len(records)} cells ok{progress}{f' · {len(stale)} stale cells listed at the end' if stale else ''} · written {dt.datetime.now().isoformat(timespec='seconds')}\n\n"
               f"Data: {', '.join(sources)} · versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n\n"
               f"Devices: {'; '.join(devices)}\n" + (f"\n{description}\n" if description else ""))
-    held_out = sorted({r["dataset"] for r in records if (r.get("sizes") or {}).get("evaluated_on") == "holdout"})
+    held_out = sorted({r.dataset for r in records if (r.sizes or {}).get("evaluated_on") == "holdout"})
     if select_from is not None:
         header += f"\nVerdicts' class representatives chosen on the held-out rows of {select_from.name}/ (calibration), not on this test set\n"
     if held_out:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.reports.comparisons import Comparison, comparisons, paired_bits
 from boxbench.reports.stats import projected_p
 from boxbench.reports.table import Table, is_transfer, p_text
@@ -55,20 +56,20 @@ def arm(model: str, dataset: str, label: str) -> str:
     return f"{model}|{dataset}|{label}"
 
 
-def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
+def decide(records: list[Record], plans: dict[str, dict[str, Any]],
            chosen: dict[tuple[str, str, str], str] | None = None, *, paired: dict[str, list[Comparison]] | None = None,
            orderings: Orderings | None = None) -> list[Decision]:
     """Every comparison of the run's finished cells — the report's paired comparisons and its
     verdicts' orderings (``chosen``: their class representatives, as ``report --select-best-from``) —
     with its reason (module doc) under ``plans`` (arm → ``{min, max, until}``). ``paired`` (model →
     ``comparisons``) and ``orderings`` (``verdict_orderings``): the report's, where it computed them."""
-    ok = [r for r in records if r.get("status") == "ok" and not is_transfer(r) and r.get("accuracy") is not None]
+    ok = [r for r in records if r.status == "ok" and not is_transfer(r) and r.accuracy is not None]
     orderings = verdict_orderings(records, chosen) if orderings is None else orderings
     out: list[Decision] = []
-    for model in dict.fromkeys(r["model"] for r in ok):
+    for model in dict.fromkeys(r.model for r in ok):
         verdicts = [c for (m, _), cs in orderings.items() if m == model for c in cs]
         for c in (paired[model] if paired is not None and model in paired else comparisons(ok, model)) + verdicts:
-            sides = [[r for r in ok if (r["model"], r["dataset"], r["access"], r["label"]) == (model, c.dataset, *key)] for key in (c.a, c.b)]
+            sides = [[r for r in ok if (r.model, r.dataset, r.access, r.label) == (model, c.dataset, *key)] for key in (c.a, c.b)]
             bits = paired_bits(*sides)
             if bits is None:
                 continue
@@ -91,7 +92,7 @@ def decide(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
     return out
 
 
-def seed_table(records: list[dict[str, Any]], plans: dict[str, dict[str, Any]],
+def seed_table(records: list[Record], plans: dict[str, dict[str, Any]],
                chosen: dict[tuple[str, str, str], str] | None = None, *, paired: dict[str, list[Comparison]] | None = None,
                orderings: Orderings | None = None) -> Any:
     """The report's "Seeds per claim": each comparison with a planned side, its seeds and why they stopped."""

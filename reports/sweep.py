@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
+from boxbench.core.results import Record
 from boxbench.reports.comparisons import accuracy_cell
-from boxbench.reports.table import Table, flops_text, fmt, is_transfer, mean_or_none
+from boxbench.reports.table import Table, flops_text, fmt, is_transfer, mean_accuracy, mean_or_none
 
 
-def sweep_curves(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[tuple[Any, list[dict[str, Any]]]]]:
+def sweep_curves(records: list[Record]) -> dict[tuple[str, str, str, str], list[tuple[Any, list[Record]]]]:
     """Budget sweeps (a suite entry's ``sweep:``): per (method, model, dataset, swept param), the swept
     values in suite order, each with its cells (the seeds). A param swept together with others is
     drawn once per combination of the others (named in the method)."""
-    ok = [r for r in records if r["status"] == "ok" and r.get("sweep") and not is_transfer(r) and r.get("accuracy") is not None]
-    out: dict[tuple[str, str, str, str], dict[Any, list[dict[str, Any]]]] = {}
+    ok = [r for r in records if r.status == "ok" and r.sweep and not is_transfer(r) and r.accuracy is not None]
+    out: dict[tuple[str, str, str, str], dict[Any, list[Record]]] = {}
     for r in ok:
-        base = r["label"].rsplit("[", 1)[0]
-        for param, value in r["sweep"].items():
-            others = {k: v for k, v in r["sweep"].items() if k != param}
+        base = r.label.rsplit("[", 1)[0]
+        for param, value in (r.sweep or {}).items():
+            others = {k: v for k, v in (r.sweep or {}).items() if k != param}
             name = base + (f" ({', '.join(f'{k}={v}' for k, v in others.items())})" if others else "")
-            out.setdefault((name, r["model"], r["dataset"], param), {}).setdefault(value, []).append(r)
+            out.setdefault((name, r.model, r.dataset, param), {}).setdefault(value, []).append(r)
     return {k: list(v.items()) for k, v in out.items()}
 
 
@@ -30,13 +30,13 @@ PLATEAU_PP = 1.0  # a budget "stops rising" within this many points of the curve
 BUDGET_CAP_S = 600.0  # the tuning time one study cell may take on the machine that ran the sweep (10 minutes on 2
 
 
-def choose_budget(points: list[tuple[Any, list[dict[str, Any]]]]) -> tuple[Any, str] | None:
+def choose_budget(points: list[tuple[Any, list[Record]]]) -> tuple[Any, str] | None:
     """The budget rule of the CPU study: among the swept values whose tuning stayed under
     ``BUDGET_CAP_S``, the smallest whose accuracy is within ``PLATEAU_PP`` of the best of them
     (where the curve stops rising), and why; None for a non-numeric sweep."""
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v, _ in points):
         return None
-    stats = [(v, statistics.fmean(r["accuracy"] for r in g), mean_or_none(r.get("tune_wall_s") for r in g) or 0.0) for v, g in points]
+    stats = [(v, mean_accuracy(g), mean_or_none(r.tune_wall_s for r in g) or 0.0) for v, g in points]
     within = [x for x in stats if x[2] <= BUDGET_CAP_S]
     if not within:
         return min(stats, key=lambda x: x[2])[0], f"every value's tuning exceeds {BUDGET_CAP_S:.0f} s: the cheapest"
@@ -50,7 +50,7 @@ def choose_budget(points: list[tuple[Any, list[dict[str, Any]]]]) -> tuple[Any, 
     return value, f"within {PLATEAU_PP:g} point of the best value under the cap"
 
 
-def sweep_table(records: list[dict[str, Any]]) -> Table | None:
+def sweep_table(records: list[Record]) -> Table | None:
     """Learning curves as a table: accuracy (mean [95 % interval]) at each swept value, with the
     tuning time and compute it took, and the budget ``choose_budget`` picks from them."""
     curves = sweep_curves(records)
@@ -66,6 +66,6 @@ def sweep_table(records: list[dict[str, Any]]) -> Table | None:
         for value, group in points:
             mark = f"← {chosen[1]}" if chosen and chosen[0] == value else ""
             t.rows.append([name, model, dataset, param, str(value), accuracy_cell(group),
-                           fmt(mean_or_none(r.get("tune_wall_s") for r in group), digits=0),
-                           flops_text(mean_or_none(r.get("tune_flops") for r in group)), mark])
+                           fmt(mean_or_none(r.tune_wall_s for r in group), digits=0),
+                           flops_text(mean_or_none(r.tune_flops for r in group)), mark])
     return t

@@ -6,6 +6,7 @@ import html
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+from boxbench.core.results import Record
 
 ACCESS_ORDER = ["black", "grey", "white"]
 
@@ -58,15 +59,25 @@ def mean_or_none(values: Iterable[Any]) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def accuracies(group: list[Record]) -> list[float]:
+    """The accuracies of ``group``'s cells that have one (every finished cell does)."""
+    return [r.accuracy for r in group if r.accuracy is not None]
+
+
+def mean_accuracy(group: list[Record]) -> float:
+    """The mean accuracy over ``group``'s seeds."""
+    return statistics.fmean(accuracies(group))
+
+
 def fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
     return "—" if v is None else f"{v:,.{digits}f}{unit}"
 
 
-def row_order(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def row_order(records: list[Record]) -> list[tuple[str, str]]:
     """(access, label) pairs in table order: access class, then first appearance."""
     seen: list[tuple[str, str]] = []
     for r in records:
-        key = (r["access"], r["label"])
+        key = (r.access, r.label)
         if key not in seen:
             seen.append(key)
     return sorted(seen, key=lambda k: ACCESS_ORDER.index(k[0]) if k[0] in ACCESS_ORDER else 99)
@@ -87,41 +98,41 @@ def gib(n_bytes: float | None, digits: int = 1) -> str:
     return fmt(n_bytes / 1024**3 if n_bytes is not None else None, digits=digits)
 
 
-def sub_class(records: list[dict[str, Any]]) -> str:
+def sub_class(records: list[Record]) -> str:
     """The method's sub-class in the survey's taxonomy (``family`` in the record: ``grey/module`` -> ``module``)."""
-    fams = {str(r.get("family") or "").split("/")[-1] for r in records} - {""}
+    fams = {str(r.family or "").split("/")[-1] for r in records} - {""}
     return ", ".join(sorted(fams)) or "—"
 
 
-def method_of(ok: list[dict[str, Any]], key: tuple[str, str]) -> str:
-    return next(r["method"] for r in ok if (r["access"], r["label"]) == key)
+def method_of(ok: list[Record], key: tuple[str, str]) -> str:
+    return next(r.method for r in ok if (r.access, r.label) == key)
 
 
-def is_transfer(r: dict[str, Any]) -> bool:
+def is_transfer(r: Record) -> bool:
     """A transfer record: an artifact tuned on ``source_model``, evaluated on another model."""
-    return r.get("source_model", r.get("model")) != r.get("target_model", r.get("model"))
+    return (r.source_model or r.model) != (r.target_model or r.model)
 
 
-def test_set_of(r: dict[str, Any]) -> tuple[Any, Any]:
-    return r.get("test_sha256"), r.get("n")
+def test_set_of(r: Record) -> tuple[Any, Any]:
+    return r.test_sha256, r.n
 
 
-def main_test_sets(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[Any, Any]]:
+def main_test_sets(records: list[Record]) -> dict[tuple[str, str], tuple[Any, Any]]:
     """(model, dataset) → the test set (hash, rows) most of its records were scored on (ties: the
     larger). Comparisons between methods, the frontier and the verdicts are about that one test set;
     a side experiment on other rows (the PEZ transfer block's source cells) is compared only with
     the zero-shot run on its own rows, and its accuracy is marked with its row count."""
     counts: dict[tuple[str, str], dict[tuple[Any, Any], int]] = {}
     for r in records:
-        sets = counts.setdefault((r["model"], r["dataset"]), {})
+        sets = counts.setdefault((r.model, r.dataset), {})
         sets[test_set_of(r)] = sets.get(test_set_of(r), 0) + 1
     return {k: max(v, key=lambda t: (v[t], t[1] or 0)) for k, v in counts.items()}
 
 
-def on_main_test(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def on_main_test(records: list[Record]) -> list[Record]:
     """The records scored on their (model, dataset)'s main test set (``main_test_sets``)."""
     main = main_test_sets(records)
-    return [r for r in records if test_set_of(r) == main[(r["model"], r["dataset"])]]
+    return [r for r in records if test_set_of(r) == main[(r.model, r.dataset)]]
 
 
 def flops_text(v: float | None) -> str:

@@ -2,64 +2,62 @@
 
 from __future__ import annotations
 
-import statistics
-from typing import Any
-
+from boxbench.core.results import Record
 from boxbench.reports import published
 from boxbench.reports.comparisons import PAIRED_NOTE, Comparison, apply_holm, claim_verdict, compare, correct_bits, paired_bits
 from boxbench.reports.stats import Z95, Z_POWER80, across_seeds, gap_difference, per_example_gap
 from boxbench.reports.sweep import choose_budget, sweep_curves
-from boxbench.reports.table import ACCESS_ORDER, Table, is_transfer, on_main_test, p_text, row_order, seeds_text
+from boxbench.reports.table import ACCESS_ORDER, Table, is_transfer, mean_accuracy, on_main_test, p_text, row_order, seeds_text
 
 
-def _best_of_class(mine: list[dict[str, Any]], access: str, method: str | None = None) -> list[dict[str, Any]]:
+def _best_of_class(mine: list[Record], access: str, method: str | None = None) -> list[Record]:
     """The cells of the access class's best tuning method in ``mine``: ``method`` where it was chosen
     beforehand (``best_by_class`` of a calibration run; its row of the method's own label first),
     else the highest mean accuracy here. The survey's claims are about what tuning buys, so the
     untuned rows (family ``baseline``) are not candidates."""
-    tuned = [r for r in mine if r.get("family") != "baseline"]
+    tuned = [r for r in mine if r.family != "baseline"]
     keys = [k for k in row_order(tuned) if k[0] == access]
-    groups = [[r for r in tuned if (r["access"], r["label"]) == k] for k in keys]
+    groups = [[r for r in tuned if (r.access, r.label) == k] for k in keys]
     if method is not None:
-        named = [g for g in groups if g[0]["method"] == method]
-        named.sort(key=lambda g: g[0]["label"] not in (method, f"{method}@{access}"))
+        named = [g for g in groups if g[0].method == method]
+        named.sort(key=lambda g: g[0].label not in (method, f"{method}@{access}"))
         return named[0] if named else []
-    return max(groups, key=lambda g: statistics.fmean(r["accuracy"] for r in g)) if groups else []
+    return max(groups, key=mean_accuracy) if groups else []
 
 
-def best_by_class(calibration: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
     """(model, dataset, access) → the tuning method with the best held-out accuracy in a calibration
     run, each swept method at the budget ``choose_budget`` picks: the verdicts' class representatives
     chosen before the test set is seen (choosing them on test favours the class with more methods)."""
-    ok = [r for r in calibration if r.get("status") == "ok" and r.get("accuracy") is not None and r.get("family") != "baseline"
+    ok = [r for r in calibration if r.status == "ok" and r.accuracy is not None and r.family != "baseline"
           and not is_transfer(r)]
     score: dict[tuple[str, str, str], dict[str, float]] = {}
     for (name, model, dataset, _), points in sweep_curves(ok).items():
         chosen = choose_budget(points)
-        group = dict(points)[chosen[0]] if chosen else max((g for _, g in points), key=lambda g: statistics.fmean(r["accuracy"] for r in g))
-        score.setdefault((model, dataset, group[0]["access"]), {})[group[0]["method"]] = statistics.fmean(r["accuracy"] for r in group)
-    unswept: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+        group = dict(points)[chosen[0]] if chosen else max((g for _, g in points), key=mean_accuracy)
+        score.setdefault((model, dataset, group[0].access), {})[group[0].method] = mean_accuracy(group)
+    unswept: dict[tuple[str, str, str, str], list[Record]] = {}
     for r in ok:
-        if not r.get("sweep"):
-            unswept.setdefault((r["model"], r["dataset"], r["access"], r["label"]), []).append(r)
+        if not r.sweep:
+            unswept.setdefault((r.model, r.dataset, r.access, r.label), []).append(r)
     for (model, dataset, access, _), group in unswept.items():
-        score.setdefault((model, dataset, access), {}).setdefault(group[0]["method"], statistics.fmean(x["accuracy"] for x in group))
+        score.setdefault((model, dataset, access), {}).setdefault(group[0].method, mean_accuracy(group))
     return {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
 
 
-def ordering_comparisons(mine: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
+def ordering_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
     """The survey's orderings (``published.ORDERINGS``) on one model's cells of one dataset's main test
     set: each access class's representative (``chosen`` beforehand, else the best here) against the
     other class's, Holm-adjusted as one family."""
     if not mine:
         return []
-    model, d = mine[0]["model"], mine[0]["dataset"]
+    model, d = mine[0].model, mine[0].dataset
     best = {a: _best_of_class(mine, a, (chosen or {}).get((model, d, a))) for a in ACCESS_ORDER}
     family = []
     for hi, lo in published.ORDERINGS:
         if best.get(hi) and best.get(lo):
             a, b = best[hi], best[lo]
-            c = compare(d, (hi, a[0]["label"]), (lo, b[0]["label"]), "verdict", a, b)
+            c = compare(d, (hi, a[0].label), (lo, b[0].label), "verdict", a, b)
             if c:
                 family.append(c)
     apply_holm(family)
@@ -69,23 +67,23 @@ def ordering_comparisons(mine: list[dict[str, Any]], chosen: dict[tuple[str, str
 Orderings = dict[tuple[str, str], list[Comparison]]  # (model, dataset) → its orderings' comparisons
 
 
-def verdict_orderings(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None) -> Orderings:
+def verdict_orderings(records: list[Record], chosen: dict[tuple[str, str, str], str] | None = None) -> Orderings:
     """``ordering_comparisons`` of every model and dataset's main test set (a report computes them once:
     the verdict table and "Seeds per claim" read the same ones)."""
     out: Orderings = {}
-    for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
+    for model in dict.fromkeys(r.model for r in records if r.status == "ok" and not is_transfer(r)):
         ok = _main_cells(records, model)
-        for d in dict.fromkeys(r["dataset"] for r in ok):
-            out[(model, d)] = ordering_comparisons([r for r in ok if r["dataset"] == d], chosen)
+        for d in dict.fromkeys(r.dataset for r in ok):
+            out[(model, d)] = ordering_comparisons([r for r in ok if r.dataset == d], chosen)
     return out
 
 
-def _main_cells(records: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+def _main_cells(records: list[Record], model: str) -> list[Record]:
     """A model's finished cells on each dataset's main test set, with per-example correctness."""
-    return on_main_test([r for r in records if r["status"] == "ok" and r["model"] == model and not is_transfer(r) and correct_bits(r)])
+    return on_main_test([r for r in records if r.status == "ok" and r.model == model and not is_transfer(r) and correct_bits(r)])
 
 
-def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, str], str] | None = None,
+def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str] | None = None,
                   orderings: Orderings | None = None) -> Table | None:
     """Which of the survey's claims hold here (``published.ORDERINGS``, ``published.GAP_LARGER_ON``),
     answered twice: **across training runs** (the verdict) and for **these trained models** (the seed
@@ -99,9 +97,9 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
         return (chosen or {}).get((model, dataset, access))
 
     orderings = verdict_orderings(records, chosen) if orderings is None else orderings
-    for model in dict.fromkeys(r["model"] for r in records if r["status"] == "ok" and not is_transfer(r)):
+    for model in dict.fromkeys(r.model for r in records if r.status == "ok" and not is_transfer(r)):
         ok = _main_cells(records, model)
-        for d in dict.fromkeys(r["dataset"] for r in ok):
+        for d in dict.fromkeys(r.dataset for r in ok):
             for c in orderings.get((model, d), []):
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
                              f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
@@ -110,7 +108,7 @@ def verdict_table(records: list[dict[str, Any]], chosen: dict[tuple[str, str, st
         x, y = published.GAP_LARGER_ON
         gaps, runs, seeds = {}, {}, {}
         for d in (x, y):
-            mine = [r for r in ok if r["dataset"] == d]
+            mine = [r for r in ok if r.dataset == d]
             white, black = _best_of_class(mine, "white", pick(model, d, "white")), _best_of_class(mine, "black", pick(model, d, "black"))
             bits = paired_bits(white, black) if white and black else None
             if bits:

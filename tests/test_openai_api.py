@@ -137,25 +137,25 @@ settings: {{max_new_tokens: 4}}
 
 
 def test_the_report_sets_backends_side_by_side_row_by_row(llama_server, tmp_path):
-    from boxbench.core.results import read_predictions
+    from boxbench.core.results import ResultStore, read_predictions
     from boxbench.reports.backends import agreement, backends_table, groups
 
     run = tmp_path / "run"
     suite = write_suite(tmp_path / "s.yaml", SIDE_BY_SIDE.format(url=llama_server.base_url))
     proc = run_cli("run", str(suite), "--out", str(run), "--quiet", "--report")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    recs = records_of(run)
+    recs = ResultStore(run).read()
     found = groups(recs)
     # one group per access, each led by the hf cell (the reference), the server's cell beside it
-    assert sorted(g[0]["access"] for g in found) == ["black", "grey"]
-    assert all([r["model"] for r in g] == ["smol@hf", "smol@llama.cpp"] for g in found)
-    grey = next(g for g in found if g[0]["access"] == "grey")
-    ref, other = (read_predictions(run, r["cell_id"]) for r in grey)
+    assert sorted(g[0].access for g in found) == ["black", "grey"]
+    assert all([r.model for r in g] == ["smol@hf", "smol@llama.cpp"] for g in found)
+    grey = next(g for g in found if g[0].access == "grey")
+    ref, other = (read_predictions(run, r.cell_id) for r in grey)
     a = agreement(ref, other)
     differ = sum(x["pred"] != y["pred"] for x, y in zip(ref, other))
     assert a["differ"] == differ and a["same"] == 1 - differ / 12 and 0 < a["max_score_delta"] < 1.0
-    black = next(g for g in found if g[0]["access"] == "black")
-    assert "same_answer" in agreement(*(read_predictions(run, r["cell_id"]) for r in black))
+    black = next(g for g in found if g[0].access == "black")
+    assert "same_answer" in agreement(*(read_predictions(run, r.cell_id) for r in black))
     table = backends_table(recs, lambda cell_id: read_predictions(run, cell_id))
     assert [row[5] for row in table.rows].count("reference") == 2
     assert "### Backends side by side" in (run / "report.md").read_text()

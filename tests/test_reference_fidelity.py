@@ -160,11 +160,14 @@ def test_pez_never_returns_its_start_unless_no_step_was_scored(smol, sst2):
 
 
 def test_pez_table_marks_a_prompt_that_never_left_its_start():
+    from boxbench.core.results import Record
     from boxbench.reports.pez import pez_table
 
-    base = {"status": "ok", "label": "pez", "model": "m", "dataset": "sst2", "pez_steps": 25, "candidate_vocab": 10}
-    rows = [{**base, "seed": 0, "best_step": 25, "prompt_moved": True}, {**base, "seed": 1, "best_step": 25, "prompt_moved": False},
-            {**base, "seed": 2, "best_step": 0}]  # a record from before prompt_moved: step 0 is the start
+    base = {"cell_key": "k", "cell_id": "k", "method": "pez", "access": "white", "status": "ok", "label": "pez", "model": "m",
+            "dataset": "sst2", "pez_steps": 25, "candidate_vocab": 10}
+    rows = [Record.from_json(r) for r in ({**base, "seed": 0, "best_step": 25, "prompt_moved": True},
+                                          {**base, "seed": 1, "best_step": 25, "prompt_moved": False},
+                                          {**base, "seed": 2, "best_step": 0})]  # a record from before prompt_moved: step 0 is the start
     table = pez_table(rows)
     row = dict(zip(table.headers, table.rows[0]))
     assert row["best step per seed"] == "25, 25 start, 0 start" and row["prompt left its start"] == "1 of 3 seeds"

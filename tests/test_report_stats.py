@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
+from boxbench.core.results import Record
 from boxbench.reports.stats import binom_cdf_half, holm, mcnemar_exact, seed_interval, wilson
 from boxbench.reports.accuracy import accuracy_table
 from boxbench.reports.comparisons import comparisons
@@ -83,9 +85,9 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
 
     zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 30 + "0" * 30)
     lora = rec("lora", "lora", "white", "logprob", "1" * 40 + "0" * 20)
-    empty = dict(rec("transfer: empty", "zero_shot", "grey", "logprob", "1" * 10 + "0" * 10), test_sha256="side")
-    side = dict(rec("transfer: full", "pez", "white", "logprob", "1" * 20), test_sha256="side")  # 100 %: would be the best
-    records = [dict(r, tune_flops=1e12 if r["method"] != "zero_shot" else 0.0) for r in (zs, lora, empty, side)]
+    empty = rec("transfer: empty", "zero_shot", "grey", "logprob", "1" * 10 + "0" * 10, test_sha256="side")
+    side = rec("transfer: full", "pez", "white", "logprob", "1" * 20, test_sha256="side")  # 100 %: would be the best
+    records = [replace(r, tune_flops=1e12 if r.method != "zero_shot" else 0.0) for r in (zs, lora, empty, side)]
     cs = {(c.a[1], c.kind): c for c in comparisons(records, "m")}
     assert cs[("transfer: full", "vs zero-shot")].b[1] == "transfer: empty"
     assert cs[("lora", "vs zero-shot")].b[1] == "zero_shot@grey"
@@ -106,12 +108,12 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
     acc = correct.count("1") / len(correct)
     key = f"{label}-{model}-{dataset}-{seed}-{kw.get('target_model', model)}"
-    return {"cell_key": key, "cell_id": key, "status": "ok", "label": label,
+    return Record.from_json({"cell_key": key, "cell_id": key, "status": "ok", "label": label,
             "method": method, "access": access, "protocol": protocol, "model": kw.get("target_model", model),
             "dataset": dataset, "seed": seed, "accuracy": acc, "n": len(correct), "correct": correct, "test_sha256": "t",
             "source_model": model, "target_model": kw.get("target_model", model), "invalid_rate": 0.0,
             "tune_wall_s": 1.0, "eval_wall_s": 1.0, "peak_host_rss_bytes": 2**30, "peak_accelerator_bytes": None,
-            "model_calls": len(correct), "prompt_tokens": 10 * len(correct), "completion_tokens": 0}
+            "model_calls": len(correct), "prompt_tokens": 10 * len(correct), "completion_tokens": 0, **kw})
 
 
 def test_a_p_value_too_small_for_a_float_is_not_printed_as_zero():
@@ -134,7 +136,7 @@ def test_significance_marks_and_comparisons():
     assert cs[("lora", "zero_shot@grey")].only_a == 20 and cs[("lora", "zero_shot@grey")].significant
     assert not cs[("usp", "zero_shot@grey")].significant
     assert ("lora", "usp") in cs  # best white vs best grey
-    lora["family"] = "white/partial"
+    lora.family = "white/partial"
     table = accuracy_table([zs, lora, usp], "m")
     rows = {r[0]: r for r in table.rows}
     assert rows["lora"][1] == "partial" and rows["usp"][1] == "—"  # the survey's sub-class (none in an old record)
@@ -160,14 +162,14 @@ def test_stale_cells_are_listed_not_averaged(tmp_path):
 
     now = [rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 6 + "0" * 2, seed=0)]
     old = [rec("zero_shot@grey", "zero_shot", "grey", "logprob", "0" * 4, seed=0)]
-    old[0]["cell_key"] = "an-old-key"
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in now + old))
-    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0]["cell_key"]]}))
+    old[0].cell_key = "an-old-key"
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in now + old))
+    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0].cell_key]}))
     md = write_report(tmp_path)[0].read_text()
     assert "| zero_shot@grey | — | logprob | 75.0 [40.9, 92.9] |" in md  # the current cell alone, not averaged with 0 %
     assert "1 stale cells listed at the end" in md and "### Stale cells" in md
     assert "not run yet" not in md  # every planned cell has its record
-    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0]["cell_key"], "k2", "k3"]}))
+    (tmp_path / "suite.json").write_text(json.dumps({"name": "t", "suite": {}, "cell_keys": [now[0].cell_key, "k2", "k3"]}))
     assert "2 of the suite's 3 cells not run yet" in write_report(tmp_path)[0].read_text()  # a partial run says so
 
 
@@ -183,7 +185,7 @@ def test_the_frontier_marks_what_no_cheaper_method_beats(tmp_path):
             rec("lora", "lora", "white", "logprob", "1" * 8 + "0" * 2, seed=1),  # seeds: means
             rec("old", "old", "white", "logprob", "1" * 10)]                                     # no estimate: left out
     for r, t in zip(recs, [0.0, 0.0, 1e12, 1e14, 1e15, 3e15]):
-        r["tune_flops"] = t
+        r.tune_flops = t
     pts = {p["label"]: p for p in frontier_points(recs)["sst2"]}
     assert set(pts) == {"zero_shot", "kate", "usp", "bbt", "lora"}
     assert {k for k, p in pts.items() if p["pareto"]} == {"zero_shot", "usp", "lora"}
@@ -244,7 +246,7 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
         recs += [rec("lora", "lora", "white", "logprob", white, dataset=d),
                  rec("usp", "usp", "grey", "logprob", black, dataset=d),      # grey = black here: undecided
                  rec("kate", "kate", "black", "generate", black, dataset=d)]
-    recs.append(dict(rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 60, dataset="agnews"), family="baseline"))
+    recs.append(rec("zero_shot@grey", "zero_shot", "grey", "logprob", "1" * 60, dataset="agnews", family="baseline"))
     rows = {(r[1], r[2]): r for r in verdict_table(recs).rows}  # the untuned row is no grey-box method's result
     assert rows[("agnews", "white-box ≥ grey-box")][9] == "holds" and rows[("agnews", "white-box ≥ grey-box")][5].startswith("+56.7 [")
     # 5 discordant examples, all one way: p = 0.0625 (one run each: McNemar both times)
@@ -253,7 +255,7 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
     gap = rows[("agnews vs sst2", "black-box falls further behind on agnews than on sst2")]
     assert gap[5].startswith("+48.3 [") and gap[9] == gap[-1] == "holds"
     # the claimed direction reversed: refuted
-    flipped = [dict(r, correct=r["correct"].translate(str.maketrans("01", "10")), accuracy=1 - r["accuracy"]) for r in recs]
+    flipped = [replace(r, correct=(r.correct or "").translate(str.maketrans("01", "10")), accuracy=1 - (r.accuracy or 0.0)) for r in recs]
     rows = {(r[1], r[2]): r for r in verdict_table(flipped).rows}
     assert rows[("agnews", "white-box ≥ grey-box")][9] == "refuted"
 
@@ -265,7 +267,7 @@ def test_verdicts_take_class_representatives_chosen_on_a_calibration_run():
 
     def point(method, access, value, acc, tune_s=10.0):
         r = rec(f"{method}[max_train_examples={value}]", method, access, "logprob", "1" * int(100 * acc) + "0" * (100 - int(100 * acc)))
-        return dict(r, sweep={"max_train_examples": value}, tune_wall_s=tune_s, cell_key=f"{method}-{value}")
+        return replace(r, sweep={"max_train_examples": value}, tune_wall_s=tune_s, cell_key=f"{method}-{value}")
 
     calibration = [point("lora", "white", 64, 0.70), point("lora", "white", 1024, 0.90),
                    point("ia3", "white", 64, 0.80), point("ia3", "white", 1024, 0.95, tune_s=5000),  # over the cap: not its budget
@@ -285,11 +287,10 @@ def test_the_pez_transfer_claim_is_tested_per_target():
     recs = []
     for seed in range(3):
         for vocab, correct in (("neighbour", "1" * 30 + "0" * 10), ("full", "1" * 18 + "0" * 22), ("random", "1" * 29 + "0" * 11)):
-            r = rec(f"pez-{vocab}", "pez", "white", "logprob", correct, seed=seed, model="smol", target_model="qwen")
-            r["params"] = {"vocab": vocab, "steps": 25}
-            recs.append(r)
-        control = rec("random-prompt", "pez", "white", "logprob", "0" * 40, seed=seed, model="smol", target_model="qwen")
-        recs.append(dict(control, params={"vocab": "random", "steps": 0}))  # the study's random-prompt control: no arm of the claim
+            recs.append(rec(f"pez-{vocab}", "pez", "white", "logprob", correct, seed=seed, model="smol", target_model="qwen",
+                            params={"vocab": vocab, "steps": 25}))
+        recs.append(rec("random-prompt", "pez", "white", "logprob", "0" * 40, seed=seed, model="smol", target_model="qwen",
+                        params={"vocab": "random", "steps": 0}))  # the study's random-prompt control: no arm of the claim
     rows = {r[2]: r for r in transfer_verdict_table(recs).rows}
     full, rand = rows["neighbour > full"], rows["neighbour > random"]
     assert full[9] == full[-1] == "holds" and full[5].startswith("+30.0 [") and full[3] == "3 / 3" and full[4] == "3 / 3"
@@ -301,7 +302,7 @@ def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
     from boxbench.reports.sweep import choose_budget
 
     def pts(*rows):
-        return [(v, [{"accuracy": a, "tune_wall_s": t}]) for v, a, t in rows]
+        return [(v, [replace(rec("x", "x", "white", "logprob", "1"), accuracy=a, tune_wall_s=t)]) for v, a, t in rows]
 
     assert choose_budget(pts((64, 0.77, 14), (256, 0.835, 47), (1024, 0.875, 375), (3000, 0.88, 500))) == \
         (1024, "within 1 point of the best value under the cap")
@@ -310,7 +311,7 @@ def test_the_budget_rule_stops_where_the_curve_flattens_or_at_the_cap():
     assert choose_budget(pts((1, 0.5, 2000), (2, 0.6, 4000))) == (1, "every value's tuning exceeds 600 s: the cheapest")
     assert choose_budget(pts((25, 0.805, 85), (100, 0.815, 319)))[0] == 25  # exactly 1 point below the best is within
     assert choose_budget(pts((1, 0.5, 10), (2, 0.6, 20)))[1] == "still rising at the largest value swept"
-    assert choose_budget([("a", [{"accuracy": 0.5}])]) is None
+    assert choose_budget([("a", [rec("x", "x", "white", "logprob", "10")])]) is None
 
 
 def test_the_across_run_interval_covers_the_true_difference_95_percent_of_the_time():

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 from helpers import records_of, run_cli, write_suite
 
 from boxbench.benchmarks.seeds import earned
 from boxbench.benchmarks.suite import load_suite
-from boxbench.core.results import ResultStore
+from boxbench.core.results import Record, ResultStore
 from boxbench.reports.seeds import arm, decide, seed_table
 
 
@@ -30,10 +31,10 @@ settings: {{batch_size: 8}}
 
 
 def rec(label, method, correct, seed=0, access="grey", family="x"):
-    return {"cell_key": f"{label}-{seed}", "status": "ok", "label": label, "method": method, "access": access,
+    return Record.from_json({"cell_key": f"{label}-{seed}", "cell_id": f"{label}-{seed}", "status": "ok", "label": label, "method": method, "access": access,
             "protocol": "generate" if access == "black" else "logprob",
             "model": "m", "dataset": "sst2", "seed": seed, "accuracy": correct.count("1") / len(correct), "n": len(correct),
-            "correct": correct, "test_sha256": "t", "source_model": "m", "target_model": "m", "family": family}
+            "correct": correct, "test_sha256": "t", "source_model": "m", "target_model": "m", "family": family})
 
 
 def noisy(rng, n, acc):
@@ -45,9 +46,9 @@ def test_a_seed_goes_where_it_can_still_decide_a_claim():
     zs = rec("zero_shot@grey", "zero_shot", noisy(rng, 400, 0.6), family="baseline")
     wide = [rec("usp", "usp", noisy(rng, 400, a), seed=i) for i, a in enumerate((0.55, 0.75, 0.80))]  # spread: undecided at 3
     clear = [rec("lora", "lora", "1" * 380 + "0" * 20, seed=i, access="white") for i in range(3)]  # decided
-    same = [rec("kate", "kate", zs["correct"][:-5] + "11111", seed=i, access="black") for i in range(3)]  # identical seeds
+    same = [rec("kate", "kate", (zs.correct or "")[:-5] + "11111", seed=i, access="black") for i in range(3)]  # identical seeds
     plans = {arm("m", "sst2", x): {"min": 3, "max": 10, "until": "decided"} for x in ("usp", "lora", "kate")}
-    kate_zs = dict(zs, access="black", label="zero_shot", protocol="generate", cell_key="zs-black")
+    kate_zs = replace(zs, access="black", label="zero_shot", protocol="generate", cell_key="zs-black")
     found = {(d.a[1], d.b[1]): d for d in decide([zs, kate_zs, *wide, *clear, *same], plans)}
     assert found[("usp", "zero_shot@grey")].reason == "adding a seed" and found[("usp", "zero_shot@grey")].extend == {"m|sst2|usp"}
     assert found[("lora", "zero_shot@grey")].reason == "decided" and not found[("lora", "zero_shot@grey")].extend
@@ -87,7 +88,7 @@ def test_a_run_adds_seeds_in_rounds_runs_no_cell_twice_and_resumes(tmp_path):
     seeds = sorted(r["seed"] for r in recs if r["method"] == "few_shot")
     assert seeds == list(range(len(seeds))) and 2 <= len(seeds) <= 4 and len({r["cell_key"] for r in recs}) == len(recs)
     assert all(r["seed_plan"] == {"min": 2, "max": 4, "until": "decided"} for r in recs if r["method"] == "few_shot")
-    decisions = decide(recs, {arm("smollm2-135m", "sst2", "few_shot@grey"): {"min": 2, "max": 4, "until": "decided"}})
+    decisions = decide(ResultStore(run).read(), {arm("smollm2-135m", "sst2", "few_shot@grey"): {"min": 2, "max": 4, "until": "decided"}})
     assert len(decisions) == 1 and decisions[0].reason != "adding a seed" and decisions[0].seeds == (len(seeds), 1)
     meta = json.loads((run / "suite.json").read_text())
     assert set(meta["cell_keys"]) == {r["cell_key"] for r in recs}  # every added seed is a current cell, none stale

@@ -35,22 +35,22 @@ def first_token_margin(model: Any, tok: Any, prompt: str) -> float:
 
 
 def main(only: list[str]) -> None:
-    recs = [r for r in ResultStore(RUN).records() if r["status"] == "ok"]
+    recs = [r for r in ResultStore(RUN).read() if r.status == "ok"]
     backend = load_backend(parse_model_spec("smollm2-135m"), device="cpu", dtype="auto", batch_size=16)
     model, tok = backend.view(Access.white).module, backend.tokenizer
-    refs = [r for r in recs if r["model"].endswith("@hf") and r["access"] == "black" and (not only or r["method"] in only)]
+    refs = [r for r in recs if r.model.endswith("@hf") and r.access == "black" and (not only or r.method in only)]
     for ref in refs:
-        task = load_splits(ref["dataset"], 8, 0, 8, 0).task
-        art = load_artifact(RUN / "cells" / ref["cell_id"] / "artifact")
-        hf_rows = read_predictions(RUN, ref["cell_id"]) or []
+        task = load_splits(ref.dataset, 8, 0, 8, 0).task
+        art = load_artifact(RUN / "cells" / ref.cell_id / "artifact")
+        hf_rows = read_predictions(RUN, ref.cell_id) or []
 
         def margins(rows: list[int]) -> list[float]:
             return [first_token_margin(model, tok, with_hint(task, p)) for p in art.prompts(task, [hf_rows[i]["text"] for i in rows])]
 
-        for other in [r for r in recs if (r["label"], r["dataset"]) == (ref["label"], ref["dataset"]) and r is not ref]:
-            rows = read_predictions(RUN, other["cell_id"]) or []
+        for other in [r for r in recs if (r.label, r.dataset) == (ref.label, ref.dataset) and r is not ref]:
+            rows = read_predictions(RUN, other.cell_id) or []
             diff = [i for i, (x, y) in enumerate(zip(hf_rows, rows)) if x["pred"] != y["pred"]]
-            line = f"{ref['label']:10} {ref['dataset']:7} {other['model']:28} {len(diff)} differing"
+            line = f"{ref.label:10} {ref.dataset:7} {other.model:28} {len(diff)} differing"
             if diff:
                 dm, sm = margins(diff), margins([i for i in range(len(hf_rows)) if i not in diff][:40])
                 line += (f": hf's first-token margin median {statistics.median(dm):.2f} nats (< 0.5 on {sum(m < 0.5 for m in dm)}/{len(dm)})"
