@@ -9,6 +9,8 @@ load writes the dequantised weights (safetensors) and the converted tokenizer un
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -17,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from boxbench.backends import context
 from boxbench.core.errors import UserError, disk_full, no_space
@@ -145,6 +147,28 @@ def gguf_cache_folder(gguf: Path) -> Path:
     return cache_dir() / "dequantized" / f"{gguf.stem}-{key}"
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off while a GGUF file is dequantised, cached or loaded from the cache
+    ("Converting and de-quantizing GGUF tensors", "Loading weights", "Writing model shards"): they would
+    reach the user's terminal through ``boxbench serve --engine vllm``. The GGUF converter calls ``tqdm`` directly, so its name there is
+    swapped for a disabled one; the others follow transformers' own switch."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, bar = hf_logging.is_progress_bar_enabled(), getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenizer and model from a GGUF file, via the dequantised safetensors cache when present.
 
@@ -156,15 +180,18 @@ def load_gguf_cached(gguf: Path, dtype: Any, use_cache: bool = True) -> tuple[An
     folder = gguf_cache_folder(gguf)
     t0 = time.perf_counter()
     if use_cache and (folder / "done").exists():
-        tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        with _no_progress_bars():
+            tok = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         return tok, model, {"load_source": "cache", "load_wall_s": time.perf_counter() - t0}
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _no_progress_bars():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     info = {"load_source": "gguf", "load_wall_s": time.perf_counter() - t0}
     if use_cache:
         try:
-            _write_cache(folder, tok, model)
+            with _no_progress_bars():
+                _write_cache(folder, tok, model)
         except Exception as e:  # a full cache disk costs the next load its speed, not this cell its result
             if not disk_full(e):
                 raise

@@ -13,7 +13,9 @@ from boxbench.backends.weights import ALIASES, Alias, check_alias
 from boxbench.core.errors import UserError
 
 
-def test_gguf_cache_gives_the_same_model_faster(tmp_path, monkeypatch):
+def test_gguf_cache_gives_the_same_model_faster(tmp_path, monkeypatch, capfd):
+    """Cold (dequantised from GGUF and cached) and warm loads give the same model, and neither prints
+    transformers' progress bars (they reached the terminal through `boxbench serve --engine vllm`)."""
     monkeypatch.setenv("BOXBENCH_CACHE", str(tmp_path))
     t0 = time.perf_counter()
     cold = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
@@ -24,6 +26,8 @@ def test_gguf_cache_gives_the_same_model_faster(tmp_path, monkeypatch):
     warm = HFBackend.load("smollm2-135m", device="cpu", dtype="float32")
     t_warm = time.perf_counter() - t0
     assert warm.settings["load_source"] == "cache"
+    err = capfd.readouterr().err
+    assert not any(bar in err for bar in ("de-quantizing GGUF", "Loading weights", "Writing model shards")), err[-500:]
     print(f"\nSmolLM2 load: GGUF {t_cold:.1f} s, cache {t_warm:.1f} s")
     ids = cold.tokenizer("Review: fine.\nSentiment:", return_tensors="pt").input_ids
     assert ids.tolist() == warm.tokenizer("Review: fine.\nSentiment:", return_tensors="pt").input_ids.tolist()
