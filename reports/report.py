@@ -18,7 +18,7 @@ from boxbench.reports.cost import cost_table, fast_path_table, frontier_table, t
 from boxbench.reports.method_tables import method_tables
 from boxbench.reports.plots import accuracy_plot, cost_plot, frontier_plot, sweep_plot, transfer_heatmap
 from boxbench.reports.run_info import data_table, error_table, prompts_table, stale_table
-from boxbench.reports.seeds import seed_table
+from boxbench.reports.seeds import seed_cost_table, seed_table
 from boxbench.reports.sweep import sweep_table
 from boxbench.reports.table import Table, is_transfer
 from boxbench.reports.transfer import transfer_sources, transfer_table
@@ -61,7 +61,7 @@ def build_tables(records: list[Record], stale: list[Record] | None = None,
     tables: list[Table | None] = [headline_table(records, cs), frontier_table(records), verdict_table(records, chosen, orderings)]
     for m in models:
         tables += [accuracy_table(records, m, cs[m]), comparison_table(records, m, cs[m]), cost_table(records, m), training_table(records, m)]
-    tables.append(seed_table(records, plans or {}, chosen, paired=cs, orderings=orderings))
+    tables += [seed_table(records, plans or {}, chosen, paired=cs, orderings=orderings), seed_cost_table(records, plans or {})]
     tables += [transfer_table(records, d, src) for d in dict.fromkeys(r.dataset for r in records)
                for src in transfer_sources(records, d)]
     if predictions is not None:

@@ -114,3 +114,36 @@ def seed_table(records: list[Record], plans: dict[str, dict[str, Any]],
                       "and could still be decided; decided: p (Holm) < 0.05 across training runs; seed-independent: that side's seeds "
                       "gave identical predictions; below what max seeds detect: with the observed difference and seed spread even max "
                       "seeds would leave p ≥ 0.05 (reports/seeds.py)")
+
+
+def _cell_hours(r: Record) -> float:
+    """A cell's measured hours: model load + tuning + evaluation (the same sum as the cost table's seconds)."""
+    return ((r.load_wall_s or 0.0) + (r.tune_wall_s or 0.0) + (r.eval_wall_s or 0.0)) / 3600
+
+
+def seed_cost_table(records: list[Record], plans: dict[str, dict[str, Any]], everywhere: int = 5) -> Table | None:
+    """What the seeds cost, for a run with seed plans: per method entry (source model, dataset, label) its
+    seeds, cells (a transfer entry's targets included) and their measured hours, beside what
+    ``everywhere`` seeds for every entry with more than one seed would have cost (its mean hours per
+    seed × ``everywhere``); the last row sums both."""
+    if not plans:
+        return None
+    groups: dict[tuple[str, str, str], list[Record]] = {}
+    for r in records:
+        if r.status == "ok":
+            groups.setdefault((r.source_model or r.model, r.dataset, r.label), []).append(r)
+    rows, spent, flat, cells = [], 0.0, 0.0, 0
+    for (model, d, label), rs in groups.items():
+        seeds = len({r.seed for r in rs})
+        hours = sum(map(_cell_hours, rs))
+        alt = hours / seeds * (everywhere if seeds > 1 else 1)
+        plan = plans.get(arm(model, d, label))
+        rows.append([label, d, f"{plan['min']}–{plan['max']}, until decided" if plan else "fixed", str(seeds), str(len(rs)),
+                     f"{hours:.2f}", f"{alt:.2f}"])
+        spent, flat, cells = spent + hours, flat + alt, cells + len(rs)
+    rows.append(["all", "", "", "", str(cells), f"{spent:.2f}", f"{flat:.2f}"])
+    return Table("What the seeds cost", ["method", "dataset", "seeds planned", "seeds run", "cells", "hours",
+                                         f"hours at {everywhere} seeds everywhere"], rows,
+                 note=f"hours: model load + tuning + evaluation summed over the cells as measured (cells that shared the cores "
+                      f"with other jobs count their slower seconds); at {everywhere} seeds everywhere: each entry with more than one "
+                      f"seed at {everywhere} seeds, its mean hours per seed; fixed: the suite's own seed list")

@@ -14,7 +14,7 @@ from helpers import records_of, run_cli, write_suite
 from boxbench.benchmarks.seeds import earned
 from boxbench.benchmarks.suite import load_suite
 from boxbench.core.results import Record, ResultStore
-from boxbench.reports.seeds import arm, decide, seed_table
+from boxbench.reports.seeds import arm, decide, seed_cost_table, seed_table
 
 
 # zero-shot against few-shot whose seeds go from 2 up to ``max`` while undecided
@@ -60,6 +60,22 @@ def test_a_seed_goes_where_it_can_still_decide_a_claim():
     assert {d.reason for d in decide([zs, *wide], {})} == {"fixed seeds"} and seed_table([zs, *wide], {}) is None
     table = seed_table([zs, *wide], plans)
     assert table.rows[0][5] == "3 of 10 / 1" and table.rows[0][-1] == "still running: another seed was asked for"
+
+
+def test_the_seed_cost_table_sets_the_seeds_run_beside_five_everywhere():
+    """Hours per method entry as measured (load + tune + eval), and what 5 seeds for every entry with more
+    than one seed would have cost: a planned entry that stopped at 3 is charged for 5, a deterministic
+    one (one seed) stays at one, a planned entry that went to 6 costs more than 5 would have."""
+    plans = {arm("m", "sst2", "usp"): {"min": 3, "max": 8, "until": "decided"}}
+    timed = lambda r, s: replace(r, load_wall_s=0.0, tune_wall_s=s, eval_wall_s=0.0)  # noqa: E731
+    zs = timed(rec("zero_shot", "zero_shot", "10", access="black"), 360)
+    lora = [timed(rec("lora", "lora", "11", seed=i, access="white"), 720) for i in range(3)]
+    usp = [timed(rec("usp", "usp", "01", seed=i), 360) for i in range(6)]
+    rows = {r[0]: r for r in seed_cost_table([zs, *lora, *usp], plans).rows}
+    assert rows["zero_shot"][2:] == ["fixed", "1", "1", "0.10", "0.10"]
+    assert rows["lora"][2:] == ["fixed", "3", "3", "0.60", "1.00"]
+    assert rows["usp"][2:] == ["3–8, until decided", "6", "6", "0.60", "0.50"]
+    assert rows["all"][4:] == ["10", "1.30", "1.60"] and seed_cost_table([zs], {}) is None
 
 
 def test_bad_seed_plans_are_one_line_errors(tmp_path):
