@@ -125,9 +125,10 @@ class VLLMBackend(Backend):
     def generate(self, prompts: list[str], config: GenerationConfig) -> list[str]:
         from vllm import SamplingParams
 
-        # no engine-side stop strings: the view applies them to every backend's raw text alike
-        sp = SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                            seed=config.seed)
+        # no engine-side stop strings: the view applies them to every backend's raw text alike; one seed
+        # per request, as the OpenAI backend sends: one seed for all would give equal prompts equal samples
+        sp = [SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+                             seed=None if config.seed is None else config.seed + i) for i in range(len(prompts))]
         if self.chat:
             outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
         else:
