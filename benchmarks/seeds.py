@@ -44,10 +44,11 @@ def earned(suite: Suite, run_dir: Path) -> Suite:
     while True:
         have = suite.seed_counts(everywhere=True)
         below = {a for a, p in suite.plans.items() if p.get("until") == "decided" and a in have and have[a] < p["max"]}
-        found = {c.arm for c in suite.with_seed(below).universe[len(suite.universe):] if c.source is None and c.key in recorded}
+        extended = suite.with_seed(below)
+        found = {c.arm for c in extended.universe[len(suite.universe):] if c.source is None and c.key in recorded}
         if not found:
             return suite
-        suite = suite.with_seed(found)
+        suite = extended if found == below else suite.with_seed(found)
 
 
 def run_until_decided(suite: Suite, run_dir: Path, run: Callable[[Suite], dict[str, int]],
