@@ -105,7 +105,6 @@ class HFBackend(Backend):
         model is as loaded: once it is handed out at white access (a method may change its
         weights) or carries a continuous prompt, nothing is read from or written to the cache.
         """
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = "cpu" if quantize == "int8" and device == "auto" else resolve_device(device)

@@ -8,7 +8,6 @@ import json
 import random
 from dataclasses import replace
 
-import pytest
 from helpers import records_of, run_cli, write_suite
 
 from boxbench.benchmarks.seeds import earned
