@@ -88,8 +88,9 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         store = ResultStore(run_dir)
         meta = {"name": suite.name, "suite": suite.raw, "cell_keys": suite.all_keys, **({"seed_plans": suite.plans} if suite.plans else {})}
         (run_dir / "suite.json").write_text(json.dumps(meta, indent=2, default=str))
-        ok = store.ok_keys()
-        capped = {r.cell_key: r.extra.get("caps") for r in store.read() if r.status == "capped"}
+        records = store.read()  # once: the ok, the capped and the tracker's finished cells
+        ok = {r.cell_key for r in records if r.status == "ok"}
+        capped = {r.cell_key: r.extra.get("caps") for r in records if r.status == "capped"}
         todo = [c for c in suite.cells if c.key not in ok and not (c.key in capped and capped[c.key] == caps_of(c))]
         runner = EXECUTORS.get(executor)(run_dir, plugins or [], quiet, **({"address": address} if executor != "local" else {}))
         line = runner.start()
@@ -101,7 +102,7 @@ def run_suite(suite: Suite, run_dir: Path, plugins: list[str] | None = None, qui
         runner.precheck = drive.cannot_start
         if tracker is not None:  # the parent run, and the suite's finished cells not logged yet
             mine = set(suite.all_keys)
-            tracker.begin(suite.name, [r for r in store.read() if r.cell_key in mine])
+            tracker.begin(suite.name, [r for r in records if r.cell_key in mine])
         drive.counts["skipped"] = len(suite.cells) - len(todo)
         try:
             while drive.waiting or runner.busy():

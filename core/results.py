@@ -139,9 +139,6 @@ class ResultStore:
         """Every record, typed and checked (``Record.from_json``: any schema so far)."""
         return [Record.from_json(d, f"{self.path}: record {i + 1}") for i, d in enumerate(self._lines())]
 
-    def ok_keys(self) -> set[str]:
-        return {r.cell_key for r in self.read() if r.status == "ok"}
-
     def put(self, record: Record | dict[str, Any]) -> None:
         """Add ``record`` (checked as a ``Record``; replacing an earlier one with the same cell key)
         atomically. The other records are written back as they were read."""

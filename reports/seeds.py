@@ -117,7 +117,7 @@ def seed_table(records: list[Record], plans: dict[str, dict[str, Any]],
 
 
 def _cell_hours(r: Record) -> float:
-    """A cell's measured hours: model load + tuning + evaluation (the same sum as the cost table's seconds)."""
+    """A cell's measured hours: model load + tuning + evaluation (the sum ``check --estimate`` takes of a record)."""
     return ((r.load_wall_s or 0.0) + (r.tune_wall_s or 0.0) + (r.eval_wall_s or 0.0)) / 3600
 
 
