@@ -16,6 +16,7 @@ from boxbench.reports.table import (
     method_of,
     on_main_test,
     p_text,
+    prob_text,
     row_order,
     seeds_text,
     sub_class,
@@ -84,7 +85,8 @@ def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None
     t = Table("Headline: what each method buys over zero-shot, and at what cost", headers,
               note="accuracy: mean over seeds [95 % interval] (the accuracy table's); Δ: percentage points over zero-shot with the same "
                    "protocol across training runs, its 95 % interval and Holm-adjusted p; P(>): the chance a run of the method beats "
-                   "zero-shot; these models p: the same difference with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
+                   "zero-shot ('—' with one run on each side: one pair is not an estimate); these models p: the same difference "
+                   "with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
                    "; Holm within the dataset and test set; '—' without a zero-shot cell on that model; seeds: runs (independent runs "
                    "where fewer: seeds with identical predictions count once); tune s and peak RSS: means over seeds on the machine that "
                    "ran the cell; tuning compute and the Pareto front: the frontier table")
@@ -100,7 +102,7 @@ def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None
                 rows.append([access, label] + ([model] if len(models) > 1 else []) + [
                     f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]",
                     "—" if c is None else f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + (f" {mark}" if mark else ""),
-                    "—" if c is None else p_text(c.p_holm, 2), "—" if c is None else f"{c.prob_improvement:.2f}",
+                    "—" if c is None else p_text(c.p_holm, 2), "—" if c is None else prob_text(c.prob_improvement),
                     "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
                     fmt(mean_or_none(r.tune_wall_s for r in group), digits=0), gib(mean_or_none(r.peak_host_rss_bytes for r in group))])
         rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
@@ -124,6 +126,6 @@ def comparison_table(records: list[Record], model: str, cs: list[Comparison] | N
     for c in cs:
         runs = "{} / {}".format(*c.seeds) + ("" if c.runs == c.seeds else " ({} / {})".format(*c.runs))
         t.rows.append([c.dataset, c.a[1], c.b[1], c.kind, f"{100 * c.delta:+.1f}", f"[{100 * c.low:+.1f}, {100 * c.high:+.1f}]",
-                       f"{c.prob_improvement:.2f}", runs, p_text(c.p), p_text(c.p_holm), "*" if c.significant else "",
+                       prob_text(c.prob_improvement), runs, p_text(c.p), p_text(c.p_holm), "*" if c.significant else "",
                        str(c.only_a), str(c.only_b), c.fixed_test, p_text(c.fixed_p), p_text(c.fixed_p_holm), "*" if c.fixed_significant else ""])
     return t

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from boxbench.core.results import Record
 from boxbench.reports.comparisons import PAIRED_NOTE, apply_holm, claim_verdict, compare
-from boxbench.reports.table import Table, fmt, is_transfer, mean_or_none, mean_std, p_text
+from boxbench.reports.table import Table, fmt, is_transfer, mean_or_none, mean_std, p_text, prob_text
 
 
 def left_start(record: Record) -> bool | None:
@@ -87,7 +87,7 @@ def transfer_verdict_table(records: list[Record]) -> Table | None:
         for c, xs, ys in family:
             left = [sum(left_start(r) is not False for r in side) for side in (xs, ys)]  # a transfer record carries its prompt's stats
             rows.append([d, target, f"{c.a[1]} > {c.b[1]}", "{} / {}".format(*c.seeds), "{} / {}".format(*left),
-                         f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
+                         f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", prob_text(c.prob_improvement),
                          p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
                          f"{c.only_a} / {c.only_b}", p_text(c.fixed_p_holm), claim_verdict(c.delta, c.fixed_p_holm)])
     if not rows:

@@ -136,7 +136,10 @@ def distinct_runs(runs: Sequence[Sequence[bool]]) -> list[Sequence[bool]]:
 
 def probability_of_improvement(a: Sequence[float], b: Sequence[float]) -> float:
     """P(A > B): the chance that a run of A scores above a run of B, over every pair of their runs,
-    ties counting ½ (rliable's probability of improvement; the Mann–Whitney U statistic / k_A·k_B)."""
+    ties counting ½ (rliable's probability of improvement; the Mann–Whitney U statistic / k_A·k_B).
+    With one run on each side there is one pair, 0 or 1 by construction, not an estimate: NaN."""
+    if len(a) == 1 and len(b) == 1:
+        return math.nan
     return statistics.fmean((x > y) + 0.5 * (x == y) for x in a for y in b)
 
 

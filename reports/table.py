@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -91,6 +92,11 @@ def seeds_text(seeds: int, runs: int) -> str:
 def p_text(p: float, digits: int = 3) -> str:
     """A p-value for a table cell; one too small for a float (it underflows to 0) reads '< 1e-300', not 0."""
     return f"{p:.{digits}g}" if p > 0 else "< 1e-300"
+
+
+def prob_text(p: float) -> str:
+    """A probability for a table cell; '—' where there is none (P(A > B) with one run on each side)."""
+    return "—" if math.isnan(p) else f"{p:.2f}"
 
 
 def gib(n_bytes: float | None, digits: int = 1) -> str:

@@ -7,7 +7,7 @@ from boxbench.reports import published
 from boxbench.reports.comparisons import PAIRED_NOTE, Comparison, apply_holm, claim_verdict, compare, correct_bits, paired_bits
 from boxbench.reports.stats import Z95, Z_POWER80, across_seeds, gap_difference, per_example_gap
 from boxbench.reports.sweep import choose_budget, sweep_curves
-from boxbench.reports.table import ACCESS_ORDER, Table, is_transfer, mean_accuracy, on_main_test, p_text, row_order, seeds_text
+from boxbench.reports.table import ACCESS_ORDER, Table, is_transfer, mean_accuracy, on_main_test, p_text, prob_text, row_order, seeds_text
 
 
 def _best_of_class(mine: list[Record], access: str, method: str | None = None) -> list[Record]:
@@ -102,7 +102,7 @@ def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str]
         for d in dict.fromkeys(r.dataset for r in ok):
             for c in orderings.get((model, d), []):
                 rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
-                             f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", f"{c.prob_improvement:.2f}",
+                             f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", prob_text(c.prob_improvement),
                              p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
                              p_text(c.fixed_p_holm), claim_verdict(c.delta, c.fixed_p_holm)])
         x, y = published.GAP_LARGER_ON

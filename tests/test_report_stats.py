@@ -76,6 +76,23 @@ def test_a_one_seed_baseline_pairs_with_every_seed_and_each_example_counts_once(
         paired_test([[True] * 3], [[True] * 4])
 
 
+def test_probability_of_improvement_needs_more_than_one_pair_of_runs():
+    """P(A > B) over one run on each side is 0 or 1 by construction: no estimate, shown '—' (the quick
+    suite's one-seed tour read 'P(>) 1.00' beside an interval across zero)."""
+    import math
+
+    from boxbench.reports.stats import probability_of_improvement
+    from boxbench.reports.table import prob_text
+
+    assert math.isnan(probability_of_improvement([0.7], [0.6])) and prob_text(math.nan) == "—"
+    assert probability_of_improvement([0.7, 0.5], [0.6]) == 0.5 and prob_text(0.5) == "0.50"
+    base = [True] * 30 + [False] * 30
+    zs = rec("zero_shot@grey", "zero_shot", "grey", "logprob", "".join("1" if c else "0" for c in base))
+    one = rec("lora", "lora", "white", "logprob", "1" * 36 + "0" * 24)
+    c = comparisons([zs, one], "m")[0]
+    assert c.runs == (1, 1) and math.isnan(c.prob_improvement)
+
+
 def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     """The PEZ transfer block scores its source cells on 300 rows beside the main 872: those rows are
     compared with the zero-shot run on the same rows (named as such), never chosen as a class's best,
@@ -101,7 +118,7 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     assert list(head) == ["zero_shot@grey", "lora"] and head["zero_shot@grey"]["Δ vs zero-shot [95 %]"] == "—"
     lora = head["lora"]
     assert lora["accuracy %"].startswith("66.7 [") and lora["Δ vs zero-shot [95 %]"].startswith("+16.7 [+") and lora["Δ vs zero-shot [95 %]"].endswith("▲")
-    assert lora["p (Holm)"] == "0.002" and lora["P(>)"] == "1.00" and table.groups == [(0, "sst2")]
+    assert lora["p (Holm)"] == "0.002" and lora["P(>)"] == "—" and table.groups == [(0, "sst2")]
     assert lora["these models p (Holm)"] == "0.002" and lora["seeds"] == "1"  # these models: the same McNemar test (one run each)
 
 
