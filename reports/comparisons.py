@@ -38,6 +38,7 @@ class Comparison:
     fixed_p: float = 1.0  # these trained models
     fixed_p_holm: float = 1.0
     fixed_test: str = "McNemar"
+    claim: str = ""  # a verdict's claim where it is not an access-class ordering (published.METHOD_CLAIMS)
 
     @property
     def significant(self) -> bool:

@@ -46,3 +46,13 @@ the second, on every dataset (its Table 1)."""
 GAP_LARGER_ON = ("agnews", "sst2")
 """The survey's reading of Table 1: black-box methods fall further behind (best white − best black)
 on AG News (4 topics) than on SST-2 (2 sentiments)."""
+
+METHOD_CLAIMS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("optimised instructions ≥ KATE's chosen demonstrations",
+     ("ape", "evoprompt", "protegi", "dspy_copro", "dspy_mipro"), ("kate",)),
+)
+"""Claims between groups of methods rather than access classes, each (claim, first group, second group):
+the best of the first group (chosen on a calibration run's held-out rows where given, else the best
+here) against the best of the second. Issue 45's question: do optimised instructions (APE, EvoPrompt,
+ProTeGi, DSPy's COPRO and MIPROv2, which also picks demonstrations) buy anything over KATE's
+nearest-neighbour demonstrations at this scale?"""

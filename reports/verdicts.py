@@ -1,4 +1,4 @@
-"""The survey's orderings (white ≥ grey ≥ black, the gap) tested per dataset between each access class's representative, chosen on held-out calibration rows."""
+"""The survey's orderings (white ≥ grey ≥ black, the gap) tested per dataset between each access class's representative, chosen on held-out calibration rows, and the claims between groups of methods (``published.METHOD_CLAIMS``)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from boxbench.reports.sweep import choose_budget, sweep_curves
 from boxbench.reports.table import ACCESS_ORDER, Table, is_transfer, mean_accuracy, on_main_test, p_text, prob_text, row_order, seeds_text
 
 
-def _best_of_class(mine: list[Record], access: str, method: str | None = None) -> list[Record]:
-    """The cells of the access class's best tuning method in ``mine``: ``method`` where it was chosen
-    beforehand (``best_by_class`` of a calibration run; its row of the method's own label first),
-    else the highest mean accuracy here. The survey's claims are about what tuning buys, so the
-    untuned rows (family ``baseline``) are not candidates."""
-    tuned = [r for r in mine if r.family != "baseline"]
+def _best_of_class(mine: list[Record], access: str, method: str | None = None,
+                   methods: tuple[str, ...] | None = None) -> list[Record]:
+    """The cells of the access class's best tuning method in ``mine`` (of ``methods`` only, where
+    given): ``method`` where it was chosen beforehand (``best_by_class`` of a calibration run; its row
+    of the method's own label first), else the highest mean accuracy here. The survey's claims are
+    about what tuning buys, so the untuned rows (family ``baseline``) are not candidates."""
+    tuned = [r for r in mine if r.family != "baseline" and (methods is None or r.method in methods)]
     keys = [k for k in row_order(tuned) if k[0] == access]
     groups = [[r for r in tuned if (r.access, r.label) == k] for k in keys]
     if method is not None:
@@ -42,7 +43,43 @@ def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
             unswept.setdefault((r.model, r.dataset, r.access, r.label), []).append(r)
     for (model, dataset, access, _), group in unswept.items():
         score.setdefault((model, dataset, access), {}).setdefault(group[0].method, mean_accuracy(group))
-    return {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
+    chosen = {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
+    for (model, dataset, access), v in score.items():  # each group of a method claim: its best, by the same scores
+        for claim, *groups in published.METHOD_CLAIMS:
+            for i, group in enumerate(groups):
+                mine = {m: a for m, a in v.items() if m in group}
+                if mine:
+                    chosen[(model, dataset, claim_key(claim, i, access))] = max(mine, key=lambda m: mine[m])
+    return chosen
+
+
+def claim_key(claim: str, side: int, access: str) -> str:
+    """The key ``best_by_class`` files a method claim's chosen representative under (beside the access classes')."""
+    return f"{claim}|{side}|{access}"
+
+
+def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
+    """``published.METHOD_CLAIMS`` on one model's cells of one dataset's main test set: each group's
+    representative (chosen beforehand, else the best here) against the other's; the claims are a
+    Holm family of their own, apart from the access-class orderings."""
+    if not mine:
+        return []
+    model, d = mine[0].model, mine[0].dataset
+    family = []
+    for claim, *groups in published.METHOD_CLAIMS:
+        sides = []
+        for i, group in enumerate(groups):
+            accesses = {r.access for r in mine if r.method in group and r.family != "baseline"}
+            picks = [_best_of_class(mine, a, (chosen or {}).get((model, d, claim_key(claim, i, a))), group) for a in sorted(accesses)]
+            picks = [p for p in picks if p]
+            sides.append(max(picks, key=mean_accuracy) if picks else [])
+        a, b = sides
+        c = compare(d, (a[0].access, a[0].label), (b[0].access, b[0].label), "verdict", a, b) if a and b else None
+        if c:
+            c.claim = claim
+            family.append(c)
+    apply_holm(family)
+    return family
 
 
 def ordering_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
@@ -74,7 +111,8 @@ def verdict_orderings(records: list[Record], chosen: dict[tuple[str, str, str], 
     for model in dict.fromkeys(r.model for r in records if r.status == "ok" and not is_transfer(r)):
         ok = _main_cells(records, model)
         for d in dict.fromkeys(r.dataset for r in ok):
-            out[(model, d)] = ordering_comparisons([r for r in ok if r.dataset == d], chosen)
+            mine = [r for r in ok if r.dataset == d]
+            out[(model, d)] = ordering_comparisons(mine, chosen) + claim_comparisons(mine, chosen)
     return out
 
 
@@ -101,7 +139,7 @@ def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str]
         ok = _main_cells(records, model)
         for d in dict.fromkeys(r.dataset for r in ok):
             for c in orderings.get((model, d), []):
-                rows.append([model, d, f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
+                rows.append([model, d, c.claim or f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
                              f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", prob_text(c.prob_improvement),
                              p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
                              p_text(c.fixed_p_holm), claim_verdict(c.delta, c.fixed_p_holm)])
@@ -131,7 +169,8 @@ def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str]
                  ["model", "dataset", "claim", "compared", "seeds", "Δ (pp, claimed direction) [95 %]", "P(first > second)",
                   "p across runs", "detectable (pp)", "verdict across runs", "p these models", "verdict these models"],
                  rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, "
-                            f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own, each answer apart); gap: "
+                            f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own, each answer apart); method "
+                            "claims (published.METHOD_CLAIMS): each group's best, chosen as the classes' are, a Holm family of their own; gap: "
                             "per-example best white − best black, compared across the two test sets (across runs: the two estimates' "
                             "difference, a Welch t; these models: a z-test); seeds: of each side (independent runs where fewer); "
                             "holds / refuted: p < 0.05 in the claimed / the opposite direction; undecided otherwise; the verdict is the "

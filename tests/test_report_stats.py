@@ -277,6 +277,31 @@ def test_verdicts_say_which_orderings_hold_with_p_values():
     assert rows[("agnews", "white-box ≥ grey-box")][9] == "refuted"
 
 
+def test_method_claim_optimised_instructions_against_kate():
+    """Issue 45's verdict: the best instruction optimiser (chosen on calibration rows where given, else
+    the best here) against KATE, a Holm family of its own beside the orderings, and a comparison the
+    seed rounds see (reports/seeds.decide) like the orderings."""
+    from boxbench.reports.seeds import decide
+    from boxbench.reports.verdicts import best_by_class, verdict_table
+
+    kate = rec("kate", "kate", "black", "generate", "1" * 70 + "0" * 30)
+    ape = [rec("ape", "ape", "black", "generate", "1" * (60 + 5 * i) + "0" * (40 - 5 * i), seed=i) for i in range(3)]
+    evo = [rec("evoprompt", "evoprompt", "black", "generate", "1" * 90 + "0" * 10, seed=i) for i in range(2)]
+    claim = "optimised instructions ≥ KATE's chosen demonstrations"
+    rows = {r[2]: r for r in verdict_table([kate, *ape, *evo]).rows}
+    assert rows[claim][3] == "evoprompt vs kate" and rows[claim][9] == "holds"  # the best here; 2 identical seeds: 1 run
+    calibration = [replace(rec("ape", "ape", "black", "generate", "1" * 80 + "0" * 20), cell_key="c1"),
+                   replace(rec("evoprompt", "evoprompt", "black", "generate", "1" * 60 + "0" * 40), cell_key="c2"),
+                   replace(rec("kate", "kate", "black", "generate", "1" * 90 + "0" * 10), cell_key="c3")]
+    chosen = best_by_class(calibration)
+    assert chosen[("m", "sst2", "black")] == "kate" and chosen[("m", "sst2", f"{claim}|0|black")] == "ape"
+    row = {r[2]: r for r in verdict_table([kate, *ape, *evo], chosen).rows}[claim]
+    assert row[3] == "ape vs kate" and row[4] == "3 / 1" and row[9] == "undecided"  # 65 % ± 5 against 70 %
+    plans = {"m|sst2|ape": {"min": 3, "max": 8, "until": "decided"}}
+    wanted = [d for d in decide([kate, *ape, *evo], plans, chosen) if (d.a[1], d.b[1]) == ("ape", "kate")]
+    assert wanted and wanted[0].kind == "verdict" and wanted[0].reason in ("adding a seed", "below what max seeds detect")
+
+
 def test_verdicts_take_class_representatives_chosen_on_a_calibration_run():
     """best_by_class reads a calibration's held-out results (a swept method at its chosen budget);
     verdict_table then compares those methods, even where another of the class scores higher on test."""
