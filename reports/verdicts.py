@@ -29,13 +29,14 @@ def _best_of_class(mine: list[Record], access: str, method: str | None = None,
 def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
     """(model, dataset, access) → the tuning method with the best held-out accuracy in a calibration
     run, each swept method at the budget ``choose_budget`` picks: the verdicts' class representatives
-    chosen before the test set is seen (choosing them on test favours the class with more methods)."""
+    chosen before the test set is seen (choosing them on test favours the class with more methods);
+    and, under ``claim_key``, each method claim group's best by the same scores."""
     ok = [r for r in calibration if r.status == "ok" and r.accuracy is not None and r.family != "baseline"
           and not is_transfer(r)]
     score: dict[tuple[str, str, str], dict[str, float]] = {}
     for (name, model, dataset, _), points in sweep_curves(ok).items():
-        chosen = choose_budget(points)
-        group = dict(points)[chosen[0]] if chosen else max((g for _, g in points), key=mean_accuracy)
+        budget = choose_budget(points)
+        group = dict(points)[budget[0]] if budget else max((g for _, g in points), key=mean_accuracy)
         score.setdefault((model, dataset, group[0].access), {})[group[0].method] = mean_accuracy(group)
     unswept: dict[tuple[str, str, str, str], list[Record]] = {}
     for r in ok:
@@ -43,14 +44,14 @@ def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
             unswept.setdefault((r.model, r.dataset, r.access, r.label), []).append(r)
     for (model, dataset, access, _), group in unswept.items():
         score.setdefault((model, dataset, access), {}).setdefault(group[0].method, mean_accuracy(group))
-    chosen = {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
+    picked = {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
     for (model, dataset, access), v in score.items():  # each group of a method claim: its best, by the same scores
         for claim, *groups in published.METHOD_CLAIMS:
-            for i, group in enumerate(groups):
-                mine = {m: a for m, a in v.items() if m in group}
+            for i, methods in enumerate(groups):
+                mine = {m: a for m, a in v.items() if m in methods}
                 if mine:
-                    chosen[(model, dataset, claim_key(claim, i, access))] = max(mine, key=lambda m: mine[m])
-    return chosen
+                    picked[(model, dataset, claim_key(claim, i, access))] = max(mine, key=lambda m: mine[m])
+    return picked
 
 
 def claim_key(claim: str, side: int, access: str) -> str:
