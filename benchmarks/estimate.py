@@ -65,7 +65,7 @@ def estimate(cells: list[Cell], run_dirs: list[Path]) -> list[Estimate]:
         for r in recs:
             n_rec = r.n or 1
             n_cell = c.limits.get("test") or (r.sizes or {}).get("test_total") or n_rec
-            secs.append((r.load_wall_s or 0.0) + (r.tune_wall_s or 0.0) + (r.eval_wall_s or 0.0) * n_cell / n_rec)
+            secs.append(r.wall_seconds(n_cell / n_rec))
         out.append(Estimate(c, statistics.fmean(secs), len(recs)))
     return out
 

@@ -101,6 +101,11 @@ class Record:
         return cls(**{k: v for k, v in d.items() if k in common},
                    extra={k: v for k, v in d.items() if k not in common and k != "schema"}, schema=SCHEMA)
 
+    def wall_seconds(self, eval_scale: float = 1.0) -> float:
+        """The cell's measured seconds: model load + tuning + evaluation (``eval_scale``: the evaluation
+        scaled to another number of test rows, as ``check --estimate`` does)."""
+        return (self.load_wall_s or 0.0) + (self.tune_wall_s or 0.0) + (self.eval_wall_s or 0.0) * eval_scale
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object results.jsonl holds: the common fields, then ``extra``, then ``schema``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "schema")}

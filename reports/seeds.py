@@ -117,8 +117,8 @@ def seed_table(records: list[Record], plans: dict[str, dict[str, Any]],
 
 
 def _cell_hours(r: Record) -> float:
-    """A cell's measured hours: model load + tuning + evaluation (the sum ``check --estimate`` takes of a record)."""
-    return ((r.load_wall_s or 0.0) + (r.tune_wall_s or 0.0) + (r.eval_wall_s or 0.0)) / 3600
+    """A cell's measured hours (``Record.wall_seconds``, the sum ``check --estimate`` takes of a record)."""
+    return r.wall_seconds() / 3600
 
 
 def seed_cost_table(records: list[Record], plans: dict[str, dict[str, Any]], everywhere: int = 5) -> Table | None:
