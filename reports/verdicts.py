@@ -70,9 +70,8 @@ def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str
     for claim, *groups in published.METHOD_CLAIMS:
         sides = []
         for i, group in enumerate(groups):
-            accesses = {r.access for r in mine if r.method in group and r.family != "baseline"}
-            picks = [_best_of_class(mine, a, (chosen or {}).get((model, d, claim_key(claim, i, a))), group) for a in sorted(accesses)]
-            picks = [p for p in picks if p]
+            accesses = sorted({r.access for r in mine if r.method in group})  # _best_of_class leaves the untuned rows out
+            picks = [p for a in accesses if (p := _best_of_class(mine, a, (chosen or {}).get((model, d, claim_key(claim, i, a))), group))]
             sides.append(max(picks, key=mean_accuracy) if picks else [])
         a, b = sides
         c = compare(d, (a[0].access, a[0].label), (b[0].access, b[0].label), "verdict", a, b) if a and b else None
