@@ -39,6 +39,7 @@ class Comparison:
     fixed_p_holm: float = 1.0
     fixed_test: str = "McNemar"
     claim: str = ""  # a verdict's claim where it is not an access-class ordering (published.METHOD_CLAIMS)
+    stand_in: tuple[str, str] = ("", "")  # a verdict side's note where the best here stands in for a calibration pick without cells
 
     @property
     def significant(self) -> bool:

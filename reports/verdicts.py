@@ -14,16 +14,22 @@ def _best_of_class(mine: list[Record], access: str, method: str | None = None,
                    methods: tuple[str, ...] | None = None) -> list[Record]:
     """The cells of the access class's best tuning method in ``mine`` (of ``methods`` only, where
     given): ``method`` where it was chosen beforehand (``best_by_class`` of a calibration run; its row
-    of the method's own label first), else the highest mean accuracy here. The survey's claims are
-    about what tuning buys, so the untuned rows (family ``baseline``) are not candidates."""
+    of the method's own label first), else the highest mean accuracy here; also where the chosen
+    method has no cells here (``stand_in`` says so). The survey's claims are about what tuning buys,
+    so the untuned rows (family ``baseline``) are not candidates."""
     tuned = [r for r in mine if r.family != "baseline" and (methods is None or r.method in methods)]
     keys = [k for k in row_order(tuned) if k[0] == access]
     groups = [[r for r in tuned if (r.access, r.label) == k] for k in keys]
-    if method is not None:
-        named = [g for g in groups if g[0].method == method]
+    named = [g for g in groups if g[0].method == method]
+    if named:
         named.sort(key=lambda g: g[0].label not in (method, f"{method}@{access}"))
-        return named[0] if named else []
+        return named[0]
     return max(groups, key=mean_accuracy) if groups else []
+
+
+def stand_in(chosen: str | None, cells: list[Record]) -> str:
+    """' (for X)' where the calibration chose X but the best here stands in (X has no cells here), else ''."""
+    return f" (for {chosen}: no cells)" if chosen and cells and cells[0].method != chosen else ""
 
 
 def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
@@ -45,18 +51,18 @@ def best_by_class(calibration: list[Record]) -> dict[tuple[str, str, str], str]:
     for (model, dataset, access, _), group in unswept.items():
         score.setdefault((model, dataset, access), {}).setdefault(group[0].method, mean_accuracy(group))
     picked = {k: max(v, key=lambda m: v[m]) for k, v in score.items()}
-    for (model, dataset, access), v in score.items():  # each group of a method claim: its best, by the same scores
+    for model, dataset in dict.fromkeys((m, d) for m, d, _ in score):  # each group of a method claim: its best, by the same scores
+        mine = {m: a for (m2, d2, _), v in score.items() if (m2, d2) == (model, dataset) for m, a in v.items()}
         for claim, *groups in published.METHOD_CLAIMS:
             for i, methods in enumerate(groups):
-                mine = {m: a for m, a in v.items() if m in methods}
-                if mine:
-                    picked[(model, dataset, claim_key(claim, i, access))] = max(mine, key=lambda m: mine[m])
+                if ours := {m: a for m, a in mine.items() if m in methods}:
+                    picked[(model, dataset, claim_key(claim, i))] = max(ours, key=lambda m: ours[m])
     return picked
 
 
-def claim_key(claim: str, side: int, access: str) -> str:
-    """The key ``best_by_class`` files a method claim's chosen representative under (beside the access classes')."""
-    return f"{claim}|{side}|{access}"
+def claim_key(claim: str, side: int) -> str:
+    """The key ``best_by_class`` files a method claim group's chosen representative under (beside the access classes')."""
+    return f"{claim}|{side}"
 
 
 def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str] | None = None) -> list[Comparison]:
@@ -68,15 +74,18 @@ def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str
     model, d = mine[0].model, mine[0].dataset
     family = []
     for claim, *groups in published.METHOD_CLAIMS:
-        sides = []
+        sides, notes = [], []
         for i, group in enumerate(groups):
+            pick = (chosen or {}).get((model, d, claim_key(claim, i)))
             accesses = sorted({r.access for r in mine if r.method in group})  # _best_of_class leaves the untuned rows out
-            picks = [p for a in accesses if (p := _best_of_class(mine, a, (chosen or {}).get((model, d, claim_key(claim, i, a))), group))]
-            sides.append(max(picks, key=mean_accuracy) if picks else [])
+            named = [p for a in accesses if (p := _best_of_class(mine, a, pick, group)) and p[0].method == pick]
+            side = max(named or [p for a in accesses if (p := _best_of_class(mine, a, None, group))], key=mean_accuracy, default=[])
+            sides.append(side)
+            notes.append(stand_in(pick, side))
         a, b = sides
         c = compare(d, (a[0].access, a[0].label), (b[0].access, b[0].label), "verdict", a, b) if a and b else None
         if c:
-            c.claim = claim
+            c.claim, c.stand_in = claim, (notes[0], notes[1])
             family.append(c)
     apply_holm(family)
     return family
@@ -89,13 +98,15 @@ def ordering_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], 
     if not mine:
         return []
     model, d = mine[0].model, mine[0].dataset
-    best = {a: _best_of_class(mine, a, (chosen or {}).get((model, d, a))) for a in ACCESS_ORDER}
+    picks = {a: (chosen or {}).get((model, d, a)) for a in ACCESS_ORDER}
+    best = {a: _best_of_class(mine, a, picks[a]) for a in ACCESS_ORDER}
     family = []
     for hi, lo in published.ORDERINGS:
         if best.get(hi) and best.get(lo):
             a, b = best[hi], best[lo]
             c = compare(d, (hi, a[0].label), (lo, b[0].label), "verdict", a, b)
             if c:
+                c.stand_in = (stand_in(picks[hi], a), stand_in(picks[lo], b))
                 family.append(c)
     apply_holm(family)
     return family
@@ -139,24 +150,25 @@ def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str]
         ok = _main_cells(records, model)
         for d in dict.fromkeys(r.dataset for r in ok):
             for c in orderings.get((model, d), []):
-                rows.append([model, d, c.claim or f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]} vs {c.b[1]}", _seed_pair(c),
+                rows.append([model, d, c.claim or f"{c.a[0]}-box ≥ {c.b[0]}-box", f"{c.a[1]}{c.stand_in[0]} vs {c.b[1]}{c.stand_in[1]}", _seed_pair(c),
                              f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]", prob_text(c.prob_improvement),
                              p_text(c.p_holm), f"{100 * c.detectable:.1f}", claim_verdict(c.delta, c.p_holm),
                              p_text(c.fixed_p_holm), claim_verdict(c.delta, c.fixed_p_holm)])
         x, y = published.GAP_LARGER_ON
-        gaps, runs, seeds = {}, {}, {}
+        gaps, runs, seeds, notes = {}, {}, {}, ""
         for d in (x, y):
             mine = [r for r in ok if r.dataset == d]
             white, black = _best_of_class(mine, "white", pick(model, d, "white")), _best_of_class(mine, "black", pick(model, d, "black"))
             bits = paired_bits(white, black) if white and black else None
             if bits:
                 gaps[d], runs[d], seeds[d] = per_example_gap(*bits), across_seeds(*bits), f"{len(bits[0])} / {len(bits[1])}"
+                notes += stand_in(pick(model, d, "white"), white) + stand_in(pick(model, d, "black"), black)
         if len(gaps) == 2:
             fixed_p = gap_difference(gaps[x], gaps[y])
             est = runs[x].minus(runs[y])
             low, high = est.interval()
             rows.append([model, f"{x} vs {y}", f"black-box falls further behind on {x} than on {y}",
-                         f"best white − best black: {100 * runs[x].value:+.1f} vs {100 * runs[y].value:+.1f}", f"{seeds[x]}; {seeds[y]}",
+                         f"best white − best black: {100 * runs[x].value:+.1f} vs {100 * runs[y].value:+.1f}{notes}", f"{seeds[x]}; {seeds[y]}",
                          f"{100 * est.value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]", "—", p_text(est.p()),
                          f"{100 * est.detectable():.1f}", claim_verdict(est.value, est.p()), p_text(fixed_p),
                          claim_verdict(gaps[x][0] - gaps[y][0], fixed_p)])
@@ -170,7 +182,8 @@ def verdict_table(records: list[Record], chosen: dict[tuple[str, str, str], str]
                   "p across runs", "detectable (pp)", "verdict across runs", "p these models", "verdict these models"],
                  rows, note=f"orderings: {how}, untuned rows excluded, against the other class's, "
                             f"{PAIRED_NOTE}, Holm-adjusted over the dataset's orderings (a family of their own, each answer apart); method "
-                            "claims (published.METHOD_CLAIMS): each group's best, chosen as the classes' are, a Holm family of their own; gap: "
+                            "claims (published.METHOD_CLAIMS): each group's best, chosen as the classes' are, a Holm family of their own; "
+                            "'(for X: no cells)': the calibration chose X, which has no cells here, so the best here stands in; gap: "
                             "per-example best white − best black, compared across the two test sets (across runs: the two estimates' "
                             "difference, a Welch t; these models: a z-test); seeds: of each side (independent runs where fewer); "
                             "holds / refuted: p < 0.05 in the claimed / the opposite direction; undecided otherwise; the verdict is the "

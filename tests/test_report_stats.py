@@ -294,9 +294,13 @@ def test_method_claim_optimised_instructions_against_kate():
                    replace(rec("evoprompt", "evoprompt", "black", "generate", "1" * 60 + "0" * 40), cell_key="c2"),
                    replace(rec("kate", "kate", "black", "generate", "1" * 90 + "0" * 10), cell_key="c3")]
     chosen = best_by_class(calibration)
-    assert chosen[("m", "sst2", "black")] == "kate" and chosen[("m", "sst2", f"{claim}|0|black")] == "ape"
+    assert chosen[("m", "sst2", "black")] == "kate" and chosen[("m", "sst2", f"{claim}|0")] == "ape"
     row = {r[2]: r for r in verdict_table([kate, *ape, *evo], chosen).rows}[claim]
     assert row[3] == "ape vs kate" and row[4] == "3 / 1" and row[9] == "undecided"  # 65 % ± 5 against 70 %
+    # a calibration pick without test cells (its study cells not run yet): the best here stands in, marked
+    picked = {**chosen, ("m", "sst2", f"{claim}|0"): "protegi", ("m", "sst2", "black"): "dspy_mipro"}
+    rows = {r[2]: r for r in verdict_table([kate, *ape, *evo], picked).rows}
+    assert rows[claim][3] == "evoprompt (for protegi: no cells) vs kate"
     plans = {"m|sst2|ape": {"min": 3, "max": 8, "until": "decided"}}
     wanted = [d for d in decide([kate, *ape, *evo], plans, chosen) if (d.a[1], d.b[1]) == ("ape", "kate")]
     assert wanted and wanted[0].kind == "verdict" and wanted[0].reason in ("adding a seed", "below what max seeds detect")
