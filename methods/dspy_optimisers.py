@@ -332,6 +332,8 @@ class CoproParams(DspyParams):
     breadth: int = field(default=10, metadata={"help": "instructions proposed per round (DSPy: 10)", "min": 2})
     depth: int = field(default=3, metadata={"help": "refinement rounds (DSPy: 3)", "min": 1})
     init_temperature: float = field(default=1.4, metadata={"help": "the proposer's sampling temperature (DSPy: 1.4)", "min": 0})
+    score_on: str = field(default="dev", metadata={"help": "the rows every candidate instruction is scored on: dev (as APE's and MIPROv2's) | "
+                                                           "train (DSPy alone: the whole trainset given to compile)", "choices": ("dev", "train")})
 
 
 class DspyCopro(DspyMethod):
@@ -343,6 +345,9 @@ class DspyCopro(DspyMethod):
                  valset: list[Any], params: Any, seed: int) -> Any:
         from dspy.teleprompt import COPRO
 
+        if params.score_on == "dev" and not valset:
+            raise UserError(f"{self.name}: needs a dev set to score candidates on; set limits.dev above 0 (or params.score_on: train)")
         opt = COPRO(prompt_model=prompt_lm, metric=metric, breadth=params.breadth, depth=params.depth,
                     init_temperature=params.init_temperature)
-        return opt.compile(program, trainset=trainset, eval_kwargs={"num_threads": 1, "display_progress": False})
+        return opt.compile(program, trainset=valset if params.score_on == "dev" else trainset,
+                           eval_kwargs={"num_threads": 1, "display_progress": False})
