@@ -28,7 +28,7 @@ def _best_of_class(mine: list[Record], access: str, method: str | None = None,
 
 
 def stand_in(chosen: str | None, cells: list[Record]) -> str:
-    """' (for X)' where the calibration chose X but the best here stands in (X has no cells here), else ''."""
+    """' (for X: no cells)' where the calibration chose X but X has no cells here, so the best here stands in; else ''."""
     return f" (for {chosen}: no cells)" if chosen and cells and cells[0].method != chosen else ""
 
 
