@@ -78,8 +78,8 @@ def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str
         for i, group in enumerate(groups):
             pick = (chosen or {}).get((model, d, claim_key(claim, i)))
             accesses = sorted({r.access for r in mine if r.method in group})  # _best_of_class leaves the untuned rows out
-            named = [p for a in accesses if (p := _best_of_class(mine, a, pick, group)) and p[0].method == pick]
-            side = max(named or [p for a in accesses if (p := _best_of_class(mine, a, None, group))], key=mean_accuracy, default=[])
+            found = [p for a in accesses if (p := _best_of_class(mine, a, pick, group))]  # the pick, else each access's best
+            side = max([p for p in found if p[0].method == pick] or found, key=mean_accuracy, default=[])
             sides.append(side)
             notes.append(stand_in(pick, side))
         a, b = sides
