@@ -435,7 +435,7 @@ class HFBackend(Backend):
         if config.seed is not None:
             import torch
 
-            gens = [torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + i) for i in index]
+            gens = [torch.Generator(device="cpu").manual_seed(config.stream(i)) for i in index]
         rest = [e[len(p.ids) if p else 0 :] for e, p in zip(encoded, prefixes)]
         for batch in self._batches([len(r) for r in rest]):
             new = self._decode([rest[i] for i in batch], [prefixes[i] for i in batch], config, [gens[i] for i in batch])

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from boxbench.backends import context, request_cache
 from boxbench.backends.budget import check_price, money, price_for
-from boxbench.core.backend import CHAT_DEFAULT, Access, AccessError, Backend, GenerationConfig, Usage
+from boxbench.core.backend import CHAT_DEFAULT, SEED_BOUND, Access, AccessError, Backend, GenerationConfig, Usage
 from boxbench.core.errors import UserError
 from boxbench.core.tokens import encode_pair, split_pair
 
@@ -414,8 +414,8 @@ class OpenAIBackend(Backend):
 
         def one(item: tuple[int, str]) -> str:
             i, prompt = item
-            # one seed per request: the same seed on equal prompts would return equal samples
-            kw = {**sampling, "seed": None if config.seed is None else config.seed + i}
+            # one seed per request (its own stream): the same seed on equal prompts would return equal samples
+            kw = {**sampling, "seed": config.stream(i, SEED_BOUND)}
             if self.chat:
                 r = self._request("chat", model=self.name, messages=[{"role": "user", "content": prompt}], **kw)
                 text = r.choices[0].message.content or ""

@@ -24,7 +24,7 @@ import os
 from typing import Any
 
 from boxbench.backends.weights import gguf_cache_folder, load_gguf_cached, resolve_source
-from boxbench.core.backend import CHAT_DEFAULT, Access, Backend, GenerationConfig
+from boxbench.core.backend import CHAT_DEFAULT, SEED_BOUND, Access, Backend, GenerationConfig
 from boxbench.core.errors import UserError
 from boxbench.core.tokens import encode_pair, split_pair, vocabulary_fingerprint
 
@@ -128,7 +128,7 @@ class VLLMBackend(Backend):
         # no engine-side stop strings: the view applies them to every backend's raw text alike; one seed
         # per request, as the OpenAI backend sends: one seed for all would give equal prompts equal samples
         sp = [SamplingParams(max_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                             seed=None if config.seed is None else config.seed + i) for i in range(len(prompts))]
+                             seed=config.stream(i, SEED_BOUND)) for i in range(len(prompts))]
         if self.chat:
             outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
         else:

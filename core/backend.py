@@ -104,6 +104,11 @@ One default for all backends, so a model scores the same whichever serves it (on
 SmolLM2-135M-Instruct the plain prompt answered better: 0.68 vs 0.47 zero-shot on SST-2)."""
 
 
+SEED_BOUND = 2**31
+"""Sampling seeds sent to a server or engine are reduced below this: llama.cpp's is a uint32 whose top
+value means "random", and a signed 32-bit field is the narrowest a server may take."""
+
+
 @dataclass
 class GenerationConfig:
     """Decoding settings for ``generate``; greedy by default."""
@@ -113,6 +118,16 @@ class GenerationConfig:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=lambda: ["\n"])
     seed: int | None = None
+
+    def stream(self, i: int, bound: int | None = None) -> int | None:
+        """The sampling seed of the ``i``-th prompt (or call) drawn under this config: ``seed * 1_000_003 + i``
+        (``None`` when unseeded), reduced modulo ``bound`` for a server that takes a fixed-width seed. Streams
+        stay apart across prompts and across configs whose seeds differ by little: with ``seed + i``, seed
+        s's second draw is seed s + 1's first, and equal prompts give equal samples across seeds."""
+        if self.seed is None:
+            return None
+        s = self.seed * 1_000_003 + i
+        return s % bound if bound else s
 
 
 class Backend(ABC):

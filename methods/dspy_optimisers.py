@@ -77,7 +77,9 @@ class ViewEngine:
                                   top_p=self.defaults.top_p if c.top_p is None else c.top_p,
                                   stop=list(c.stop) or self.defaults.stop, seed=self.defaults.seed if c.seed is None else c.seed)
         if config.temperature > 0 and config.seed is not None:
-            config.seed += self.calls  # a sampled call draws afresh each time, reproducibly
+            # a sampled call draws afresh each time, reproducibly, on a stream of its own: ``seed + calls``
+            # gave seed s + 1 the draws of seed s shifted by one (two COPRO seeds chose the same instruction)
+            config.seed = config.stream(self.calls)
         self.calls += 1
         try:
             out = self.generate([self.prepare(_text(request))], config)[0]

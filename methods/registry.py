@@ -14,6 +14,7 @@ METHODS: Registry[type[Method]] = Registry(
     {
         "zero_shot": "boxbench.methods.zero_shot:ZeroShot",
         "few_shot": "boxbench.methods.few_shot:FewShot",
+        "random_instruction": "boxbench.methods.random_instruction:RandomInstruction",
         "lora": "boxbench.methods.lora:LoRA",
         "prompt_tuning": "boxbench.methods.prompt_tuning:PromptTuning",
         "full_finetune": "boxbench.methods.full_finetune:FullFinetune",

@@ -50,9 +50,12 @@ on AG News (4 topics) than on SST-2 (2 sentiments)."""
 METHOD_CLAIMS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("optimised instructions ≥ KATE's chosen demonstrations",
      ("ape", "evoprompt", "protegi", "dspy_copro", "dspy_mipro"), ("kate",)),
+    ("optimised instructions ≥ random words in their place",
+     ("ape", "evoprompt", "protegi", "dspy_copro", "dspy_mipro"), ("random_instruction",)),
 )
 """Claims between groups of methods rather than access classes, each (claim, first group, second group):
 the best of the first group (chosen on a calibration run's held-out rows where given, else the best
 here) against the best of the second. Issue 45's question: do optimised instructions (APE, EvoPrompt,
 ProTeGi, DSPy's COPRO and MIPROv2, which also picks demonstrations) buy anything over KATE's
-nearest-neighbour demonstrations at this scale?"""
+nearest-neighbour demonstrations at this scale? And its control: does the chosen optimiser beat an
+instruction of random training-text words, i.e. did the search find more than "some text before the input"?"""

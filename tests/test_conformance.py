@@ -172,7 +172,7 @@ def test_usage_is_counted_by_one_definition(backend, smol, sst2):
 
 def test_sampling_draws_one_seed_per_prompt(backend):
     """A seeded sampling call gives equal prompts different samples (APE asks for several proposals of one
-    query in one call) and gives them again for the same seed. vLLM in-process once shared one seed
+    query in one call), gives them again for the same seed, and gives the next seed other ones. vLLM in-process once shared one seed
     across the batch: 12 APE proposals came back as 4 distinct ones (results/backends). The first call
     only warms the engine: llama.cpp's server computes a prompt it has cached (the later calls) through
     other kernels than a cold one, and a sample can part there (seen once: docs/fidelity.md)."""
@@ -182,6 +182,8 @@ def test_sampling_draws_one_seed_per_prompt(backend):
     samples = backend.generate([prompt] * 3, config)
     assert len(set(samples)) > 1, samples
     assert backend.generate([prompt] * 3, config) == samples
+    # each seed its own streams: with ``seed + i`` seed 8's samples were seed 7's shifted by one prompt
+    assert backend.generate([prompt] * 2, replace(config, seed=8)) != samples[1:]
 
 
 def test_stop_rule_and_parse_are_the_same(backend, smol, sst2):

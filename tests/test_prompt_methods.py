@@ -258,3 +258,21 @@ def test_proxy_generates_with_the_steered_scores(smol):
                 assert out == ""
             else:
                 assert out.startswith(best), (alpha, out, best)  # raw text: the view cuts and strips
+
+
+def test_random_instruction_is_seeded_training_words_and_asks_no_model(sst2, smol):
+    """The control for instruction search: ``words`` words of the training texts, the same for a seed,
+    other for another seed, drawn without a single model call."""
+    from boxbench.methods.random_instruction import RandomInstruction, RandomInstructionParams
+
+    black = smol.view(Access.black)
+    before = smol.usage.snapshot()
+    tune = lambda seed, words=12, train=sst2.train: RandomInstruction().tune(  # noqa: E731
+        black, task=sst2.task, train=train, dev=[], params=RandomInstructionParams(words=words), seed=seed)
+    first = tune(0)
+    vocabulary = {w for e in sst2.train for w in e.text.split()}
+    assert len(first.instruction.split()) == 12 and set(first.instruction.split()) <= vocabulary and not first.demos
+    assert tune(0).instruction == first.instruction and tune(1).instruction != first.instruction
+    assert smol.usage.model_calls == before["model_calls"]
+    with pytest.raises(UserError, match=r"^random_instruction: the training split has no words .*limits.train above 0$"):
+        tune(0, train=[])

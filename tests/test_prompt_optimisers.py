@@ -11,7 +11,7 @@ import pytest
 from helpers import records_of, run_cli, write_suite
 from boxbench.benchmarks.datasets import load_splits
 from boxbench.core.evaluate import evaluate
-from boxbench.core.backend import Access, AccessError
+from boxbench.core.backend import Access, AccessError, GenerationConfig
 from boxbench.core.errors import UserError
 from boxbench.core.method import build_params
 from boxbench.methods.dspy_optimisers import DspyBootstrap, DspyCopro, DspyMipro, missing
@@ -97,6 +97,34 @@ def test_dspy_mipro_asks_the_proposer_and_counts_it_apart(sst2, smol):
     # the proposer is the tuned model here: its calls are the tuned model's too, and nothing else was asked
     assert smol.usage.model_calls - before["model_calls"] == s["task_model_calls"] + s["proposer_calls"]
     assert isinstance(art.instruction, str) and art.instruction
+
+
+def test_dspy_engine_gives_each_seed_sampling_streams_of_its_own(smol):
+    """DSPy's proposer asks the same prompt again and again (COPRO's candidates). Each call used to sample with
+    ``seed + calls``, so seed 3's draws were seed 2's shifted by one call, and two COPRO study seeds chose the
+    same instruction. Now a call draws on ``seed * 1_000_003 + calls``; seed 0's streams are unchanged."""
+    import dspy
+
+    from boxbench.methods.dspy_optimisers import ViewEngine
+
+    black = smol.view(Access.black)
+
+    def draws(seed: int) -> tuple[list[int | None], list[str]]:
+        sent: list[int | None] = []
+
+        def generate(prompts: list[str], config: GenerationConfig) -> list[str]:
+            sent.append(config.seed)
+            return black.generate(prompts, config)
+
+        lm = dspy.LM("boxbench/proposer", engine=ViewEngine(generate, GenerationConfig(max_new_tokens=16, temperature=1.0, stop=[], seed=seed)),
+                     cache=False)
+        return sent, [lm("Write a one-line instruction for a sentiment classification task:")[0] for _ in range(3)]
+
+    seeds2, out2 = draws(2)
+    seeds3, out3 = draws(3)
+    assert seeds2 == [2 * 1_000_003 + k for k in range(3)] and not set(seeds2) & set(seeds3)
+    assert out3[:2] != out2[1:], "seed 3 drew seed 2's proposals again"
+    assert draws(0)[0] == [0, 1, 2]  # the calibration's seed-0 cells stand as recorded
 
 
 def test_dspy_copro_scores_its_candidates_on_dev_not_the_whole_train_split(sst2, smol):
