@@ -16,8 +16,9 @@ def _best_of_class(mine: list[Record], access: str, method: str | None = None,
     given): ``method`` where it was chosen beforehand (``best_by_class`` of a calibration run; its row
     of the method's own label first), else the highest mean accuracy here; also where the chosen
     method has no cells here (``stand_in`` says so). The survey's claims are about what tuning buys,
-    so the untuned rows (family ``baseline``) are not candidates."""
-    tuned = [r for r in mine if r.family != "baseline" and (methods is None or r.method in methods)]
+    so the untuned rows (family ``baseline``) are not candidates, unless ``methods`` names them (a
+    method claim's control, e.g. ``random_instruction``)."""
+    tuned = [r for r in mine if (r.method in methods if methods is not None else r.family != "baseline")]
     keys = [k for k in row_order(tuned) if k[0] == access]
     groups = [[r for r in tuned if (r.access, r.label) == k] for k in keys]
     named = [g for g in groups if g[0].method == method]
@@ -77,7 +78,7 @@ def claim_comparisons(mine: list[Record], chosen: dict[tuple[str, str, str], str
         sides, notes = [], []
         for i, group in enumerate(groups):
             pick = (chosen or {}).get((model, d, claim_key(claim, i)))
-            accesses = sorted({r.access for r in mine if r.method in group})  # _best_of_class leaves the untuned rows out
+            accesses = sorted({r.access for r in mine if r.method in group})
             found = [p for a in accesses if (p := _best_of_class(mine, a, pick, group))]  # the pick, else each access's best
             side = max([p for p in found if p[0].method == pick] or found, key=mean_accuracy, default=[])
             sides.append(side)

@@ -301,6 +301,12 @@ def test_method_claim_optimised_instructions_against_kate():
     picked = {**chosen, ("m", "sst2", f"{claim}|0"): "protegi", ("m", "sst2", "black"): "dspy_mipro"}
     rows = {r[2]: r for r in verdict_table([kate, *ape, *evo], picked).rows}
     assert rows[claim][3] == "evoprompt (for protegi: no cells) vs kate"
+    # the control claim: an untuned row (family baseline) is a candidate where the claim names it
+    words = [rec("random_instruction", "random_instruction", "black", "generate", "1" * (50 + i) + "0" * (50 - i), seed=i,
+                 family="baseline") for i in range(3)]
+    control = {r[2]: r for r in verdict_table([kate, *ape, *evo, *words], chosen).rows}["optimised instructions ≥ random words in their place"]
+    assert control[3] == "ape vs random_instruction" and control[4] == "3 / 3" and control[9] == "holds"
+    assert {r[2]: r for r in verdict_table([kate, *ape, *evo, *words], chosen).rows}[claim][3] == "ape vs kate"
     plans = {"m|sst2|ape": {"min": 3, "max": 8, "until": "decided"}}
     wanted = [d for d in decide([kate, *ape, *evo], plans, chosen) if (d.a[1], d.b[1]) == ("ape", "kate")]
     assert wanted and wanted[0].kind == "verdict" and wanted[0].reason in ("adding a seed", "below what max seeds detect")
