@@ -250,6 +250,16 @@ class DspyMethod(Method[BlackView, DspyParams]):
         return art
 
 
+class DspyZeroShot(DspyMethod):
+    name = "dspy_zero_shot"
+    family = "baseline"
+    description = "DSPy's program uncompiled: its signature's instruction, no demonstrations (what DSPy's optimisers start from)"
+
+    def optimise(self, dspy: Any, program: Any, *, metric: Callable[..., bool], prompt_lm: Any, trainset: list[Any],
+                 valset: list[Any], params: Any, seed: int) -> Any:
+        return program  # compiling nothing: the baseline a DSPy user compares a compiled program with
+
+
 @dataclass
 class BootstrapParams(DspyParams):
     max_bootstrapped_demos: int = field(default=4, metadata={"help": "demonstrations from the program's own successful runs (DSPy: 4)", "min": 0})

@@ -31,6 +31,7 @@ METHODS: Registry[type[Method]] = Registry(
         "bbt": "boxbench.methods.bbt:Bbt",
         "evoprompt": "boxbench.methods.evoprompt:EvoPrompt",
         "protegi": "boxbench.methods.protegi:Protegi",
+        "dspy_zero_shot": "boxbench.methods.dspy_optimisers:DspyZeroShot",
         "dspy_bootstrap": "boxbench.methods.dspy_optimisers:DspyBootstrap",
         "dspy_random_search": "boxbench.methods.dspy_optimisers:DspyRandomSearch",
         "dspy_mipro": "boxbench.methods.dspy_optimisers:DspyMipro",

@@ -52,10 +52,13 @@ METHOD_CLAIMS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      ("ape", "evoprompt", "protegi", "dspy_copro", "dspy_mipro"), ("kate",)),
     ("optimised instructions ≥ random words in their place",
      ("ape", "evoprompt", "protegi", "dspy_copro", "dspy_mipro"), ("random_instruction",)),
+    ("DSPy's optimisers ≥ DSPy's uncompiled program",
+     ("dspy_bootstrap", "dspy_random_search", "dspy_copro", "dspy_mipro"), ("dspy_zero_shot",)),
 )
 """Claims between groups of methods rather than access classes, each (claim, first group, second group):
 the best of the first group (chosen on a calibration run's held-out rows where given, else the best
 here) against the best of the second. Issue 45's question: do optimised instructions (APE, EvoPrompt,
 ProTeGi, DSPy's COPRO and MIPROv2, which also picks demonstrations) buy anything over KATE's
 nearest-neighbour demonstrations at this scale? And its control: does the chosen optimiser beat an
-instruction of random training-text words, i.e. did the search find more than "some text before the input"?"""
+instruction of random training-text words, i.e. did the search find more than "some text before the input"?
+And DSPy's own question: does compiling the program buy anything over the program uncompiled?"""

@@ -14,7 +14,7 @@ from boxbench.core.evaluate import evaluate
 from boxbench.core.backend import Access, AccessError, GenerationConfig
 from boxbench.core.errors import UserError
 from boxbench.core.method import build_params
-from boxbench.methods.dspy_optimisers import DspyBootstrap, DspyCopro, DspyMipro, missing
+from boxbench.methods.dspy_optimisers import DspyBootstrap, DspyCopro, DspyMipro, DspyZeroShot, missing
 from boxbench.methods.protegi import Protegi, error_string, tagged, ucb_select
 
 
@@ -83,6 +83,17 @@ def test_dspy_bootstrap_tunes_the_prompt_the_shared_scorer_evaluates(sst2, smol)
     # another seed meets the training examples in another order: other demonstrations
     other = DspyBootstrap().tune(black, task=sst2.task, train=sst2.train, dev=sst2.dev, params=params, seed=1)
     assert [d.text for d in other.demos] != [d.text for d in art.demos]
+
+
+def test_dspy_zero_shot_is_the_uncompiled_program_and_asks_no_model(sst2, smol):
+    """The baseline a DSPy user compares a compiled program with: the signature's instruction, no
+    demonstrations, no model calls; the shared scorer then evaluates it like any prompt."""
+    black = smol.view(Access.black)
+    before = smol.usage.snapshot()
+    art = DspyZeroShot().tune(black, task=sst2.task, train=sst2.train[:4], dev=sst2.dev, params=build_params(DspyZeroShot, {}), seed=0)
+    assert art.instruction == "Classify the text as one of: negative, positive." and art.demos == []
+    assert art.stats["task_model_calls"] == art.stats["proposer_requests"] == 0 and smol.usage.model_calls == before["model_calls"]
+    assert DspyZeroShot.family == "baseline"  # untuned: never an access class's representative
 
 
 def test_dspy_mipro_asks_the_proposer_and_counts_it_apart(sst2, smol):
