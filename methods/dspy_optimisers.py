@@ -182,6 +182,7 @@ class DspyMethod(Method[BlackView, DspyParams]):
     family = "multi-pass"
     Params = DspyParams
     description = "DSPy optimiser"
+    proposes = True  # the optimiser asks DSPy's prompt_model for instructions; False: it never does
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -189,6 +190,8 @@ class DspyMethod(Method[BlackView, DspyParams]):
 
     @classmethod
     def check(cls, params: DspyParams, model: Any, where: str) -> None:
+        if params.proposer and not cls.proposes:  # else a proposer model would be loaded for nothing
+            raise UserError(f"{where}.params.proposer: {cls.name} writes no instructions, so it asks no proposer; remove proposer")
         check_proposer(params.proposer, where)
 
     def optimise(self, dspy: Any, program: Any, *, metric: Callable[..., bool], prompt_lm: Any, trainset: list[Any],
@@ -204,7 +207,7 @@ class DspyMethod(Method[BlackView, DspyParams]):
             raise UserError(f"{self.name}: needs training examples; raise limits.train")
         import dspy
 
-        proposer = Proposer(params.proposer, view)
+        proposer = Proposer(params.proposer if self.proposes else "", view)
         answer = params.max_new_tokens if params.format == "boxbench" else max(params.max_new_tokens, 64)
         task_engine = ViewEngine(view.generate, GenerationConfig(max_new_tokens=answer, temperature=0.0, stop=["\n"] if params.format == "boxbench" else [], seed=seed),
                                  prepare=(lambda s: with_hint(task, s)) if params.format == "boxbench" else (lambda s: s))
@@ -253,6 +256,7 @@ class DspyMethod(Method[BlackView, DspyParams]):
 class DspyZeroShot(DspyMethod):
     name = "dspy_zero_shot"
     family = "baseline"
+    proposes = False
     description = "DSPy's program uncompiled: its signature's instruction, no demonstrations (what DSPy's optimisers start from)"
 
     def optimise(self, dspy: Any, program: Any, *, metric: Callable[..., bool], prompt_lm: Any, trainset: list[Any],
@@ -270,6 +274,7 @@ class BootstrapParams(DspyParams):
 class DspyBootstrap(DspyMethod):
     name = "dspy_bootstrap"
     Params = BootstrapParams
+    proposes = False
     description = "DSPy BootstrapFewShot: demonstrations from the program's own correct runs on training examples"
 
     def optimise(self, dspy: Any, program: Any, *, metric: Callable[..., bool], prompt_lm: Any, trainset: list[Any],
@@ -289,6 +294,7 @@ class RandomSearchParams(BootstrapParams):
 class DspyRandomSearch(DspyMethod):
     name = "dspy_random_search"
     Params = RandomSearchParams
+    proposes = False
     description = "DSPy BootstrapFewShotWithRandomSearch: several bootstrapped demonstration sets, the best on dev"
 
     def optimise(self, dspy: Any, program: Any, *, metric: Callable[..., bool], prompt_lm: Any, trainset: list[Any],

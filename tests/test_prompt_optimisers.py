@@ -160,6 +160,14 @@ def test_bad_params_and_a_missing_dspy_are_one_line(monkeypatch, tmp_path):
         build_params(DspyMipro, {"auto": "none"})
     with pytest.raises(UserError, match="params.format"):
         build_params(DspyBootstrap, {"format": "json"})
+    # an optimiser that never asks DSPy's prompt_model refuses a proposer rather than load one for nothing
+    for name in ("dspy_zero_shot", "dspy_bootstrap", "dspy_random_search"):
+        suite = write_suite(tmp_path / f"{name}.yaml", f"name: d\nmodels: [smollm2-135m]\ndatasets: [sst2]\n"
+                                                       f"methods: [{{name: {name}, params: {{proposer: smollm2-135m}}}}]\n")
+        with pytest.raises(UserError, match=rf"params.proposer: {name} writes no instructions, so it asks no proposer; remove proposer$"):
+            load_suite(str(suite))
+    load_suite(str(write_suite(tmp_path / "m.yaml", "name: d\nmodels: [smollm2-135m]\ndatasets: [sst2]\n"
+                                                    "methods: [{name: dspy_copro, params: {proposer: smollm2-135m}}]\n")))
     import importlib.util
 
     real = importlib.util.find_spec
