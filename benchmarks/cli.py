@@ -32,6 +32,7 @@ from boxbench.core.method import family_of
 from boxbench.core.registry import load_plugin_file
 from boxbench.core.results import ResultStore
 from boxbench.methods.registry import METHODS
+from boxbench.reports.readme import fill, regions
 from boxbench.reports.report import write_report
 
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("run_dir")
     _select(p)
+    p.add_argument("--readme", metavar="FILE", help='then fill the tables FILE marks with <!-- boxbench: PATH/report.md "Title" --> '
+                                                   "... <!-- /boxbench --> from those reports (a README's numbers: the report's)")
     p = sub.add_parser("compare", help="did a change move any number? two runs' cells matched by what they measure, paired tests")
     _common(p)
     p.add_argument("run_a")
@@ -301,11 +304,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if counts["error"] else 0
 
 
-def cmd_report(run_dir: str, select_from: str | None = None) -> None:
+def cmd_report(run_dir: str, select_from: str | None = None, readme: str | None = None) -> None:
     if select_from:
         ResultStore.existing(Path(select_from), "--select-best-from")
+    if readme:
+        regions(Path(readme))  # a missing file or malformed marker stops before the report is written
     md, html = write_report(Path(run_dir), Path(select_from) if select_from else None)
     print(f"wrote {md} and {html}")
+    if readme:
+        print(f"{readme}: {fill(Path(readme))} of {len(regions(Path(readme)))} marked tables changed")
 
 
 class Terminated(KeyboardInterrupt):
@@ -337,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             return cmd_run(args)
         elif args.command == "report":
-            cmd_report(args.run_dir, args.select_best_from)
+            cmd_report(args.run_dir, args.select_best_from, args.readme)
         elif args.command == "compare":
             return cmd_compare(args)
         elif args.command == "export":

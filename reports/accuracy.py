@@ -8,6 +8,7 @@ from boxbench.reports.comparisons import MARK_NOTE, PAIRED_NOTE, Comparison, acc
 from boxbench.reports.table import (
     ACCESS_ORDER,
     Table,
+    flops_text,
     fmt,
     gib,
     is_transfer,
@@ -81,7 +82,7 @@ def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None
     gains = {(m, c.dataset, c.a): c for m in models for c in (cs[m] if cs and m in cs else comparisons(records, m))
              if c.kind == "vs zero-shot"}
     headers = ["access", "method"] + (["model"] if len(models) > 1 else []) + [
-        "accuracy %", "Δ vs zero-shot [95 %]", "p (Holm)", "P(>)", "these models p (Holm)", "seeds", "tune s", "peak RSS GiB"]
+        "accuracy %", "Δ vs zero-shot [95 %]", "p (Holm)", "P(>)", "these models p (Holm)", "seeds", "tune s", "tune FLOPs", "peak RSS GiB"]
     t = Table("Headline: what each method buys over zero-shot, and at what cost", headers,
               note="accuracy: mean over seeds [95 % interval] (the accuracy table's); Δ: percentage points over zero-shot with the same "
                    "protocol across training runs, its 95 % interval and Holm-adjusted p; P(>): the chance a run of the method beats "
@@ -89,7 +90,8 @@ def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None
                    "with the trained models taken as fixed; " + MARK_NOTE + "; " + PAIRED_NOTE +
                    "; Holm within the dataset and test set; '—' without a zero-shot cell on that model; seeds: runs (independent runs "
                    "where fewer: seeds with identical predictions count once); tune s and peak RSS: means over seeds on the machine that "
-                   "ran the cell; tuning compute and the Pareto front: the frontier table")
+                   "ran the cell; tune FLOPs: estimated tuning compute, every model the cell loaded (a proposer's included), mean over "
+                   "seeds; the Pareto front: the frontier table")
     for d in datasets:
         rows = []
         for model in models:
@@ -104,7 +106,8 @@ def headline_table(records: list[Record], cs: dict[str, list[Comparison]] | None
                     "—" if c is None else f"{100 * c.delta:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}]" + (f" {mark}" if mark else ""),
                     "—" if c is None else p_text(c.p_holm, 2), "—" if c is None else prob_text(c.prob_improvement),
                     "—" if c is None else p_text(c.fixed_p_holm, 2), seeds_text(len(group), c.runs[0] if c else len(group)),
-                    fmt(mean_or_none(r.tune_wall_s for r in group), digits=0), gib(mean_or_none(r.peak_host_rss_bytes for r in group))])
+                    fmt(mean_or_none(r.tune_wall_s for r in group), digits=0), flops_text(mean_or_none(r.tune_flops for r in group)),
+                    gib(mean_or_none(r.peak_host_rss_bytes for r in group))])
         rows.sort(key=lambda row: ACCESS_ORDER.index(row[0]) if row[0] in ACCESS_ORDER else 99)  # stable: models in run order within a class
         t.groups.append((len(t.rows), d))
         t.rows += rows

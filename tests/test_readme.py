@@ -28,3 +28,45 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_command_verbatim() -
 def test_the_main_command_names_a_shipped_suite() -> None:
     suite = re.search(r"boxbench run (\S+)", _setup_commands()[0])
     assert suite and (ROOT / suite.group(1)).is_file()
+
+
+def test_readmes_result_tables_are_the_committed_reports() -> None:
+    """README's headline and verdict tables are copied from the committed study report by
+    `boxbench report RUN --readme README.md`, never pasted: a README edited by hand, or a report
+    regenerated without refreshing README, fails here."""
+    from boxbench.reports.readme import regions, stale_regions
+
+    marked = regions(ROOT / "README.md")
+    assert {r.title for r in marked} >= {"Headline", "Verdicts"} and all(len(r.body) > 2 for r in marked)
+    assert stale_regions(ROOT / "README.md") == [], "refresh with: boxbench report results/study_cpu --select-best-from results/calibrate_cpu --readme README.md"
+
+
+def test_marked_tables_fill_from_their_report_and_bad_markers_are_one_line(tmp_path: Path) -> None:
+    import pytest
+
+    from helpers import run_cli
+    from boxbench.core.errors import UserError
+    from boxbench.reports.readme import fill, stale_regions
+    from boxbench.reports.table import Table
+
+    run = tmp_path / "run"
+    run.mkdir()
+    first = Table("Headline: the answer", ["method", "accuracy %"], rows=[["lora", "88.6"]], groups=[(0, "sst2")], note="a note")
+    other = Table("Costs", ["method", "s"], rows=[["lora", "575"]])
+    (run / "report.md").write_text("# Report\n\n" + first.markdown() + "\n" + other.markdown())
+    doc = tmp_path / "README.md"
+    doc.write_text('Prose.\n\n<!-- boxbench: run/report.md "Headline" -->\n| old |\n<!-- /boxbench -->\n\nMore prose.\n')
+    assert stale_regions(doc) == [f"{doc}:3"]
+    assert fill(doc) == 1 and fill(doc) == 0 and stale_regions(doc) == []
+    assert doc.read_text() == ('Prose.\n\n<!-- boxbench: run/report.md "Headline" -->\n| method | accuracy % |\n|---|---|\n'
+                               "| **sst2** | |\n| lora | 88.6 |\n<!-- /boxbench -->\n\nMore prose.\n")  # the table only, prose kept
+    for text, error in [('<!-- boxbench: run/report.md "Nothing" -->\n<!-- /boxbench -->\n', r"has no table titled 'Nothing'"),
+                        ('<!-- boxbench: gone/report.md "Headline" -->\n<!-- /boxbench -->\n', r"report .*gone/report.md not found; write it first"),
+                        ('<!-- boxbench: run/report.md "Headline" -->\n| x |\n', r":1: region not closed; end it with <!-- /boxbench -->$"),
+                        ("<!-- boxbench: run/report.md Headline -->\n", r":1: malformed marker; write <!-- boxbench: PATH/report.md")]:
+        doc.write_text(text)
+        with pytest.raises(UserError, match=error):
+            fill(doc)
+    proc = run_cli("report", str(run), "--readme", str(tmp_path / "missing.md"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"boxbench: error: --readme: no file {tmp_path / 'missing.md'}; give the Markdown file whose marked tables to fill"]

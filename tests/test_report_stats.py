@@ -120,6 +120,7 @@ def test_a_side_experiment_on_other_rows_is_compared_only_on_its_own_rows():
     assert lora["accuracy %"].startswith("66.7 [") and lora["Δ vs zero-shot [95 %]"].startswith("+16.7 [+") and lora["Δ vs zero-shot [95 %]"].endswith("▲")
     assert lora["p (Holm)"] == "0.002" and lora["P(>)"] == "—" and table.groups == [(0, "sst2")]
     assert lora["these models p (Holm)"] == "0.002" and lora["seeds"] == "1"  # these models: the same McNemar test (one run each)
+    assert lora["tune FLOPs"] == "1.0e12" and head["zero_shot@grey"]["tune FLOPs"] == "0"  # the cost beside the gain
 
 
 def rec(label, method, access, protocol, correct, seed=0, dataset="sst2", model="m", **kw):
