@@ -139,6 +139,8 @@ class CellRun:
         _seed_everything(cell.seed)
         self.method_cls = get_method(cell.method)
         self.record["family"] = family_of(self.method_cls)
+        if self.method_cls.version:  # which behaviour of the method ran (its key carries it too)
+            self.record["method_version"] = self.method_cls.version
         self.params = cell.params
         self.splits = load_splits(cell.dataset, cell.limits.get("train"), cell.limits.get("dev"),
                                   cell.limits.get("test"), cell.settings.data_seed, cell.settings.evaluate_on)

@@ -178,12 +178,16 @@ class Cell:
         ident["dataset"] = {k: v for k, v in self.dataset.items() if k != "base"}  # where a task file lies is not what it is
         ident["settings"] = {k: v for k, v in self.settings.to_json().items() if k not in RUN_ONLY_SETTINGS
                              and not (k == "evaluate_on" and v == "test")}  # keys as before the field existed
+        if version := get_method(self.method).version:  # version 0: keys as before versions existed
+            ident["method_version"] = version
         if self.source is not None:  # as keys were before max_retries and resources existed
             src = {k: v for k, v in ident["source"].items() if k not in ("resources", "sweep", "seed_plan", "budget_left")}
             src["dataset"] = {k: v for k, v in src["dataset"].items() if k != "base"}
             ident["source"] = {**src, "settings": {k: v for k, v in src["settings"].items()
                                                    if k not in RUN_ONLY_SETTINGS or k == "cell_timeout_s"
                                                    if not (k == "evaluate_on" and v == "test")}}
+            if version := get_method(self.source.method).version:
+                ident["source"]["method_version"] = version
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

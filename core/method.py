@@ -174,6 +174,8 @@ class Method(ABC, Generic[V, P]):
     Params: ClassVar[type[Checked]] = NoParams  # the class of P (a ClassVar cannot name a type variable)
     description: ClassVar[str] = ""
     family: ClassVar[str] = ""  # its sub-class in the survey's taxonomy (``FAMILIES[access]`` or "baseline")
+    version: ClassVar[int] = 0  # raise it when a change alters what tune returns for the same params and seed (a fix):
+    # cells' keys carry it (lm-eval's task VERSION), so a run re-runs the cells of the old code and reports list them as stale
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -58,6 +58,24 @@ def test_builtin_cell_keys_are_unchanged():
     assert len(recorded) == 8 and set(recorded) <= keys
 
 
+def test_a_methods_version_is_part_of_its_cells_keys(monkeypatch):
+    """A fix that changes what a method returns for the same params raises its ``version``: its
+    cells become new experiments (a resumed run re-runs them; the report lists the old records as
+    stale), every other method's keys stay; version 0 keeps the keys of before versions (above)."""
+    from boxbench.methods.zero_shot import ZeroShot
+
+    suite = REPO / "benchmarks" / "suites" / "fidelity_defaults.yaml"
+
+    def keys() -> dict[tuple, str]:
+        return {(c.label, c.model.display, c.dataset["name"], c.seed): c.key for c in load_suite(suite).cells}
+
+    before = keys()
+    monkeypatch.setattr(ZeroShot, "version", 1)
+    after = keys()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed and {k[0] for k in changed} == {c.label for c in load_suite(suite).cells if c.method == "zero_shot"}
+
+
 def test_a_user_task_runs_end_to_end_with_its_provenance_in_the_report(tmp_path):
     shutil.copytree(DATA, tmp_path / "data", ignore=shutil.ignore_patterns("*.py"))
     suite = write_suite(tmp_path / "s.yaml", """
