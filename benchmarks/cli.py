@@ -307,12 +307,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(run_dir: str, select_from: str | None = None, readme: str | None = None) -> None:
     if select_from:
         ResultStore.existing(Path(select_from), "--select-best-from")
-    if readme:
-        regions(Path(readme))  # a missing file or malformed marker stops before the report is written
+    marked = regions(Path(readme)) if readme else []  # a missing file or malformed marker stops before the report is written
     md, html = write_report(Path(run_dir), Path(select_from) if select_from else None)
     print(f"wrote {md} and {html}")
     if readme:
-        print(f"{readme}: {fill(Path(readme))} of {len(regions(Path(readme)))} marked tables changed")
+        print(f"{readme}: {fill(Path(readme))} of {len(marked)} marked tables changed")
 
 
 class Terminated(KeyboardInterrupt):

@@ -207,7 +207,7 @@ class DspyMethod(Method[BlackView, DspyParams]):
             raise UserError(f"{self.name}: needs training examples; raise limits.train")
         import dspy
 
-        proposer = Proposer(params.proposer if self.proposes else "", view)
+        proposer = Proposer(params.proposer, view)  # check() refused one where the optimiser never asks it
         answer = params.max_new_tokens if params.format == "boxbench" else max(params.max_new_tokens, 64)
         task_engine = ViewEngine(view.generate, GenerationConfig(max_new_tokens=answer, temperature=0.0, stop=["\n"] if params.format == "boxbench" else [], seed=seed),
                                  prepare=(lambda s: with_hint(task, s)) if params.format == "boxbench" else (lambda s: s))
